@@ -1,0 +1,13 @@
+//! walarch-core: the engine behind `walarch`, usable as a library.
+//!
+//! - [`wal`]: PostgreSQL's WAL vocabulary (LSNs, timelines, file names, page headers).
+//! - [`codec`]: compression of stored objects.
+//! - [`store`]: opening a repository's object store from a URL, and the key layout.
+//! - [`repo`]: the repository: its identity (`walarch.json`) and WAL objects.
+//! - [`archive`]: wal-push and wal-fetch with the data-safety contract.
+
+pub mod archive;
+pub mod codec;
+pub mod repo;
+pub mod store;
+pub mod wal;

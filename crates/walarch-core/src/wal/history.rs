@@ -1,0 +1,113 @@
+//! Timeline history files (`<TLI>.history`): one line per ancestor timeline, each naming the
+//! LSN at which the next timeline branched off. Parsed as PostgreSQL's
+//! `readTimeLineHistory` does: blank lines and `#` comments are skipped, fields are
+//! separated by white space, and the reason text is free-form.
+
+use super::{Lsn, TimelineId, WalError};
+
+/// One line of a history file: `parent` ended at `switch_lsn`, where the next timeline began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub parent: TimelineId,
+    pub switch_lsn: Lsn,
+    pub reason: String,
+}
+
+/// The ancestry of a timeline, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TimelineHistory {
+    pub entries: Vec<HistoryEntry>,
+}
+
+impl TimelineHistory {
+    /// Parses the content of a history file. Timelines must increase and switch points must
+    /// not go backwards, as PostgreSQL requires.
+    pub fn parse(content: &[u8]) -> Result<Self, WalError> {
+        let text = std::str::from_utf8(content)
+            .map_err(|_| WalError::InvalidHistory { line: 0, reason: "not UTF-8 text".into() })?;
+        let mut entries: Vec<HistoryEntry> = Vec::new();
+        for (index, raw) in text.lines().enumerate() {
+            let line = index + 1;
+            let err = |reason: &str| WalError::InvalidHistory { line, reason: reason.to_owned() };
+            let trimmed = raw.trim_start();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let (tli_text, rest) = next_field(trimmed);
+            let (lsn_text, reason) = next_field(rest);
+            let parent = tli_text
+                .parse::<u32>()
+                .map_err(|_| err("expected a timeline number"))
+                .and_then(|n| TimelineId::new(n).map_err(|_| err("timeline 0")))?;
+            let switch_lsn = lsn_text.parse::<Lsn>().map_err(|_| err("expected a switch point LSN"))?;
+            if let Some(prev) = entries.last() {
+                if parent <= prev.parent {
+                    return Err(err("timeline IDs must be in increasing sequence"));
+                }
+                if switch_lsn < prev.switch_lsn {
+                    return Err(err("switch points must not go backwards"));
+                }
+            }
+            entries.push(HistoryEntry { parent, switch_lsn, reason: reason.trim().to_owned() });
+        }
+        Ok(TimelineHistory { entries })
+    }
+
+    /// Checks the history belongs to `timeline`: every ancestor is older than it.
+    pub fn validate_for(&self, timeline: TimelineId) -> Result<(), WalError> {
+        match self.entries.last() {
+            Some(last) if last.parent >= timeline => Err(WalError::InvalidHistory {
+                line: 0,
+                reason: format!("ancestor timeline {} is not older than timeline {timeline}", last.parent),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Splits off the first white-space separated field; the rest keeps its inner spacing.
+fn next_field(text: &str) -> (&str, &str) {
+    let text = text.trim_start();
+    text.split_once(char::is_whitespace).unwrap_or((text, ""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_postgresql_output() {
+        let text = b"1\t0/3000148\tno recovery target specified\n\n# comment\n2\t0/5000000\tat restore point \"x\"\n";
+        let history = TimelineHistory::parse(text).unwrap();
+        assert_eq!(history.entries.len(), 2);
+        assert_eq!(history.entries[0].parent.get(), 1);
+        assert_eq!(history.entries[0].switch_lsn.to_string(), "0/3000148");
+        assert_eq!(history.entries[0].reason, "no recovery target specified");
+        assert_eq!(history.entries[1].reason, "at restore point \"x\"");
+        history.validate_for(TimelineId::new(3).unwrap()).unwrap();
+        assert!(history.validate_for(TimelineId::new(2).unwrap()).is_err());
+    }
+
+    #[test]
+    fn accepts_lines_without_reason_and_extra_spaces() {
+        let history = TimelineHistory::parse(b"  1   0/16B3748\n").unwrap();
+        assert_eq!(history.entries[0].switch_lsn.to_string(), "0/16B3748");
+        assert_eq!(history.entries[0].reason, "");
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        let bad: [&[u8]; 7] = [
+            b"x\t0/1\n",
+            b"1\n",
+            b"1\tzz\n",
+            b"0\t0/1\n",
+            b"2\t0/1\n1\t0/2\n",
+            b"1\t0/5\n2\t0/4\n",
+            b"\xff\xfe",
+        ];
+        for content in bad {
+            assert!(TimelineHistory::parse(content).is_err(), "{content:?} must be refused");
+        }
+    }
+}
