@@ -10,4 +10,6 @@ pub mod archive;
 pub mod codec;
 pub mod repo;
 pub mod store;
+#[doc(hidden)]
+pub mod testing;
 pub mod wal;

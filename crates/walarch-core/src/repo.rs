@@ -1,0 +1,337 @@
+//! A repository: one object store location holding the WAL and backups of one database
+//! system. This module owns the identity object (`walarch.json`) and the primitive
+//! operations on stored objects that the safety contract is built from: create-only puts,
+//! gets that distinguish "the store says it does not exist" from every other failure, and
+//! lookups of a WAL file under any codec.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::Codec;
+use crate::store::{self, RepoLocation, StoreError, StoreOptions, keys, redact_secrets};
+use crate::wal::{SystemId, WalFileName, WalSegmentSize};
+
+/// The repository format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// `walarch.json`: which database system the repository belongs to. Written once, by the
+/// first push of a WAL segment, with a create-only put; never rewritten.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub format: u32,
+    pub system_id: SystemId,
+    pub wal_segment_size: WalSegmentSize,
+    pub pg_major: u32,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}
+
+impl Identity {
+    pub fn new(system_id: SystemId, wal_segment_size: WalSegmentSize, pg_major: u32) -> Self {
+        Identity {
+            format: FORMAT_VERSION,
+            system_id,
+            wal_segment_size,
+            pg_major,
+            created_at: Utc::now(),
+            created_by: format!("walarch {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// A WAL file found in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredWal {
+    pub key: Path,
+    pub codec: Codec,
+    pub size: u64,
+}
+
+/// Whether a create-only put stored the object or found one already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Created,
+    AlreadyExists,
+}
+
+#[derive(Debug)]
+pub struct Repository {
+    store: Arc<dyn ObjectStore>,
+    location: RepoLocation,
+    /// Cleared when the store turns out not to support create-only puts; later puts then
+    /// rely on the existence check done before them.
+    create_only_supported: AtomicBool,
+}
+
+impl Repository {
+    /// Opens a repository for reading. A local repository directory must already exist.
+    pub fn open(location: RepoLocation, options: &StoreOptions) -> Result<Self, RepoError> {
+        Self::open_with(location, options, false)
+    }
+
+    /// Opens a repository for writing, creating a local repository directory if needed.
+    pub fn open_for_write(
+        location: RepoLocation,
+        options: &StoreOptions,
+    ) -> Result<Self, RepoError> {
+        Self::open_with(location, options, true)
+    }
+
+    fn open_with(
+        location: RepoLocation,
+        options: &StoreOptions,
+        create: bool,
+    ) -> Result<Self, RepoError> {
+        let store = store::open(&location, options, create)?;
+        Ok(Self::from_store(store, location))
+    }
+
+    /// Wraps an already opened object store (tests, embedding applications).
+    pub fn from_store(store: Arc<dyn ObjectStore>, location: RepoLocation) -> Self {
+        Repository {
+            store,
+            location,
+            create_only_supported: AtomicBool::new(true),
+        }
+    }
+
+    pub fn location(&self) -> &RepoLocation {
+        &self.location
+    }
+
+    /// Reads `walarch.json`; `None` when the store says it does not exist.
+    pub async fn identity(&self) -> Result<Option<Identity>, RepoError> {
+        let key = keys::identity();
+        let Some(bytes) = self.get_if_exists(&key).await? else {
+            return Ok(None);
+        };
+        let identity: Identity =
+            serde_json::from_slice(&bytes).map_err(|e| RepoError::CorruptIdentity {
+                location: self.location.to_string(),
+                reason: e.to_string(),
+            })?;
+        if identity.format != FORMAT_VERSION {
+            return Err(RepoError::UnsupportedFormat {
+                location: self.location.to_string(),
+                format: identity.format,
+            });
+        }
+        Ok(Some(identity))
+    }
+
+    /// Records `proposed` as the identity unless one exists; returns the identity in force.
+    /// Two first pushes racing are settled by the create-only put: the loser reads the winner's.
+    pub async fn ensure_identity(&self, proposed: &Identity) -> Result<Identity, RepoError> {
+        if let Some(existing) = self.identity().await? {
+            return Ok(existing);
+        }
+        let json = serde_json::to_vec_pretty(proposed).expect("identity serialises");
+        match self.put_new(&keys::identity(), Bytes::from(json)).await? {
+            PutOutcome::Created => {
+                tracing::info!(location = %self.location, system_id = %proposed.system_id, "created repository identity");
+                Ok(proposed.clone())
+            }
+            PutOutcome::AlreadyExists => {
+                self.identity()
+                    .await?
+                    .ok_or_else(|| RepoError::CorruptIdentity {
+                        location: self.location.to_string(),
+                        reason: "walarch.json vanished while it was being created".into(),
+                    })
+            }
+        }
+    }
+
+    /// Finds every stored copy of WAL file `name` (normally one; several only if the
+    /// compression setting changed between two pushes of the same file). The lookups for
+    /// the possible codecs run concurrently, so this costs one round trip.
+    pub async fn find_wal(&self, name: &WalFileName) -> Result<Vec<StoredWal>, RepoError> {
+        let lookups = keys::possible_codecs(name).iter().map(|&codec| async move {
+            let key = keys::wal_file(name, codec);
+            match self.store.head(&key).await {
+                Ok(meta) => Ok(Some(StoredWal {
+                    key,
+                    codec,
+                    size: meta.size,
+                })),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(source) => Err(self.store_error("look up", &key, source)),
+            }
+        });
+        let found = futures::future::try_join_all(lookups).await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    /// Gets an object; `None` only when the store answered that it does not exist.
+    pub async fn get_if_exists(&self, key: &Path) -> Result<Option<Bytes>, RepoError> {
+        let result = match self.store.get(key).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(source) => return Err(self.store_error("read", key, source)),
+        };
+        match result.bytes().await {
+            Ok(bytes) => Ok(Some(bytes)),
+            // The object was deleted between the response headers and the body: still a
+            // failure to read, not proof of absence.
+            Err(source) => Err(self.store_error("read", key, source)),
+        }
+    }
+
+    /// Stores `data` at `key` only if nothing is there. Success means the store reported the
+    /// object durable (a completed PUT, or fsynced file and directory).
+    pub async fn put_new(&self, key: &Path, data: Bytes) -> Result<PutOutcome, RepoError> {
+        let payload = PutPayload::from_bytes(data);
+        if self.create_only_supported.load(Ordering::Relaxed) {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            match self.store.put_opts(key, payload.clone(), opts).await {
+                Ok(_) => return Ok(PutOutcome::Created),
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    return Ok(PutOutcome::AlreadyExists);
+                }
+                Err(object_store::Error::NotImplemented { .. }) => {
+                    tracing::debug!(location = %self.location, "store has no create-only put; checking before each put");
+                    self.create_only_supported.store(false, Ordering::Relaxed);
+                }
+                Err(source) => return Err(self.store_error("write", key, source)),
+            }
+        }
+        // Fallback for stores without conditional puts: the caller has looked the key up
+        // just before; check once more immediately before writing to narrow the window.
+        match self.store.head(key).await {
+            Ok(_) => return Ok(PutOutcome::AlreadyExists),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(source) => return Err(self.store_error("look up", key, source)),
+        }
+        self.store
+            .put(key, payload)
+            .await
+            .map_err(|source| self.store_error("write", key, source))?;
+        Ok(PutOutcome::Created)
+    }
+
+    fn store_error(
+        &self,
+        action: &'static str,
+        key: &Path,
+        source: object_store::Error,
+    ) -> RepoError {
+        RepoError::Store {
+            action,
+            key: key.to_string(),
+            location: self.location.to_string(),
+            message: redact_secrets(&source.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepoError {
+    #[error(transparent)]
+    Open(#[from] StoreError),
+    /// Any store failure that survived the retries. The message is already redacted.
+    #[error("cannot {action} {key} in {location}: {message}")]
+    Store {
+        action: &'static str,
+        key: String,
+        location: String,
+        message: String,
+    },
+    #[error("{location}/walarch.json is not a valid repository identity: {reason}")]
+    CorruptIdentity { location: String, reason: String },
+    #[error(
+        "{location} has repository format {format}, this walarch reads format {FORMAT_VERSION}: upgrade walarch"
+    )]
+    UnsupportedFormat { location: String, format: u32 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    fn repo() -> Repository {
+        Repository::from_store(
+            Arc::new(InMemory::new()),
+            RepoLocation::Local("/mem".into()),
+        )
+    }
+
+    #[tokio::test]
+    async fn identity_is_created_once_and_kept() {
+        let repo = repo();
+        assert_eq!(repo.identity().await.unwrap(), None);
+        let first = Identity::new(SystemId::new(1), WalSegmentSize::DEFAULT, 15);
+        assert_eq!(repo.ensure_identity(&first).await.unwrap(), first);
+        let second = Identity::new(SystemId::new(2), WalSegmentSize::DEFAULT, 15);
+        assert_eq!(
+            repo.ensure_identity(&second).await.unwrap(),
+            first,
+            "the first identity stays"
+        );
+    }
+
+    #[tokio::test]
+    async fn future_formats_and_garbage_identities_are_refused() {
+        let repo = repo();
+        let mut newer =
+            serde_json::to_value(Identity::new(SystemId::new(1), WalSegmentSize::DEFAULT, 15))
+                .unwrap();
+        newer["format"] = 2.into();
+        repo.put_new(
+            &keys::identity(),
+            serde_json::to_vec(&newer).unwrap().into(),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(
+            repo.identity().await,
+            Err(RepoError::UnsupportedFormat { format: 2, .. })
+        ));
+
+        let repo2 = super::tests::repo();
+        repo2
+            .put_new(&keys::identity(), Bytes::from_static(b"{not json"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            repo2.identity().await,
+            Err(RepoError::CorruptIdentity { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn put_new_never_overwrites() {
+        let repo = repo();
+        let key = Path::from("wal/x");
+        assert_eq!(
+            repo.put_new(&key, Bytes::from_static(b"one"))
+                .await
+                .unwrap(),
+            PutOutcome::Created
+        );
+        assert_eq!(
+            repo.put_new(&key, Bytes::from_static(b"two"))
+                .await
+                .unwrap(),
+            PutOutcome::AlreadyExists
+        );
+        assert_eq!(
+            repo.get_if_exists(&key).await.unwrap().unwrap(),
+            Bytes::from_static(b"one")
+        );
+        assert_eq!(
+            repo.get_if_exists(&Path::from("wal/y")).await.unwrap(),
+            None
+        );
+    }
+}

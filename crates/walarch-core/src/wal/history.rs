@@ -23,12 +23,17 @@ impl TimelineHistory {
     /// Parses the content of a history file. Timelines must increase and switch points must
     /// not go backwards, as PostgreSQL requires.
     pub fn parse(content: &[u8]) -> Result<Self, WalError> {
-        let text = std::str::from_utf8(content)
-            .map_err(|_| WalError::InvalidHistory { line: 0, reason: "not UTF-8 text".into() })?;
+        let text = std::str::from_utf8(content).map_err(|_| WalError::InvalidHistory {
+            line: 0,
+            reason: "not UTF-8 text".into(),
+        })?;
         let mut entries: Vec<HistoryEntry> = Vec::new();
         for (index, raw) in text.lines().enumerate() {
             let line = index + 1;
-            let err = |reason: &str| WalError::InvalidHistory { line, reason: reason.to_owned() };
+            let err = |reason: &str| WalError::InvalidHistory {
+                line,
+                reason: reason.to_owned(),
+            };
             let trimmed = raw.trim_start();
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
@@ -39,7 +44,9 @@ impl TimelineHistory {
                 .parse::<u32>()
                 .map_err(|_| err("expected a timeline number"))
                 .and_then(|n| TimelineId::new(n).map_err(|_| err("timeline 0")))?;
-            let switch_lsn = lsn_text.parse::<Lsn>().map_err(|_| err("expected a switch point LSN"))?;
+            let switch_lsn = lsn_text
+                .parse::<Lsn>()
+                .map_err(|_| err("expected a switch point LSN"))?;
             if let Some(prev) = entries.last() {
                 if parent <= prev.parent {
                     return Err(err("timeline IDs must be in increasing sequence"));
@@ -48,7 +55,11 @@ impl TimelineHistory {
                     return Err(err("switch points must not go backwards"));
                 }
             }
-            entries.push(HistoryEntry { parent, switch_lsn, reason: reason.trim().to_owned() });
+            entries.push(HistoryEntry {
+                parent,
+                switch_lsn,
+                reason: reason.trim().to_owned(),
+            });
         }
         Ok(TimelineHistory { entries })
     }
@@ -58,7 +69,10 @@ impl TimelineHistory {
         match self.entries.last() {
             Some(last) if last.parent >= timeline => Err(WalError::InvalidHistory {
                 line: 0,
-                reason: format!("ancestor timeline {} is not older than timeline {timeline}", last.parent),
+                reason: format!(
+                    "ancestor timeline {} is not older than timeline {timeline}",
+                    last.parent
+                ),
             }),
             _ => Ok(()),
         }
@@ -107,7 +121,10 @@ mod tests {
             b"\xff\xfe",
         ];
         for content in bad {
-            assert!(TimelineHistory::parse(content).is_err(), "{content:?} must be refused");
+            assert!(
+                TimelineHistory::parse(content).is_err(),
+                "{content:?} must be refused"
+            );
         }
     }
 }

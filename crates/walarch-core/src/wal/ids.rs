@@ -16,7 +16,11 @@ impl TimelineId {
     pub const FIRST: TimelineId = TimelineId(1);
 
     pub fn new(value: u32) -> Result<Self, WalError> {
-        if value == 0 { Err(WalError::ZeroTimeline) } else { Ok(TimelineId(value)) }
+        if value == 0 {
+            Err(WalError::ZeroTimeline)
+        } else {
+            Ok(TimelineId(value))
+        }
     }
 
     pub const fn get(self) -> u32 {
@@ -166,12 +170,26 @@ mod tests {
         for ok in [1u64 << 20, 2 << 20, 16 << 20, 64 << 20, 1 << 30] {
             assert_eq!(WalSegmentSize::new(ok).unwrap().bytes(), ok);
         }
-        for bad in [0u64, 1, 512 << 10, (16 << 20) + 1, 3 << 20, 2 << 30, u64::MAX] {
+        for bad in [
+            0u64,
+            1,
+            512 << 10,
+            (16 << 20) + 1,
+            3 << 20,
+            2 << 30,
+            u64::MAX,
+        ] {
             assert!(WalSegmentSize::new(bad).is_err(), "{bad} must be refused");
         }
         assert_eq!(WalSegmentSize::DEFAULT.segments_per_log_id(), 256);
-        assert_eq!(WalSegmentSize::new(1 << 20).unwrap().segments_per_log_id(), 4096);
-        assert_eq!(WalSegmentSize::new(1 << 30).unwrap().segments_per_log_id(), 4);
+        assert_eq!(
+            WalSegmentSize::new(1 << 20).unwrap().segments_per_log_id(),
+            4096
+        );
+        assert_eq!(
+            WalSegmentSize::new(1 << 30).unwrap().segments_per_log_id(),
+            4
+        );
     }
 
     #[test]

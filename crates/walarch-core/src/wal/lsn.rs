@@ -54,7 +54,9 @@ impl FromStr for Lsn {
     type Err = WalError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let invalid = || WalError::InvalidLsn { text: text.to_owned() };
+        let invalid = || WalError::InvalidLsn {
+            text: text.to_owned(),
+        };
         let (high, low) = text.split_once('/').ok_or_else(invalid)?;
         let half = |s: &str| {
             if s.is_empty() || s.len() > 8 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -76,13 +78,29 @@ mod tests {
         assert_eq!(lsn.as_u64(), 0x16_B374_D848);
         assert_eq!(lsn.to_string(), "16/B374D848");
         assert_eq!("0/0".parse::<Lsn>().unwrap(), Lsn::INVALID);
-        assert_eq!("ffffffff/ffffffff".parse::<Lsn>().unwrap().as_u64(), u64::MAX);
+        assert_eq!(
+            "ffffffff/ffffffff".parse::<Lsn>().unwrap().as_u64(),
+            u64::MAX
+        );
         assert_eq!(Lsn::new(0x1_0000_0028).to_string(), "1/28");
     }
 
     #[test]
     fn rejects_malformed_text() {
-        for bad in ["", "/", "1/", "/1", "1", "1/2/3", "g/0", "0/x1", "123456789/0", "0/-1", " 1/2", "1/+2"] {
+        for bad in [
+            "",
+            "/",
+            "1/",
+            "/1",
+            "1",
+            "1/2/3",
+            "g/0",
+            "0/x1",
+            "123456789/0",
+            "0/-1",
+            " 1/2",
+            "1/+2",
+        ] {
             assert!(bad.parse::<Lsn>().is_err(), "{bad:?} must be rejected");
         }
     }

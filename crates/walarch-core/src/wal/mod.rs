@@ -2,10 +2,10 @@
 //! identifiers, WAL file names, timeline history files and the long page header that opens
 //! every segment. Pure code: no I/O, so every parser here can be fuzzed.
 
+mod history;
 mod ids;
 mod lsn;
 mod name;
-mod history;
 mod page;
 
 pub use history::{HistoryEntry, TimelineHistory};
@@ -27,7 +27,11 @@ pub enum WalError {
     #[error("{name:?} is not a WAL file name (segment, .partial, .backup or .history)")]
     InvalidFileName { name: String },
     #[error("{name:?}: segment part {seg:#X} is out of range for {size} segments")]
-    SegmentOutOfRange { name: String, seg: u32, size: WalSegmentSize },
+    SegmentOutOfRange {
+        name: String,
+        seg: u32,
+        size: WalSegmentSize,
+    },
     #[error("timeline history line {line}: {reason}")]
     InvalidHistory { line: usize, reason: String },
     #[error("WAL page header: {reason}")]

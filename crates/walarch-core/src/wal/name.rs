@@ -46,9 +46,15 @@ impl SegmentName {
     pub fn segment_no(&self, size: WalSegmentSize) -> Result<SegmentNo, WalError> {
         let per_id = size.segments_per_log_id();
         if u64::from(self.seg) >= per_id {
-            return Err(WalError::SegmentOutOfRange { name: self.to_string(), seg: self.seg, size });
+            return Err(WalError::SegmentOutOfRange {
+                name: self.to_string(),
+                seg: self.seg,
+                size,
+            });
         }
-        Ok(SegmentNo::new(u64::from(self.log_id) * per_id + u64::from(self.seg)))
+        Ok(SegmentNo::new(
+            u64::from(self.log_id) * per_id + u64::from(self.seg),
+        ))
     }
 
     /// The first 16 hex digits (timeline and log id): the store groups segments by them.
@@ -63,13 +69,23 @@ impl SegmentName {
         let timeline = TimelineId::new(u32::from_str_radix(&text[0..8], 16).ok()?).ok()?;
         let log_id = u32::from_str_radix(&text[8..16], 16).ok()?;
         let seg = u32::from_str_radix(&text[16..24], 16).ok()?;
-        Some(SegmentName { timeline, log_id, seg })
+        Some(SegmentName {
+            timeline,
+            log_id,
+            seg,
+        })
     }
 }
 
 impl fmt::Display for SegmentName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:08X}{:08X}{:08X}", self.timeline.get(), self.log_id, self.seg)
+        write!(
+            f,
+            "{:08X}{:08X}{:08X}",
+            self.timeline.get(),
+            self.log_id,
+            self.seg
+        )
     }
 }
 
@@ -79,7 +95,10 @@ pub enum WalFileName {
     Segment(SegmentName),
     Partial(SegmentName),
     /// A backup history file; `offset` is the backup's start offset within the segment.
-    Backup { segment: SegmentName, offset: u32 },
+    Backup {
+        segment: SegmentName,
+        offset: u32,
+    },
     History(TimelineId),
 }
 
@@ -122,7 +141,9 @@ impl FromStr for WalFileName {
     type Err = WalError;
 
     fn from_str(name: &str) -> Result<Self, Self::Err> {
-        let invalid = || WalError::InvalidFileName { name: name.to_owned() };
+        let invalid = || WalError::InvalidFileName {
+            name: name.to_owned(),
+        };
         if !name.is_ascii() {
             return Err(invalid());
         }
@@ -131,26 +152,34 @@ impl FromStr for WalFileName {
                 return Err(invalid());
             }
             let tli = u32::from_str_radix(tli, 16).map_err(|_| invalid())?;
-            return TimelineId::new(tli).map(WalFileName::History).map_err(|_| invalid());
+            return TimelineId::new(tli)
+                .map(WalFileName::History)
+                .map_err(|_| invalid());
         }
         if let Some(seg) = name.strip_suffix(".partial") {
-            return SegmentName::parse(seg).map(WalFileName::Partial).ok_or_else(invalid);
+            return SegmentName::parse(seg)
+                .map(WalFileName::Partial)
+                .ok_or_else(invalid);
         }
         if let Some(rest) = name.strip_suffix(".backup") {
             // <segment>.<8 hex digits of offset>
-            if rest.len() != 24 + 1 + 8 || rest.as_bytes()[24] != b'.' || !is_upper_hex(&rest[25..]) {
+            if rest.len() != 24 + 1 + 8 || rest.as_bytes()[24] != b'.' || !is_upper_hex(&rest[25..])
+            {
                 return Err(invalid());
             }
             let segment = SegmentName::parse(&rest[..24]).ok_or_else(invalid)?;
             let offset = u32::from_str_radix(&rest[25..], 16).map_err(|_| invalid())?;
             return Ok(WalFileName::Backup { segment, offset });
         }
-        SegmentName::parse(name).map(WalFileName::Segment).ok_or_else(invalid)
+        SegmentName::parse(name)
+            .map(WalFileName::Segment)
+            .ok_or_else(invalid)
     }
 }
 
 fn is_upper_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
 }
 
 #[cfg(test)]
@@ -173,8 +202,14 @@ mod tests {
             let name: WalFileName = text.parse().unwrap();
             assert_eq!(name.to_string(), text);
         }
-        assert!(matches!("000000010000000A0000002F".parse().unwrap(), WalFileName::Segment(_)));
-        assert_eq!("0000000A.history".parse::<WalFileName>().unwrap(), WalFileName::History(tli(10)));
+        assert!(matches!(
+            "000000010000000A0000002F".parse().unwrap(),
+            WalFileName::Segment(_)
+        ));
+        assert_eq!(
+            "0000000A.history".parse::<WalFileName>().unwrap(),
+            WalFileName::History(tli(10))
+        );
         match "000000010000000000000002.00000028.backup".parse().unwrap() {
             WalFileName::Backup { offset, segment } => {
                 assert_eq!(offset, 0x28);
@@ -189,12 +224,12 @@ mod tests {
         let bad = [
             "",
             "0",
-            "00000001000000000000002",    // 23 digits
-            "0000000100000000000000021",  // 25 digits
-            "000000010000000a0000002f",   // lower case
-            "00000000000000000000002F",   // timeline 0
-            "0000000G0000000000000001",   // not hex
-            "00000001000000000000000 ",   // space
+            "00000001000000000000002",   // 23 digits
+            "0000000100000000000000021", // 25 digits
+            "000000010000000a0000002f",  // lower case
+            "00000000000000000000002F",  // timeline 0
+            "0000000G0000000000000001",  // not hex
+            "00000001000000000000000 ",  // space
             "000000010000000000000001.part",
             "000000010000000000000001.partial.partial",
             "00000001.History",
@@ -209,7 +244,10 @@ mod tests {
             "\u{e9}\u{e9}\u{e9}\u{e9}.history",
         ];
         for text in bad {
-            assert!(text.parse::<WalFileName>().is_err(), "{text:?} must be refused");
+            assert!(
+                text.parse::<WalFileName>().is_err(),
+                "{text:?} must be refused"
+            );
         }
     }
 
@@ -221,7 +259,10 @@ mod tests {
         assert_eq!(SegmentName::new(tli(1), SegmentNo::new(0xA2F), mib16), name);
 
         let gib = WalSegmentSize::new(1 << 30).unwrap();
-        assert!(name.segment_no(gib).is_err(), "segment 0x2F does not exist with 1 GiB segments");
+        assert!(
+            name.segment_no(gib).is_err(),
+            "segment 0x2F does not exist with 1 GiB segments"
+        );
         let ok = SegmentName::parse("000000010000000A00000003").unwrap();
         assert_eq!(ok.segment_no(gib).unwrap().as_u64(), 0xA * 4 + 3);
     }
@@ -230,7 +271,16 @@ mod tests {
     fn names_round_trip_through_segment_numbers() {
         for size in [1u64 << 20, 16 << 20, 1 << 30] {
             let size = WalSegmentSize::new(size).unwrap();
-            for segno in [0u64, 1, 255, 256, 4095, 4096, 1 << 20, u64::MAX / size.bytes()] {
+            for segno in [
+                0u64,
+                1,
+                255,
+                256,
+                4095,
+                4096,
+                1 << 20,
+                u64::MAX / size.bytes(),
+            ] {
                 let name = SegmentName::new(tli(3), SegmentNo::new(segno), size);
                 let parsed = SegmentName::parse(&name.to_string()).unwrap();
                 assert_eq!(parsed.segment_no(size).unwrap().as_u64(), segno);

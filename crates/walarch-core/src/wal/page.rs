@@ -25,7 +25,13 @@ pub struct PgMajor(u32);
 
 impl PgMajor {
     /// `XLOG_PAGE_MAGIC` of each supported major version.
-    const MAGICS: [(u16, u32); 5] = [(0xD106, 13), (0xD10D, 14), (0xD110, 15), (0xD113, 16), (0xD116, 17)];
+    const MAGICS: [(u16, u32); 5] = [
+        (0xD106, 13),
+        (0xD10D, 14),
+        (0xD110, 15),
+        (0xD113, 16),
+        (0xD116, 17),
+    ];
 
     pub fn from_page_magic(magic: u16) -> Result<Self, WalError> {
         Self::MAGICS
@@ -81,21 +87,31 @@ impl LongPageHeader {
         let pg_major = PgMajor::from_page_magic(u16_at(0))?;
         let info = u16_at(2);
         if info & !XLP_ALL_FLAGS != 0 {
-            return Err(invalid(format!("unknown flag bits in xlp_info {info:#06X}")));
+            return Err(invalid(format!(
+                "unknown flag bits in xlp_info {info:#06X}"
+            )));
         }
         if info & XLP_LONG_HEADER == 0 {
             return Err(invalid("first page lacks the long header flag".into()));
         }
         let timeline = TimelineId::new(u32_at(4)).map_err(|_| invalid("xlp_tli is 0".into()))?;
-        let segment_size = WalSegmentSize::new(u64::from(u32_at(32)))
-            .map_err(|_| invalid(format!("xlp_seg_size {} is not a valid segment size", u32_at(32))))?;
+        let segment_size = WalSegmentSize::new(u64::from(u32_at(32))).map_err(|_| {
+            invalid(format!(
+                "xlp_seg_size {} is not a valid segment size",
+                u32_at(32)
+            ))
+        })?;
         let block_size = u32_at(36);
         if !block_size.is_power_of_two() || !(1024..=65536).contains(&block_size) {
-            return Err(invalid(format!("xlp_xlog_blcksz {block_size} is not a valid WAL block size")));
+            return Err(invalid(format!(
+                "xlp_xlog_blcksz {block_size} is not a valid WAL block size"
+            )));
         }
         let page_addr = Lsn::new(u64_at(8));
         if page_addr.segment_offset(segment_size) != 0 {
-            return Err(invalid(format!("xlp_pageaddr {page_addr} is not at a segment start")));
+            return Err(invalid(format!(
+                "xlp_pageaddr {page_addr} is not at a segment start"
+            )));
         }
         Ok(LongPageHeader {
             pg_major,
@@ -186,24 +202,44 @@ mod tests {
 
     #[test]
     fn recognises_postgresql_13_to_17() {
-        for (magic, major) in [(0xD106u16, 13), (0xD10D, 14), (0xD110, 15), (0xD113, 16), (0xD116, 17)] {
+        for (magic, major) in [
+            (0xD106u16, 13),
+            (0xD10D, 14),
+            (0xD110, 15),
+            (0xD113, 16),
+            (0xD116, 17),
+        ] {
             assert_eq!(PgMajor::from_page_magic(magic).unwrap().get(), major);
         }
         for magic in [0xD101u16, 0xD118, 0, 0xFFFF] {
-            assert_eq!(PgMajor::from_page_magic(magic), Err(WalError::UnknownPageMagic { magic }));
+            assert_eq!(
+                PgMajor::from_page_magic(magic),
+                Err(WalError::UnknownPageMagic { magic })
+            );
         }
     }
 
     #[test]
     fn matches_name_or_says_why_not() {
         let h = header(0x12F, 1);
-        h.check_matches(&segment_name("00000001000000010000002F")).unwrap();
+        h.check_matches(&segment_name("00000001000000010000002F"))
+            .unwrap();
         // the first segment of timeline 2 still carries timeline 1 in its first page
-        h.check_matches(&segment_name("00000002000000010000002F")).unwrap();
-        let err = h.check_matches(&segment_name("000000010000000100000030")).unwrap_err();
-        assert!(err.to_string().contains("00000001000000010000002F"), "{err}");
+        h.check_matches(&segment_name("00000002000000010000002F"))
+            .unwrap();
+        let err = h
+            .check_matches(&segment_name("000000010000000100000030"))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("00000001000000010000002F"),
+            "{err}"
+        );
         let newer = header(0x12F, 3);
-        assert!(newer.check_matches(&segment_name("00000002000000010000002F")).is_err());
+        assert!(
+            newer
+                .check_matches(&segment_name("00000002000000010000002F"))
+                .is_err()
+        );
     }
 
     #[test]
@@ -216,12 +252,24 @@ mod tests {
             h[at..at + bytes.len()].copy_from_slice(bytes);
             LongPageHeader::decode(&h)
         };
-        assert!(matches!(mutate(0, &[0x16, 0xD1]), Ok(_)), "PG 17 magic is fine");
-        assert!(matches!(mutate(0, &[0x01, 0xD1]), Err(WalError::UnknownPageMagic { .. })));
-        assert!(mutate(2, &[0x00, 0x00]).is_err(), "long header flag missing");
+        assert!(
+            matches!(mutate(0, &[0x16, 0xD1]), Ok(_)),
+            "PG 17 magic is fine"
+        );
+        assert!(matches!(
+            mutate(0, &[0x01, 0xD1]),
+            Err(WalError::UnknownPageMagic { .. })
+        ));
+        assert!(
+            mutate(2, &[0x00, 0x00]).is_err(),
+            "long header flag missing"
+        );
         assert!(mutate(2, &[0x0A, 0x00]).is_err(), "unknown flag");
         assert!(mutate(4, &[0, 0, 0, 0]).is_err(), "timeline 0");
-        assert!(mutate(8, &[0x28, 0, 0, 0]).is_err(), "page address not at segment start");
+        assert!(
+            mutate(8, &[0x28, 0, 0, 0]).is_err(),
+            "page address not at segment start"
+        );
         assert!(mutate(32, &[0, 0, 0x30, 0]).is_err(), "3 MiB segments");
         assert!(mutate(36, &[0, 0x30, 0, 0]).is_err(), "12 KiB block");
     }

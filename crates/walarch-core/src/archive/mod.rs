@@ -1,0 +1,11 @@
+//! wal-push and wal-fetch: moving single WAL files between `pg_wal` and the repository with
+//! the data-safety contract (DESIGN.md §2): validate before storing, never overwrite
+//! different content, success only once durable, "not found" only when the store says so.
+
+mod fetch;
+mod push;
+mod validate;
+
+pub use fetch::{FetchError, FetchOutcome, FetchReport, fetch_wal_file};
+pub use push::{PushError, PushOutcome, PushReport, push_wal_file};
+pub use validate::{ContentError, validate_wal_content};

@@ -1,0 +1,157 @@
+//! Checks that the bytes of a WAL file are what its name says they are. Used before storing
+//! (never archive a mislabelled or truncated file) and after fetching (never hand PostgreSQL
+//! the wrong file).
+
+use crate::wal::{LongPageHeader, TimelineHistory, WalError, WalFileName};
+
+/// What the content of a validated WAL file told us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValidatedContent {
+    /// A whole segment (or `.partial`) with its long page header.
+    Segment(LongPageHeader),
+    /// A history or backup history file: text, no header.
+    Text,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContentError {
+    #[error("{name}: {source}")]
+    Header { name: String, source: WalError },
+    #[error(
+        "{name} is {actual} bytes but its header says segments are {expected} bytes (truncated or padded file)"
+    )]
+    WrongLength {
+        name: String,
+        actual: u64,
+        expected: u64,
+    },
+    #[error("{name}: {source}")]
+    History { name: String, source: WalError },
+    #[error("{name} is not a PostgreSQL backup history file")]
+    NotBackupHistory { name: String },
+}
+
+/// Validates `content` against `name`.
+pub fn validate_wal_content(
+    name: &WalFileName,
+    content: &[u8],
+) -> Result<ValidatedContent, ContentError> {
+    let label = || name.to_string();
+    match name {
+        WalFileName::Segment(segment) | WalFileName::Partial(segment) => {
+            let header =
+                LongPageHeader::decode(content).map_err(|source| ContentError::Header {
+                    name: label(),
+                    source,
+                })?;
+            let expected = header.segment_size.bytes();
+            if content.len() as u64 != expected {
+                return Err(ContentError::WrongLength {
+                    name: label(),
+                    actual: content.len() as u64,
+                    expected,
+                });
+            }
+            header
+                .check_matches(segment)
+                .map_err(|source| ContentError::Header {
+                    name: label(),
+                    source,
+                })?;
+            Ok(ValidatedContent::Segment(header))
+        }
+        WalFileName::History(timeline) => {
+            let history =
+                TimelineHistory::parse(content).map_err(|source| ContentError::History {
+                    name: label(),
+                    source,
+                })?;
+            history
+                .validate_for(*timeline)
+                .map_err(|source| ContentError::History {
+                    name: label(),
+                    source,
+                })?;
+            Ok(ValidatedContent::Text)
+        }
+        WalFileName::Backup { .. } => {
+            // pg_backup_stop writes "START WAL LOCATION: 0/2000028 (file 00000001...)" first.
+            if content.starts_with(b"START WAL LOCATION: ") && std::str::from_utf8(content).is_ok()
+            {
+                Ok(ValidatedContent::Text)
+            } else {
+                Err(ContentError::NotBackupHistory { name: label() })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::synthetic_segment;
+    use crate::wal::{SegmentNo, SystemId, TimelineId, WalSegmentSize};
+
+    fn name(text: &str) -> WalFileName {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn accepts_a_well_formed_segment_and_partial() {
+        let size = WalSegmentSize::new(1 << 20).unwrap();
+        let seg = synthetic_segment(
+            SystemId::new(42),
+            TimelineId::FIRST,
+            SegmentNo::new(3),
+            size,
+        );
+        let n = crate::wal::SegmentName::new(TimelineId::FIRST, SegmentNo::new(3), size);
+        assert!(matches!(
+            validate_wal_content(&name(&n.to_string()), &seg),
+            Ok(ValidatedContent::Segment(_))
+        ));
+        assert!(validate_wal_content(&name(&format!("{n}.partial")), &seg).is_ok());
+    }
+
+    #[test]
+    fn refuses_truncated_misnamed_and_garbage_segments() {
+        let size = WalSegmentSize::new(1 << 20).unwrap();
+        let seg = synthetic_segment(
+            SystemId::new(42),
+            TimelineId::FIRST,
+            SegmentNo::new(3),
+            size,
+        );
+        let right = "000000010000000000000003";
+        let truncated = validate_wal_content(&name(right), &seg[..seg.len() - 8192]).unwrap_err();
+        assert!(
+            matches!(truncated, ContentError::WrongLength { .. }),
+            "{truncated}"
+        );
+        let misnamed = validate_wal_content(&name("000000010000000000000004"), &seg).unwrap_err();
+        assert!(
+            misnamed.to_string().contains("000000010000000000000003"),
+            "{misnamed}"
+        );
+        assert!(validate_wal_content(&name(right), &vec![0u8; 1 << 20]).is_err());
+        assert!(validate_wal_content(&name(right), b"").is_err());
+    }
+
+    #[test]
+    fn checks_history_and_backup_files() {
+        assert!(
+            validate_wal_content(
+                &name("00000002.history"),
+                b"1\t0/3000148\tno recovery target specified\n"
+            )
+            .is_ok()
+        );
+        assert!(validate_wal_content(&name("00000001.history"), b"1\t0/3000148\tx\n").is_err());
+        assert!(validate_wal_content(&name("00000002.history"), b"garbage").is_err());
+        let label = b"START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nSTOP WAL LOCATION: 0/2000100\n";
+        let backup = name("000000010000000000000002.00000028.backup");
+        assert!(validate_wal_content(&backup, label).is_ok());
+        assert!(validate_wal_content(&backup, b"\x00\x01binary").is_err());
+    }
+}

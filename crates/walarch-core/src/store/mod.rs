@@ -1,0 +1,360 @@
+//! The object store behind a repository: opened from a URL (`file:///path` or a bare path,
+//! `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`), with each cloud's
+//! standard credential environment, durable local writes and retries with backoff.
+//!
+//! Every backend is an `object_store::ObjectStore`:
+//! - local paths use `LocalFileSystem` built `with_fsync(true)`: a put writes a staged file,
+//!   fsyncs it, links or renames it into place and fsyncs the directory, so success means
+//!   durable and a partial file is never visible under its final name;
+//! - S3, GCS and Azure retry transient HTTP failures inside object_store's client with
+//!   exponential backoff, bounded by [`RetryOptions`].
+
+pub mod keys;
+mod redact;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::prefix::PrefixStore;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+pub use redact::redact_secrets;
+use url::Url;
+
+/// Where a repository lives, parsed but not yet opened (parsing does no I/O).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoLocation {
+    Local(PathBuf),
+    S3 { bucket: String, prefix: String },
+    Gcs { bucket: String, prefix: String },
+    Azure { container: String, prefix: String },
+}
+
+impl RepoLocation {
+    /// Parses a repository URL or a bare path. Relative paths are made absolute against the
+    /// current directory (PostgreSQL runs archive_command inside the data directory).
+    pub fn parse(text: &str) -> Result<Self, StoreError> {
+        let invalid = |reason: &str| StoreError::InvalidUrl {
+            url: redact_secrets(text),
+            reason: reason.to_owned(),
+        };
+        if text.is_empty() {
+            return Err(invalid("the repository location is empty"));
+        }
+        if !text.contains("://") {
+            let path = std::path::absolute(text).map_err(|_| invalid("cannot resolve the path"))?;
+            return Ok(RepoLocation::Local(path));
+        }
+        let url = Url::parse(text).map_err(|e| invalid(&e.to_string()))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid(
+                "credentials in the URL are not accepted; use the cloud's environment variables",
+            ));
+        }
+        if url.query().is_some() {
+            return Err(invalid(
+                "query parameters are not accepted; use the configuration file",
+            ));
+        }
+        let bucket = || {
+            url.host_str()
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| invalid("missing bucket"))
+        };
+        let prefix = url.path().trim_matches('/').to_owned();
+        match url.scheme() {
+            "file" => {
+                if url
+                    .host_str()
+                    .is_some_and(|h| !h.is_empty() && h != "localhost")
+                {
+                    return Err(invalid(
+                        "file URLs take no host: write file:///absolute/path",
+                    ));
+                }
+                let path = url
+                    .to_file_path()
+                    .map_err(|_| invalid("not an absolute local path"))?;
+                Ok(RepoLocation::Local(path))
+            }
+            "s3" | "s3a" => Ok(RepoLocation::S3 {
+                bucket: bucket()?,
+                prefix,
+            }),
+            "gs" | "gcs" => Ok(RepoLocation::Gcs {
+                bucket: bucket()?,
+                prefix,
+            }),
+            "az" | "azure" | "abfs" => Ok(RepoLocation::Azure {
+                container: bucket()?,
+                prefix,
+            }),
+            other => Err(invalid(&format!(
+                "unsupported scheme {other:?}: use file, s3, gs or az"
+            ))),
+        }
+    }
+
+    pub fn is_local(&self) -> bool {
+        matches!(self, RepoLocation::Local(_))
+    }
+}
+
+impl std::fmt::Display for RepoLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let with_prefix =
+            |f: &mut std::fmt::Formatter<'_>, scheme: &str, bucket: &str, prefix: &str| {
+                if prefix.is_empty() {
+                    write!(f, "{scheme}://{bucket}")
+                } else {
+                    write!(f, "{scheme}://{bucket}/{prefix}")
+                }
+            };
+        match self {
+            RepoLocation::Local(path) => write!(f, "file://{}", path.display()),
+            RepoLocation::S3 { bucket, prefix } => with_prefix(f, "s3", bucket, prefix),
+            RepoLocation::Gcs { bucket, prefix } => with_prefix(f, "gs", bucket, prefix),
+            RepoLocation::Azure { container, prefix } => with_prefix(f, "az", container, prefix),
+        }
+    }
+}
+
+/// Retry policy for transient failures of cloud stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryOptions {
+    pub max_retries: usize,
+    /// Give up retrying once this much time has passed since the first attempt.
+    pub timeout: Duration,
+}
+
+impl Default for RetryOptions {
+    fn default() -> Self {
+        RetryOptions {
+            max_retries: 5,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Options for S3-compatible servers; unset values fall back to the `AWS_*` environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Options {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub allow_http: Option<bool>,
+    /// `false` for servers that do not honour `If-None-Match: *`; walarch then checks for
+    /// an existing object before each put instead of relying on a create-only put.
+    pub conditional_put: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreOptions {
+    pub retry: RetryOptions,
+    pub s3: S3Options,
+    /// Per-request timeout for cloud stores (connection and transfer).
+    pub request_timeout: Option<Duration>,
+}
+
+/// Opens the object store for `location`. Local repositories are created if missing only
+/// when `create_local` is set: a reader must not mistake an absent (unmounted, mistyped)
+/// directory for an empty repository.
+pub fn open(
+    location: &RepoLocation,
+    options: &StoreOptions,
+    create_local: bool,
+) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    let retry = RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            base: 2.0,
+        },
+        max_retries: options.retry.max_retries,
+        retry_timeout: options.retry.timeout,
+    };
+    let mut client = ClientOptions::new().with_connect_timeout(Duration::from_secs(5));
+    if let Some(timeout) = options.request_timeout {
+        client = client.with_timeout(timeout);
+    }
+    let open_err = |source: object_store::Error| StoreError::Open {
+        location: location.to_string(),
+        source,
+    };
+    let (store, prefix): (Arc<dyn ObjectStore>, &str) = match location {
+        RepoLocation::Local(path) => return open_local(path, create_local),
+        RepoLocation::S3 { bucket, prefix } => {
+            let s3 = &options.s3;
+            if s3.allow_http == Some(true) {
+                client = client.with_allow_http(true);
+            }
+            let mut builder = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry)
+                .with_client_options(client);
+            if let Some(endpoint) = &s3.endpoint {
+                builder = builder.with_endpoint(endpoint);
+            }
+            if let Some(region) = &s3.region {
+                builder = builder.with_region(region);
+            }
+            if s3.conditional_put == Some(false) {
+                builder = builder.with_conditional_put(S3ConditionalPut::Disabled);
+            }
+            (Arc::new(builder.build().map_err(open_err)?), prefix)
+        }
+        RepoLocation::Gcs { bucket, prefix } => {
+            let builder = GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry)
+                .with_client_options(client);
+            (Arc::new(builder.build().map_err(open_err)?), prefix)
+        }
+        RepoLocation::Azure { container, prefix } => {
+            let builder = MicrosoftAzureBuilder::from_env()
+                .with_container_name(container)
+                .with_retry(retry)
+                .with_client_options(client);
+            (Arc::new(builder.build().map_err(open_err)?), prefix)
+        }
+    };
+    if prefix.is_empty() {
+        Ok(store)
+    } else {
+        Ok(Arc::new(PrefixStore::new(store, prefix)))
+    }
+}
+
+fn open_local(path: &Path, create: bool) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    if create {
+        std::fs::create_dir_all(path).map_err(|source| StoreError::LocalDirectory {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(StoreError::LocalDirectory {
+                path: path.to_owned(),
+                source: std::io::Error::other("not a directory"),
+            });
+        }
+        Err(source) => {
+            return Err(StoreError::LocalDirectory {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    }
+    let store = LocalFileSystem::new_with_prefix(path)
+        .map_err(|source| StoreError::Open {
+            location: format!("file://{}", path.display()),
+            source,
+        })?
+        .with_fsync(true);
+    Ok(Arc::new(store))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("invalid repository location {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("repository directory {}: {source}", path.display())]
+    LocalDirectory {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open repository {location}: {source}")]
+    Open {
+        location: String,
+        source: object_store::Error,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_supported_location() {
+        assert_eq!(
+            RepoLocation::parse("/var/lib/walarch").unwrap(),
+            RepoLocation::Local("/var/lib/walarch".into())
+        );
+        assert_eq!(
+            RepoLocation::parse("file:///var/lib/walarch").unwrap(),
+            RepoLocation::Local("/var/lib/walarch".into())
+        );
+        assert_eq!(
+            RepoLocation::parse("s3://bucket/some/prefix/").unwrap(),
+            RepoLocation::S3 {
+                bucket: "bucket".into(),
+                prefix: "some/prefix".into()
+            }
+        );
+        assert_eq!(
+            RepoLocation::parse("gs://b").unwrap(),
+            RepoLocation::Gcs {
+                bucket: "b".into(),
+                prefix: String::new()
+            }
+        );
+        assert_eq!(
+            RepoLocation::parse("az://container/p").unwrap(),
+            RepoLocation::Azure {
+                container: "container".into(),
+                prefix: "p".into()
+            }
+        );
+        assert!(
+            matches!(RepoLocation::parse("relative/dir").unwrap(), RepoLocation::Local(p) if p.is_absolute())
+        );
+        assert_eq!(
+            RepoLocation::parse("s3://bucket/p/").unwrap().to_string(),
+            "s3://bucket/p"
+        );
+    }
+
+    #[test]
+    fn refuses_bad_locations_without_echoing_secrets() {
+        for bad in [
+            "",
+            "ftp://host/x",
+            "s3://",
+            "file://host/x",
+            "s3://bucket/p?x=1",
+        ] {
+            assert!(RepoLocation::parse(bad).is_err(), "{bad:?} must be refused");
+        }
+        let err = RepoLocation::parse("s3://AKIAKEY:supersecret@bucket/p")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("supersecret"), "{err}");
+    }
+
+    #[test]
+    fn local_repository_must_exist_unless_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("repo");
+        let err = open(
+            &RepoLocation::Local(missing.clone()),
+            &StoreOptions::default(),
+            false,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("repo"), "{err}");
+        open(
+            &RepoLocation::Local(missing.clone()),
+            &StoreOptions::default(),
+            true,
+        )
+        .unwrap();
+        assert!(missing.is_dir());
+    }
+}
