@@ -1,1 +1,64 @@
-fn main() {}
+//! `walarch`: the command-line front of walarch-core. Argument parsing, settings, output and
+//! exit codes live here; every decision about WAL, stores and recovery is in the library.
+//!
+//! Exit statuses are a contract with PostgreSQL (see [`Failure::exit_code`]).
+
+mod args;
+mod commands;
+mod output;
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+use crate::output::Output;
+
+/// How a command ended when it did not succeed.
+#[derive(Debug)]
+pub enum Failure {
+    /// wal-fetch only: the repository answered that the file does not exist. PostgreSQL
+    /// reads status 1 as "not in the archive" and moves on (end of WAL, missing history).
+    NotInArchive,
+    /// Anything else, with the one line that says what failed and what to do.
+    Error(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure::Error(error.into())
+    }
+}
+
+impl Failure {
+    /// The exit-code table. wal-fetch failures other than "not found" use 126: PostgreSQL
+    /// treats a restore_command status above 125 as fatal and stops recovery instead of
+    /// promoting early on WAL it could not get. wal-push failures use 1: for archive_command
+    /// any non-zero status means "retry later", while a status above 125 would restart the
+    /// archiver process.
+    fn exit_code(&self, command: &Command) -> u8 {
+        match (self, command) {
+            (Failure::NotInArchive, _) => 1,
+            (Failure::Error(_), Command::WalFetch(_)) => 126,
+            (Failure::Error(_), _) => 1,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    output::init_logging(cli.global.log.as_deref());
+    let out = Output::new(cli.global.json);
+    let result = commands::run(&cli, &out);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            let code = failure.exit_code(&cli.command);
+            if let Failure::Error(error) = &failure {
+                out.error(error, code);
+            }
+            ExitCode::from(code)
+        }
+    }
+}

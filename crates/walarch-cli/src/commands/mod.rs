@@ -1,0 +1,24 @@
+//! One module per command; each turns settings and arguments into library calls.
+
+mod wal_fetch;
+mod wal_push;
+
+use crate::Failure;
+use crate::args::{Cli, Command};
+use crate::output::Output;
+use crate::settings::Settings;
+
+pub fn run(cli: &Cli, out: &Output) -> Result<(), Failure> {
+    let settings = Settings::resolve(&cli.global)?;
+    // One thread: a single wal-push or wal-fetch gains nothing from more, and start-up is
+    // the hot path (PostgreSQL runs these once per WAL file).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match &cli.command {
+            Command::WalPush(args) => wal_push::run(&settings, args, out).await,
+            Command::WalFetch(args) => wal_fetch::run(&settings, args, out).await,
+        }
+    })
+}

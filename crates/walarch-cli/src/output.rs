@@ -1,0 +1,87 @@
+//! What walarch prints: logs to standard error (PostgreSQL's log for archive and restore
+//! commands), results to standard output as JSON with `--json`, and one line per failure.
+
+use serde::Serialize;
+use tracing_subscriber::EnvFilter;
+use walarch_core::store::redact_secrets;
+
+pub fn init_logging(filter: Option<&str>) {
+    let filter =
+        EnvFilter::try_new(filter.unwrap_or("warn")).unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_ansi(false)
+        .init();
+}
+
+/// Joins an error and its causes with ": ", skipping a cause whose text the line already
+/// holds (library errors often quote their source in their own message).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    json: bool,
+}
+
+impl Output {
+    pub fn new(json: bool) -> Self {
+        Output { json }
+    }
+
+    /// Prints a command's result: JSON when asked for, else the human line (if any).
+    pub fn result<T: Serialize>(&self, value: &T, human: Option<String>) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string(value).expect("results serialise")
+            );
+        } else if let Some(line) = human {
+            println!("{line}");
+        }
+    }
+
+    /// The one line that says what failed (with its causes), secrets removed.
+    pub fn error(&self, error: &anyhow::Error, exit_code: u8) {
+        let message = redact_secrets(&one_line(error));
+        eprintln!("walarch: error: {message}");
+        if self.json {
+            let value = serde_json::json!({ "error": message, "exit_code": exit_code });
+            println!("{value}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+    use anyhow::Context;
+
+    #[test]
+    fn causes_are_not_repeated() {
+        let io = std::io::Error::other("disk on fire");
+        let err = Err::<(), _>(io)
+            .context("cannot write x: disk on fire")
+            .context("wal-fetch failed")
+            .unwrap_err();
+        assert_eq!(
+            one_line(&err),
+            "wal-fetch failed: cannot write x: disk on fire"
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! Settings from three layers, strongest first: command-line flags, `WALARCH_*` environment
+//! variables (both handled by clap), then the TOML configuration file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use walarch_core::codec::{Codec, Compression};
+use walarch_core::store::{RepoLocation, RetryOptions, S3Options, StoreOptions};
+
+use crate::args::GlobalArgs;
+
+const DEFAULT_CONFIG: &str = "/etc/walarch.toml";
+
+/// The configuration file. Unknown keys are errors, so a typo does not silently fall back
+/// to a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    repo: Option<String>,
+    compression: Option<String>,
+    compression_level: Option<i32>,
+    #[serde(default)]
+    s3: FileS3,
+    #[serde(default)]
+    retry: FileRetry,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileS3 {
+    endpoint: Option<String>,
+    region: Option<String>,
+    allow_http: Option<bool>,
+    conditional_put: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRetry {
+    max_retries: Option<usize>,
+    timeout_secs: Option<u64>,
+}
+
+/// Everything a command needs, resolved.
+#[derive(Debug)]
+pub struct Settings {
+    pub repo: RepoLocation,
+    pub compression: Compression,
+    pub store: StoreOptions,
+}
+
+impl Settings {
+    pub fn resolve(args: &GlobalArgs) -> anyhow::Result<Settings> {
+        let file = load_file(args.config.as_deref())?;
+        let Some(repo) = args.repo.clone().or(file.repo) else {
+            bail!(
+                "no repository configured: pass --repo URL, set WALARCH_REPO, or set repo in {DEFAULT_CONFIG}"
+            );
+        };
+        let repo = RepoLocation::parse(&repo)?;
+        let codec = match args.compression.clone().or(file.compression) {
+            Some(name) => name.parse::<Codec>()?,
+            None => Codec::Zstd,
+        };
+        let compression =
+            Compression::new(codec, args.compression_level.or(file.compression_level))?;
+        let defaults = RetryOptions::default();
+        let store = StoreOptions {
+            retry: RetryOptions {
+                max_retries: args
+                    .retries
+                    .or(file.retry.max_retries)
+                    .unwrap_or(defaults.max_retries),
+                timeout: args
+                    .retry_timeout
+                    .or(file.retry.timeout_secs)
+                    .map(Duration::from_secs)
+                    .unwrap_or(defaults.timeout),
+            },
+            s3: S3Options {
+                endpoint: args.s3_endpoint.clone().or(file.s3.endpoint),
+                region: args.s3_region.clone().or(file.s3.region),
+                allow_http: args.s3_allow_http.or(file.s3.allow_http),
+                conditional_put: args.s3_conditional_put.or(file.s3.conditional_put),
+            },
+            request_timeout: None,
+        };
+        Ok(Settings {
+            repo,
+            compression,
+            store,
+        })
+    }
+}
+
+/// Reads the configuration file: the one named explicitly must exist; the default one is
+/// optional.
+fn load_file(explicit: Option<&Path>) -> anyhow::Result<FileConfig> {
+    let (path, required) = match explicit {
+        Some(path) => (path.to_path_buf(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            return Ok(FileConfig::default());
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot read configuration file {}", path.display()));
+        }
+    };
+    toml::from_str(&text).with_context(|| format!("invalid configuration file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn resolve(argv: &[&str], file: Option<&str>) -> anyhow::Result<Settings> {
+        let dir = std::env::temp_dir().join(format!(
+            "walarch-settings-{}-{}",
+            std::process::id(),
+            argv.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut full = vec!["walarch"];
+        let config = dir.join("walarch.toml");
+        let config_arg = config.display().to_string();
+        if let Some(text) = file {
+            std::fs::write(&config, text).unwrap();
+            full.extend(["--config", config_arg.as_str()]);
+        }
+        full.extend_from_slice(argv);
+        full.extend(["wal-push", "x"]);
+        let cli = crate::args::Cli::try_parse_from(full).unwrap();
+        Settings::resolve(&cli.global)
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = "repo = \"/from/file\"\ncompression = \"gzip\"\n[s3]\nregion = \"eu-west-1\"\n[retry]\nmax_retries = 2\n";
+        let s = resolve(&["--repo", "/from/flag"], Some(file)).unwrap();
+        assert_eq!(s.repo, RepoLocation::Local("/from/flag".into()));
+        assert_eq!(s.compression.codec(), Codec::Gzip);
+        assert_eq!(s.store.s3.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(s.store.retry.max_retries, 2);
+        let s = resolve(&["--compression", "none"], Some(file)).unwrap();
+        assert_eq!(s.repo, RepoLocation::Local("/from/file".into()));
+        assert_eq!(s.compression.codec(), Codec::None);
+    }
+
+    #[test]
+    fn typos_and_missing_files_are_errors() {
+        let err = resolve(&[], Some("rep = \"/x\"\n")).unwrap_err();
+        assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
+        let cli = crate::args::Cli::try_parse_from([
+            "walarch",
+            "--config",
+            "/nonexistent/walarch.toml",
+            "wal-push",
+            "x",
+        ])
+        .unwrap();
+        let err = Settings::resolve(&cli.global).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("/nonexistent/walarch.toml"),
+            "{err:#}"
+        );
+        let err = resolve(&["--repo", "/r", "--compression", "lz4"], None).unwrap_err();
+        assert!(err.to_string().contains("lz4"), "{err}");
+    }
+}
