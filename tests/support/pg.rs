@@ -1,0 +1,303 @@
+//! Real PostgreSQL 15 clusters for end-to-end tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::{Scratch, free_port, run_ok, running_as_root, wait_for};
+
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// Builds a command that runs a PostgreSQL program as the PostgreSQL OS user, with `envs`.
+pub fn pg_command(program: &str, envs: &[(String, String)]) -> Command {
+    let path = Path::new(PG_BIN).join(program);
+    assert!(
+        path.is_file(),
+        "{} is missing: install postgresql-15 (apt-get install postgresql-15)",
+        path.display()
+    );
+    let mut cmd = if running_as_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", "env"]);
+        c
+    } else {
+        Command::new("env")
+    };
+    for (k, v) in envs {
+        cmd.arg(format!("{k}={v}"));
+    }
+    cmd.arg(path);
+    cmd
+}
+
+/// One PostgreSQL cluster on 127.0.0.1, stopped (immediate) when dropped.
+#[derive(Debug)]
+pub struct Cluster {
+    pub data: PathBuf,
+    pub port: u16,
+    socket_dir: PathBuf,
+    envs: Vec<(String, String)>,
+    running: bool,
+}
+
+impl Cluster {
+    /// `initdb` into `<scratch>/<name>` with the given WAL segment size in MiB.
+    pub fn init(scratch: &Scratch, name: &str, wal_segsize_mib: u32) -> Self {
+        let parent = scratch.subdir(name);
+        let data = parent.join("data");
+        run_ok(pg_command("initdb", &[]).args(["-D"]).arg(&data).args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-instructions",
+            &format!("--wal-segsize={wal_segsize_mib}"),
+        ]));
+        let cluster = Cluster {
+            data,
+            port: free_port(),
+            socket_dir: parent,
+            envs: Vec::new(),
+            running: false,
+        };
+        cluster.append_conf(&format!(
+            "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\nfsync = off\nlog_min_messages = warning\n",
+            cluster.port,
+            cluster.socket_dir.display()
+        ));
+        cluster
+    }
+
+    /// A cluster over an existing data directory (a restored base backup).
+    pub fn from_data_dir(data: PathBuf) -> Self {
+        let socket_dir = data.parent().unwrap().to_path_buf();
+        let cluster = Cluster {
+            data,
+            port: free_port(),
+            socket_dir,
+            envs: Vec::new(),
+            running: false,
+        };
+        cluster.append_conf(&format!(
+            "port = {}\nunix_socket_directories = '{}'\n",
+            cluster.port,
+            cluster.socket_dir.display()
+        ));
+        cluster
+    }
+
+    /// Environment given to the server (and so to archive_command / restore_command).
+    pub fn with_env(mut self, envs: &[(String, String)]) -> Self {
+        self.envs.extend_from_slice(envs);
+        self
+    }
+
+    pub fn append_conf(&self, text: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.data.join("postgresql.conf"))
+            .expect("open postgresql.conf");
+        writeln!(f, "{text}").unwrap();
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.socket_dir.join("server.log")
+    }
+
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Starts the server without waiting for it to accept connections (recovery may take a
+    /// while); use [`Cluster::wait_ready`].
+    pub fn start(&mut self) {
+        let out = pg_command("pg_ctl", &self.envs)
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(self.log_path())
+            .args(["-W", "start"])
+            .output()
+            .expect("run pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail()
+        );
+        self.running = true;
+    }
+
+    pub fn wait_ready(&self, timeout: Duration) {
+        wait_for(
+            &format!(
+                "server on port {} to accept connections\n{}",
+                self.port,
+                self.log_tail()
+            ),
+            timeout,
+            || {
+                let ok = pg_command("pg_isready", &[])
+                    .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q"])
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false);
+                ok.then_some(())
+            },
+        );
+    }
+
+    pub fn start_and_wait(&mut self) {
+        self.start();
+        self.wait_ready(Duration::from_secs(60));
+    }
+
+    /// Runs SQL and returns the unaligned, tuples-only output, trimmed.
+    pub fn sql(&self, sql: &str) -> String {
+        let out = pg_command("psql", &[])
+            .args([
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-Atq",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql failed for {sql:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Like [`Cluster::sql`] but returns `None` when the query fails (server still starting).
+    pub fn try_sql(&self, sql: &str) -> Option<String> {
+        let out = pg_command("psql", &[])
+            .args([
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-Atq",
+                "-c",
+                sql,
+            ])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    pub fn system_identifier(&self) -> String {
+        self.sql("select system_identifier from pg_control_system()")
+    }
+
+    /// Switches to a new segment and waits until the archiver has archived everything up to
+    /// it, with no file left `.ready` and no failure recorded. Returns the last archived name.
+    pub fn switch_and_wait_archived(&self, timeout: Duration) -> String {
+        let switched = self.sql("select pg_walfile_name(pg_switch_wal())");
+        wait_for(
+            &format!("{switched} to be archived\n{}", self.log_tail()),
+            timeout,
+            || {
+                let row = self.sql(
+                    "select coalesce(last_archived_wal, ''), failed_count from pg_stat_archiver",
+                );
+                let (last, _failed) = row.split_once('|').unwrap();
+                let ready = std::fs::read_dir(self.data.join("pg_wal/archive_status"))
+                    .unwrap()
+                    .filter(|e| {
+                        e.as_ref()
+                            .unwrap()
+                            .file_name()
+                            .to_string_lossy()
+                            .ends_with(".ready")
+                    })
+                    .count();
+                (last >= switched.as_str() && ready == 0).then(|| last.to_owned())
+            },
+        )
+    }
+
+    /// Names of the files PostgreSQL considers archived (`archive_status/*.done`).
+    pub fn archived_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.data.join("pg_wal/archive_status"))
+            .unwrap()
+            .filter_map(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .strip_suffix(".done")
+                    .map(str::to_owned)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Takes a plain base backup with `pg_basebackup -X none`: the WAL needed to make it
+    /// consistent must come from the archive.
+    pub fn base_backup(&self, dest: &Path) {
+        run_ok(
+            pg_command("pg_basebackup", &[])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-X",
+                    "none",
+                    "-c",
+                    "fast",
+                    "-D",
+                ])
+                .arg(dest),
+        );
+    }
+
+    pub fn stop(&mut self) {
+        if self.running {
+            let _ = pg_command("pg_ctl", &[])
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-m", "fast", "-w", "-t", "60", "stop"])
+                .output();
+            self.running = false;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = pg_command("pg_ctl", &[])
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-m", "immediate", "-w", "stop"])
+                .output();
+        }
+    }
+}
