@@ -11,10 +11,11 @@ use walarch_tests::{
 
 /// A cluster archiving into a local repository, with a few segments already archived.
 struct Fixture {
+    // Fields drop in order: the server must stop before its scratch directory is removed.
+    cluster: Cluster,
     scratch: Scratch,
     bin: PathBuf,
     repo: PathBuf,
-    cluster: Cluster,
     /// A segment PostgreSQL archived, still in pg_wal.
     archived_segment: String,
 }

@@ -38,6 +38,8 @@ pub struct Cluster {
     socket_dir: PathBuf,
     envs: Vec<(String, String)>,
     running: bool,
+    /// The postmaster's pid, so that it can be stopped even if its directory is gone.
+    postmaster_pid: Option<u32>,
 }
 
 impl Cluster {
@@ -59,6 +61,7 @@ impl Cluster {
             socket_dir: parent,
             envs: Vec::new(),
             running: false,
+            postmaster_pid: None,
         };
         cluster.append_conf(&format!(
             "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\nfsync = off\nlog_min_messages = warning\n",
@@ -77,6 +80,7 @@ impl Cluster {
             socket_dir,
             envs: Vec::new(),
             running: false,
+            postmaster_pid: None,
         };
         cluster.append_conf(&format!(
             "port = {}\nunix_socket_directories = '{}'\n",
@@ -129,6 +133,9 @@ impl Cluster {
             self.log_tail()
         );
         self.running = true;
+        self.postmaster_pid = std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()
+            .and_then(|text| text.lines().next().and_then(|l| l.trim().parse().ok()));
     }
 
     pub fn wait_ready(&self, timeout: Duration) {

@@ -31,7 +31,8 @@ fn one_line(error: &anyhow::Error) -> String {
         }
         line.push_str(&text);
     }
-    line
+    // Store errors can quote multi-line response bodies; PostgreSQL's log wants one line.
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[derive(Debug, Clone, Copy)]
