@@ -19,7 +19,7 @@ pub use s3::S3Server;
 
 /// True when the tests run as root (then PostgreSQL runs as `postgres`).
 pub fn running_as_root() -> bool {
-    // SAFETY-free check: root's effective uid is 0; `id -u` avoids a libc dependency.
+    // `id -u` avoids a libc dependency for one call.
     let out = Command::new("id").arg("-u").output().expect("run id -u");
     String::from_utf8_lossy(&out.stdout).trim() == "0"
 }

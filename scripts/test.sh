@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every check walarch has: formatting, lints, unit tests, end-to-end tests against a real
+# PostgreSQL 15 and a real S3-compatible server on 127.0.0.1, and a build of the fuzz targets.
+# Installs what a fresh machine lacks first. This is the command README.md gives and CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WALARCH_MOTO_SERVER=$(scripts/install-prerequisites.sh | tail -n 1)
+export WALARCH_MOTO_SERVER
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# The end-to-end tests drive the built binary.
+cargo build --locked -p walarch-cli
+cargo test --workspace --locked
+# Fuzz targets build on stable (running them needs cargo-fuzz; see fuzz/README.md).
+(cd fuzz && cargo build --locked)
