@@ -267,3 +267,73 @@ fn corrupted_stored_object_exits_126_and_writes_nothing() {
     assert!(run.stderr.contains("corrupt"), "{}", run.stderr);
     assert!(!dest.exists());
 }
+
+/// Runs `script` with `dir` mounted as a tmpfs of `size` in a private mount namespace (the
+/// mount disappears with the process; as a normal user, a user namespace provides the right
+/// to mount). Returns the script's standard output and its exit status.
+fn in_small_tmpfs(dir: &Path, size: &str, script: &str) -> (String, i32) {
+    std::fs::create_dir_all(dir).unwrap();
+    let unshare_flags = if walarch_tests::running_as_root() {
+        "-m"
+    } else {
+        "-rm"
+    };
+    let full = format!(
+        "mount -t tmpfs -o size={size} tmpfs '{}' && {script}",
+        dir.display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args([unshare_flags, "sh", "-c", &full])
+        .output()
+        .expect("unshare (util-linux) is needed for the disk-full tests");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+#[test]
+fn fetch_onto_a_full_disk_exits_126_and_writes_nothing() {
+    let fx = Fixture::new("fetchfull");
+    let full = fx.scratch.path().join("full");
+    let script = format!(
+        "'{bin}' --repo '{repo}' wal-fetch {seg} '{dir}/RECOVERYXLOG'; echo \"rc=$?\"; ls -A '{dir}'",
+        bin = fx.bin.display(),
+        repo = fx.repo.display(),
+        seg = fx.archived_segment,
+        dir = full.display()
+    );
+    // 1 MiB segments do not fit in 256 KiB.
+    let (out, _) = in_small_tmpfs(&full, "256k", &script);
+    assert!(out.contains("rc=126"), "{out}");
+    assert!(
+        out.contains("No space left on device"),
+        "the message says why: {out}"
+    );
+    assert!(
+        !out.contains("RECOVERYXLOG\n") && !out.contains(".tmp"),
+        "nothing left behind: {out}"
+    );
+}
+
+#[test]
+fn push_into_a_full_repository_fails_and_leaves_nothing_partial() {
+    let fx = Fixture::new("pushfull");
+    let repo = fx.scratch.path().join("fullrepo");
+    let segment = fx.cluster.data.join("pg_wal").join(&fx.archived_segment);
+    let script = format!(
+        "'{bin}' --repo '{repo}' --compression none wal-push '{seg}'; echo \"rc=$?\"; find '{repo}' -type f",
+        bin = fx.bin.display(),
+        repo = repo.display(),
+        seg = segment.display()
+    );
+    let (out, _) = in_small_tmpfs(&repo, "256k", &script);
+    assert!(out.contains("rc=1\n"), "{out}");
+    assert!(out.contains("No space left on device"), "{out}");
+    assert!(
+        !out.contains(&format!("{}\n", fx.archived_segment)) && !out.contains('#'),
+        "no partial object: {out}"
+    );
+    // The segment is still in pg_wal for PostgreSQL's retry.
+    assert!(segment.exists());
+}

@@ -34,6 +34,20 @@ impl Codec {
         }
     }
 
+    /// Decodes `data` into `out` without holding the decoded bytes in memory. Returns the
+    /// number of bytes written. Errors from `out` and from the data come back alike as
+    /// `io::Error`; a caller that must tell them apart watches its writer.
+    pub fn decode_into<W: Write>(self, data: &[u8], out: &mut W) -> std::io::Result<u64> {
+        match self {
+            Codec::Zstd => {
+                let mut decoder = zstd::stream::read::Decoder::with_buffer(data)?;
+                std::io::copy(&mut decoder, out)
+            }
+            Codec::Gzip => std::io::copy(&mut flate2::bufread::GzDecoder::new(data), out),
+            Codec::None => out.write_all(data).map(|()| data.len() as u64),
+        }
+    }
+
     /// Decodes a whole object. `size_hint` (the expected decoded size, when known) saves
     /// reallocations. Truncated or corrupted input is an error, never short output.
     pub fn decode(self, data: &[u8], size_hint: usize) -> Result<Vec<u8>, CodecError> {
@@ -223,6 +237,30 @@ mod tests {
                 "{codec}: corrupt input must fail"
             );
             assert!(codec.decode(b"not compressed at all", 0).is_err());
+        }
+    }
+
+    #[test]
+    fn streaming_decode_matches_whole_buffer_decode() {
+        let data = sample();
+        for codec in Codec::ALL {
+            let encoded = Compression::new(codec, None)
+                .unwrap()
+                .encode(&data)
+                .unwrap();
+            let mut out = Vec::new();
+            assert_eq!(
+                codec.decode_into(&encoded, &mut out).unwrap(),
+                data.len() as u64
+            );
+            assert_eq!(out, data);
+            if codec != Codec::None {
+                assert!(
+                    codec
+                        .decode_into(&encoded[..encoded.len() - 3], &mut Vec::new())
+                        .is_err()
+                );
+            }
         }
     }
 

@@ -5,16 +5,17 @@
 //! error, which the command line turns into an exit status that stops recovery instead of
 //! promoting early. The destination appears only complete (temporary file, then rename).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::validate::{ContentError, validate_wal_content};
+use super::validate::{ContentError, validate_segment, validate_wal_content};
 use crate::codec::{Codec, CodecError};
 use crate::repo::{RepoError, Repository, StoredWal};
 use crate::store::keys;
-use crate::wal::WalFileName;
+use crate::wal::{WalFileName, XLOG_LONG_PAGE_HEADER_LEN};
 
 #[derive(Debug, Clone)]
 pub struct FetchReport {
@@ -54,21 +55,44 @@ pub async fn fetch_wal_file(
         },
     };
 
-    let content = codec
-        .decode(&stored, 16 << 20)
-        .map_err(|source| FetchError::Corrupt {
-            key: key.to_string(),
+    let key_text = key.to_string();
+    let restored_bytes = if name.holds_segment_data() {
+        // Decoding 16 MiB and more is CPU work: keep it off the async executor.
+        let (name, dest) = (*name, dest.to_owned());
+        let stored = stored.clone();
+        tokio::task::spawn_blocking(move || {
+            restore_segment(&name, codec, &stored, &dest, &key_text)
+        })
+        .await
+        .map_err(|e| FetchError::Write {
+            path: PathBuf::from("<restore task>"),
+            source: std::io::Error::other(e),
+        })??
+    } else {
+        // History and backup history files are a few hundred bytes.
+        let content = codec
+            .decode(&stored, 0)
+            .map_err(|source| FetchError::Corrupt {
+                key: key_text.clone(),
+                source,
+            })?;
+        validate_wal_content(name, &content).map_err(|source| FetchError::InvalidContent {
+            key: key_text.clone(),
             source,
         })?;
-    validate_wal_content(name, &content).map_err(|source| FetchError::InvalidContent {
-        key: key.to_string(),
-        source,
-    })?;
-    write_atomically(dest, &content).await?;
+        write_through_temp(dest, |file| {
+            file.write_all(&content)
+                .map_err(|source| FetchError::Write {
+                    path: dest.to_owned(),
+                    source,
+                })
+        })?;
+        content.len() as u64
+    };
     Ok(FetchOutcome::Fetched(FetchReport {
         key: key.to_string(),
         stored_bytes: stored.len() as u64,
-        restored_bytes: content.len() as u64,
+        restored_bytes,
         elapsed: started.elapsed(),
     }))
 }
@@ -95,7 +119,82 @@ async fn find_other_copy(
     Ok(None)
 }
 
-async fn write_atomically(dest: &Path, content: &[u8]) -> Result<(), FetchError> {
+/// Decodes a stored segment straight into a temporary file next to `dest`, checks its header
+/// and length on the way, and renames it into place only if everything holds. Memory stays
+/// at the size of the stored (compressed) object plus the decoder's window.
+fn restore_segment(
+    name: &WalFileName,
+    codec: Codec,
+    stored: &[u8],
+    dest: &Path,
+    key: &str,
+) -> Result<u64, FetchError> {
+    write_through_temp(dest, |file| {
+        let mut sink = SegmentSink {
+            file,
+            head: Vec::with_capacity(XLOG_LONG_PAGE_HEADER_LEN),
+            written: 0,
+            write_error: None,
+        };
+        let decoded = codec.decode_into(stored, &mut sink);
+        if let Some(source) = sink.write_error.take() {
+            return Err(FetchError::Write {
+                path: dest.to_owned(),
+                source,
+            });
+        }
+        decoded.map_err(|source| FetchError::Corrupt {
+            key: key.to_owned(),
+            source: CodecError::Corrupt { codec, source },
+        })?;
+        validate_segment(name, &sink.head, sink.written).map_err(|source| {
+            FetchError::InvalidContent {
+                key: key.to_owned(),
+                source,
+            }
+        })?;
+        Ok(sink.written)
+    })
+}
+
+/// A writer that keeps the first bytes (the page header) and counts the rest, and remembers
+/// its own write failures so that a full disk is not mistaken for corrupt data.
+struct SegmentSink<'a> {
+    file: &'a mut std::fs::File,
+    head: Vec<u8>,
+    written: u64,
+    write_error: Option<std::io::Error>,
+}
+
+impl Write for SegmentSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = match self.file.write(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let reported = std::io::Error::new(e.kind(), e.to_string());
+                self.write_error = Some(e);
+                return Err(reported);
+            }
+        };
+        let room = XLOG_LONG_PAGE_HEADER_LEN - self.head.len();
+        self.head.extend_from_slice(&buf[..n.min(room)]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Runs `fill` on a temporary file beside `dest` and renames it to `dest` if `fill`
+/// succeeds; removes it otherwise. No fsync: PostgreSQL fetches again after a crash and never
+/// relies on a restored file surviving one; the rename alone keeps a partial file from ever
+/// appearing under `dest`.
+fn write_through_temp<T>(
+    dest: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> Result<T, FetchError>,
+) -> Result<T, FetchError> {
     let write_err = |path: &Path, source| FetchError::Write {
         path: path.to_owned(),
         source,
@@ -107,16 +206,16 @@ async fn write_atomically(dest: &Path, content: &[u8]) -> Result<(), FetchError>
     temp_name.push(file_name);
     temp_name.push(format!(".walarch-{}.tmp", std::process::id()));
     let temp = dest.with_file_name(temp_name);
-    // No fsync: PostgreSQL fetches again after a crash, and never relies on a restored file
-    // surviving one. The rename keeps a partial file from ever appearing under `dest`.
-    let result = match tokio::fs::write(&temp, content).await {
-        Ok(()) => tokio::fs::rename(&temp, dest)
-            .await
-            .map_err(|e| write_err(dest, e)),
-        Err(e) => Err(write_err(&temp, e)),
-    };
+    let result = std::fs::File::create(&temp)
+        .map_err(|e| write_err(&temp, e))
+        .and_then(|mut file| fill(&mut file))
+        .and_then(|value| {
+            std::fs::rename(&temp, dest)
+                .map(|()| value)
+                .map_err(|e| write_err(dest, e))
+        });
     if result.is_err() {
-        let _ = tokio::fs::remove_file(&temp).await;
+        let _ = std::fs::remove_file(&temp);
     }
     result
 }

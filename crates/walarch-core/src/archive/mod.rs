@@ -8,4 +8,4 @@ mod validate;
 
 pub use fetch::{FetchError, FetchOutcome, FetchReport, fetch_wal_file};
 pub use push::{PushError, PushOutcome, PushReport, push_wal_file};
-pub use validate::{ContentError, validate_wal_content};
+pub use validate::{ContentError, validate_segment, validate_wal_content};

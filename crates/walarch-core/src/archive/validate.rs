@@ -2,7 +2,9 @@
 //! (never archive a mislabelled or truncated file) and after fetching (never hand PostgreSQL
 //! the wrong file).
 
-use crate::wal::{LongPageHeader, TimelineHistory, WalError, WalFileName};
+use crate::wal::{
+    LongPageHeader, TimelineHistory, WalError, WalFileName, XLOG_LONG_PAGE_HEADER_LEN,
+};
 
 /// What the content of a validated WAL file told us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +34,43 @@ pub enum ContentError {
     NotBackupHistory { name: String },
 }
 
+/// Validates a segment (or `.partial`) from its first bytes and total length, so that a
+/// segment can be checked while it streams, without holding it in memory.
+pub fn validate_segment(
+    name: &WalFileName,
+    head: &[u8],
+    total_len: u64,
+) -> Result<LongPageHeader, ContentError> {
+    let label = || name.to_string();
+    let Some(segment) = name.segment().filter(|_| name.holds_segment_data()) else {
+        return Err(ContentError::Header {
+            name: label(),
+            source: WalError::InvalidPageHeader {
+                reason: "not a segment file".into(),
+            },
+        });
+    };
+    let header = LongPageHeader::decode(head).map_err(|source| ContentError::Header {
+        name: label(),
+        source,
+    })?;
+    let expected = header.segment_size.bytes();
+    if total_len != expected {
+        return Err(ContentError::WrongLength {
+            name: label(),
+            actual: total_len,
+            expected,
+        });
+    }
+    header
+        .check_matches(segment)
+        .map_err(|source| ContentError::Header {
+            name: label(),
+            source,
+        })?;
+    Ok(header)
+}
+
 /// Validates `content` against `name`.
 pub fn validate_wal_content(
     name: &WalFileName,
@@ -39,27 +78,9 @@ pub fn validate_wal_content(
 ) -> Result<ValidatedContent, ContentError> {
     let label = || name.to_string();
     match name {
-        WalFileName::Segment(segment) | WalFileName::Partial(segment) => {
-            let header =
-                LongPageHeader::decode(content).map_err(|source| ContentError::Header {
-                    name: label(),
-                    source,
-                })?;
-            let expected = header.segment_size.bytes();
-            if content.len() as u64 != expected {
-                return Err(ContentError::WrongLength {
-                    name: label(),
-                    actual: content.len() as u64,
-                    expected,
-                });
-            }
-            header
-                .check_matches(segment)
-                .map_err(|source| ContentError::Header {
-                    name: label(),
-                    source,
-                })?;
-            Ok(ValidatedContent::Segment(header))
+        WalFileName::Segment(_) | WalFileName::Partial(_) => {
+            let head = &content[..content.len().min(XLOG_LONG_PAGE_HEADER_LEN)];
+            validate_segment(name, head, content.len() as u64).map(ValidatedContent::Segment)
         }
         WalFileName::History(timeline) => {
             let history =

@@ -252,10 +252,7 @@ mod tests {
             h[at..at + bytes.len()].copy_from_slice(bytes);
             LongPageHeader::decode(&h)
         };
-        assert!(
-            mutate(0, &[0x16, 0xD1]).is_ok(),
-            "PG 17 magic is fine"
-        );
+        assert!(mutate(0, &[0x16, 0xD1]).is_ok(), "PG 17 magic is fine");
         assert!(matches!(
             mutate(0, &[0x01, 0xD1]),
             Err(WalError::UnknownPageMagic { .. })
