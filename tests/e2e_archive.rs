@@ -1,9 +1,10 @@
 //! End to end with a real PostgreSQL 15: `archive_command = walarch wal-push %p` archives a
 //! write workload, every file PostgreSQL marked archived fetches back byte-identical, and a
-//! second server recovering with `restore_command = walarch wal-fetch %f %p` reaches exactly
-//! the same data. Once into a local repository (16 MiB segments), once into a real
-//! S3-compatible server on 127.0.0.1 (1 MiB segments).
-
+//! second server recovering with `restore_command = walarch wal-fetch %f %p` to an LSN in the
+//! middle of the last segment reaches exactly the primary's data at that point. It then
+//! promotes to timeline 2 and keeps archiving into the same repository (history file, and a
+//! timeline-2 segment that begins with timeline-1 pages). Once into a local repository
+//! (16 MiB segments), once into a real S3-compatible server on 127.0.0.1 (1 MiB segments).
 use std::path::Path;
 use std::time::Duration;
 
@@ -41,8 +42,13 @@ fn archive_and_recover(
         ));
         primary.sql("select pg_switch_wal()");
     }
+    primary.sql("create table after_target (x int)");
     primary.sql("update t set payload = upper(payload) where id % 7 = 0");
     let expected = primary.sql(CHECKSUM_SQL);
+    // Recovery stops here, in the middle of a segment, so promotion must write a .partial
+    // segment and start timeline 2 inside a segment that began on timeline 1.
+    let target_lsn = primary.sql("select pg_current_wal_lsn()");
+    primary.sql("insert into after_target select generate_series(1, 1000)");
     let last = primary.switch_and_wait_archived(Duration::from_secs(180));
     assert_eq!(
         primary.sql("select failed_count from pg_stat_archiver"),
@@ -83,8 +89,10 @@ fn archive_and_recover(
     let replica_data = replica_dir.join("data");
     let mut replica = Cluster::from_data_dir(replica_data.clone()).with_env(envs);
     replica.append_conf(&format!(
-        "archive_mode = off\nrestore_command = '{} wal-fetch --repo {repo} %f %p'\nlog_min_messages = log\n",
-        bin.display()
+        "restore_command = '{bin} wal-fetch --repo {repo} %f %p'\nlog_min_messages = log\n\
+         recovery_target_lsn = '{target_lsn}'\nrecovery_target_action = 'promote'\n\
+         archive_mode = on\narchive_command = '{bin} wal-push --repo {repo} %p'\n",
+        bin = bin.display()
     ));
     std::fs::write(replica_data.join("recovery.signal"), "").unwrap();
     scratch.give_to_postgres(&replica_data);
@@ -103,12 +111,67 @@ fn archive_and_recover(
         expected,
         "recovered data differs from the primary's"
     );
+    assert_eq!(
+        replica.sql("select count(*) from after_target"),
+        "0",
+        "nothing after the target is replayed"
+    );
     let log = std::fs::read_to_string(replica.log_path()).unwrap();
     assert!(
         log.contains(&format!("restored log file \"{last}\" from archive")),
         "the last segment came from the archive\n{}",
         replica.log_tail()
     );
+
+    // Promotion started timeline 2: the promoted server keeps archiving into the same
+    // repository, including the history file and a first timeline-2 segment whose page header
+    // still carries timeline 1. (PostgreSQL writes a .partial only when the old segment is in
+    // pg_wal, as on a promoted streaming standby; after archive recovery it is not.)
+    replica.sql("insert into t values (-1, 'after promotion')");
+    let last_tli2 = replica.switch_and_wait_archived(Duration::from_secs(120));
+    assert!(last_tli2.starts_with("00000002"), "{last_tli2}");
+    assert_eq!(
+        replica.sql("select failed_count from pg_stat_archiver"),
+        "0",
+        "{}",
+        replica.log_tail()
+    );
+    let archived = replica.archived_names();
+    assert!(
+        archived.contains(&"00000002.history".to_owned()),
+        "{archived:?}"
+    );
+    // Recovery stopped inside segment `last`, so timeline 2 begins in a segment of the same
+    // number whose first page PostgreSQL copied from timeline 1 (header timeline 1).
+    let first_tli2 = archived
+        .iter()
+        .find(|n| n.len() == 24 && n.starts_with("00000002"))
+        .expect("a timeline-2 segment");
+    assert_eq!(
+        first_tli2[8..],
+        last[8..],
+        "timeline 2 starts inside the segment where recovery stopped"
+    );
+    let head = std::fs::read(replica.data.join("pg_wal").join(first_tli2)).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(head[4..8].try_into().unwrap()),
+        1,
+        "its first page still carries timeline 1"
+    );
+    for name in archived.iter().filter(|n| n.starts_with("00000002")) {
+        let dest = fetched_dir.join(format!("tli2-{name}"));
+        let run = walarch(
+            &bin,
+            envs,
+            &["--repo", repo, "wal-fetch", name, dest.to_str().unwrap()],
+        );
+        assert_eq!(run.code, 0, "wal-fetch {name}: {run:?}");
+        let original = std::fs::read(replica.data.join("pg_wal").join(name)).unwrap();
+        assert!(
+            std::fs::read(&dest).unwrap() == original,
+            "{name} fetched back different"
+        );
+    }
 }
 
 #[test]

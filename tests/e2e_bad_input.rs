@@ -229,6 +229,11 @@ fn fetch_with_the_store_unreachable_exits_126_and_writes_nothing() {
         ],
     );
     assert_eq!(run.code, 126, "{run:?}");
+    assert!(
+        run.stderr.contains("after 2 retries"),
+        "the store was retried: {}",
+        run.stderr
+    );
     assert!(!dest.exists());
     assert!(
         !run.stderr.contains("Zq9SECRETvalue"),
