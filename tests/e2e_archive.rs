@@ -5,6 +5,7 @@
 //! promotes to timeline 2 and keeps archiving into the same repository (history file, and a
 //! timeline-2 segment that begins with timeline-1 pages). Once into a local repository
 //! (16 MiB segments), once into a real S3-compatible server on 127.0.0.1 (1 MiB segments).
+
 use std::path::Path;
 use std::time::Duration;
 
