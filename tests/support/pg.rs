@@ -164,56 +164,38 @@ impl Cluster {
 
     /// Runs SQL and returns the unaligned, tuples-only output, trimmed.
     pub fn sql(&self, sql: &str) -> String {
-        let out = pg_command("psql", &[])
-            .args([
-                "-X",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-Atq",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ])
-            .output()
-            .expect("run psql");
-        assert!(
-            out.status.success(),
-            "psql failed for {sql:?}: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log_tail()
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        self.psql(sql).unwrap_or_else(|stderr| {
+            panic!("psql failed for {sql:?}: {stderr}\n{}", self.log_tail())
+        })
     }
 
     /// Like [`Cluster::sql`] but returns `None` when the query fails (server still starting).
     pub fn try_sql(&self, sql: &str) -> Option<String> {
+        self.psql(sql).ok()
+    }
+
+    fn psql(&self, sql: &str) -> Result<String, String> {
+        let port = self.port.to_string();
         let out = pg_command("psql", &[])
             .args([
                 "-X",
                 "-h",
                 "127.0.0.1",
                 "-p",
-                &self.port.to_string(),
+                &port,
                 "-U",
                 "postgres",
                 "-d",
                 "postgres",
-                "-Atq",
-                "-c",
-                sql,
             ])
+            .args(["-Atq", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
     }
 
     pub fn system_identifier(&self) -> String {
