@@ -16,8 +16,11 @@ pub const XLOG_LONG_PAGE_HEADER_LEN: usize = 40;
 
 /// `XLP_LONG_HEADER`: set on the first page of every segment.
 const XLP_LONG_HEADER: u16 = 0x0002;
-/// `XLP_ALL_FLAGS`: any other bit means this is not a page header we understand.
-const XLP_ALL_FLAGS: u16 = 0x0007;
+/// `XLP_ALL_FLAGS`: `XLP_FIRST_IS_CONTRECORD` (1), `XLP_LONG_HEADER` (2),
+/// `XLP_BKP_REMOVABLE` (4) and `XLP_FIRST_IS_OVERWRITE_CONTRECORD` (8, written after a crash
+/// left a record unfinished at a page boundary). Any other bit means this is not a page
+/// header we understand.
+const XLP_ALL_FLAGS: u16 = 0x000F;
 
 /// The PostgreSQL major version a WAL page magic belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -261,7 +264,12 @@ mod tests {
             mutate(2, &[0x00, 0x00]).is_err(),
             "long header flag missing"
         );
-        assert!(mutate(2, &[0x0A, 0x00]).is_err(), "unknown flag");
+        assert!(mutate(2, &[0x1A, 0x00]).is_err(), "unknown flag");
+        // A crash mid-record marks the next page "first is overwrite contrecord" (0x0008).
+        assert!(
+            mutate(2, &[0x0B, 0x00]).is_ok(),
+            "all of PostgreSQL's flags are accepted"
+        );
         assert!(mutate(4, &[0, 0, 0, 0]).is_err(), "timeline 0");
         assert!(
             mutate(8, &[0x28, 0, 0, 0]).is_err(),
