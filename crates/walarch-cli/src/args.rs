@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -76,7 +77,8 @@ pub struct GlobalArgs {
         global = true,
         env = "WALARCH_S3_ALLOW_HTTP",
         value_name = "BOOL",
-        hide_short_help = true
+        hide_short_help = true,
+        value_parser = BoolishValueParser::new()
     )]
     pub s3_allow_http: Option<bool>,
 
@@ -86,7 +88,8 @@ pub struct GlobalArgs {
         global = true,
         env = "WALARCH_S3_CONDITIONAL_PUT",
         value_name = "BOOL",
-        hide_short_help = true
+        hide_short_help = true,
+        value_parser = BoolishValueParser::new()
     )]
     pub s3_conditional_put: Option<bool>,
 
@@ -109,6 +112,16 @@ pub struct GlobalArgs {
         hide_short_help = true
     )]
     pub retry_timeout: Option<u64>,
+
+    /// Time limit for one store request, transfer included [default: 120]
+    #[arg(
+        long,
+        global = true,
+        env = "WALARCH_REQUEST_TIMEOUT",
+        value_name = "SECONDS",
+        hide_short_help = true
+    )]
+    pub request_timeout: Option<u64>,
 
     /// Log filter for standard error, e.g. info or debug [default: warn]
     #[arg(

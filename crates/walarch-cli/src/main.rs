@@ -40,14 +40,30 @@ impl Failure {
     fn exit_code(&self, command: &Command) -> u8 {
         match (self, command) {
             (Failure::NotInArchive, _) => 1,
-            (Failure::Error(_), Command::WalFetch(_)) => 126,
+            (Failure::Error(_), Command::WalFetch(_)) => STOP_RECOVERY,
             (Failure::Error(_), _) => 1,
         }
     }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Until the arguments are parsed, "is this wal-fetch?" is read off the raw words: a
+    // restore_command that cannot even be parsed must stop recovery (126), never look like
+    // "not found" (clap's usage status is 2, and PostgreSQL reads any status up to 125 that way).
+    let fetching = std::env::args().any(|word| word == "wal-fetch");
+    install_panic_hook(if fetching { STOP_RECOVERY } else { 1 });
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => {
+            // --help and --version
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(if fetching { STOP_RECOVERY } else { 2 });
+        }
+    };
     output::init_logging(cli.global.log.as_deref());
     let out = Output::new(cli.global.json);
     let result = commands::run(&cli, &out);
@@ -61,4 +77,16 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// The status that makes PostgreSQL stop recovery rather than treat a file as missing.
+const STOP_RECOVERY: u8 = 126;
+
+/// A bug must not change the exit-code contract: a panic (Rust's status 101 would read as
+/// "not found" to restore_command) prints one line and exits with the command's failure code.
+fn install_panic_hook(code: u8) {
+    std::panic::set_hook(Box::new(move |info| {
+        eprintln!("walarch: internal error (please report): {info}");
+        std::process::exit(i32::from(code));
+    }));
 }
