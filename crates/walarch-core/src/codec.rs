@@ -48,20 +48,29 @@ impl Codec {
         }
     }
 
-    /// Decodes a whole object. `size_hint` (the expected decoded size, when known) saves
-    /// reallocations. Truncated or corrupted input is an error, never short output.
-    pub fn decode(self, data: &[u8], size_hint: usize) -> Result<Vec<u8>, CodecError> {
-        let mut out = Vec::with_capacity(size_hint);
+    /// Decodes a whole object of at most `max_len` decoded bytes (a corrupt or hostile object
+    /// must not exhaust memory). Truncated or corrupted input is an error, never short output.
+    pub fn decode(self, data: &[u8], max_len: usize) -> Result<Vec<u8>, CodecError> {
+        let mut out = Vec::new();
+        let limit = max_len as u64 + 1;
         let result = match self {
             Codec::Zstd => zstd::stream::read::Decoder::with_buffer(data)
-                .and_then(|mut d| d.read_to_end(&mut out)),
-            Codec::Gzip => flate2::bufread::GzDecoder::new(data).read_to_end(&mut out),
-            Codec::None => return Ok(data.to_vec()),
+                .and_then(|d| d.take(limit).read_to_end(&mut out)),
+            Codec::Gzip => flate2::bufread::GzDecoder::new(data)
+                .take(limit)
+                .read_to_end(&mut out),
+            Codec::None => data.take(limit).read_to_end(&mut out),
         };
         result.map_err(|source| CodecError::Corrupt {
             codec: self,
             source,
         })?;
+        if out.len() > max_len {
+            return Err(CodecError::TooLarge {
+                codec: self,
+                max_len,
+            });
+        }
         Ok(out)
     }
 }
@@ -169,6 +178,8 @@ pub enum CodecError {
         codec: Codec,
         source: std::io::Error,
     },
+    #[error("stored {codec} data decodes to more than {max_len} bytes")]
+    TooLarge { codec: Codec, max_len: usize },
     #[error("stored {codec} data is corrupt or truncated: {source}")]
     Corrupt {
         codec: Codec,
@@ -197,6 +208,11 @@ mod tests {
                 assert!(encoded.len() < data.len() / 4, "{codec} should compress");
             }
             assert_eq!(codec.decode(&encoded, data.len()).unwrap(), data);
+            let too_small = codec.decode(&encoded, data.len() - 1).unwrap_err();
+            assert!(
+                matches!(too_small, CodecError::TooLarge { .. }),
+                "{too_small}"
+            );
         }
     }
 
@@ -225,7 +241,7 @@ mod tests {
                 .unwrap();
             let truncated = &encoded[..encoded.len() - 5];
             assert!(
-                codec.decode(truncated, 0).is_err(),
+                codec.decode(truncated, usize::MAX - 1).is_err(),
                 "{codec}: truncated input must fail"
             );
             // Flip a byte in the middle of the compressed stream.
@@ -233,10 +249,10 @@ mod tests {
             let mid = flipped.len() / 2;
             flipped[mid] ^= 0x55;
             assert!(
-                codec.decode(&flipped, 0).is_err(),
+                codec.decode(&flipped, usize::MAX - 1).is_err(),
                 "{codec}: corrupt input must fail"
             );
-            assert!(codec.decode(b"not compressed at all", 0).is_err());
+            assert!(codec.decode(b"not compressed at all", 1 << 20).is_err());
         }
     }
 

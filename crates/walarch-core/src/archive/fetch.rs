@@ -15,7 +15,10 @@ use super::validate::{ContentError, validate_segment, validate_wal_content};
 use crate::codec::{Codec, CodecError};
 use crate::repo::{RepoError, Repository, StoredWal};
 use crate::store::keys;
-use crate::wal::{WalFileName, XLOG_LONG_PAGE_HEADER_LEN};
+use crate::wal::{LongPageHeader, SystemId, WalFileName, XLOG_LONG_PAGE_HEADER_LEN};
+
+/// History and backup history files are a few hundred bytes; anything far larger is not one.
+const MAX_TEXT_FILE_LEN: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct FetchReport {
@@ -47,13 +50,18 @@ pub async fn fetch_wal_file(
         Codec::None
     };
     let preferred_key = keys::wal_file(name, preferred);
-    let (key, codec, stored) = match repo.get_if_exists(&preferred_key).await? {
+    // The identity comes along in the same round trip: it names the system whose WAL this
+    // repository holds, and tells a miss in a real repository from a wrong location.
+    let (object, identity) = futures::join!(repo.get_if_exists(&preferred_key), repo.identity());
+    let identity = identity?;
+    let (key, codec, stored) = match object? {
         Some(bytes) => (preferred_key, preferred, bytes),
-        None => match find_other_copy(repo, name).await? {
+        None => match find_other_copy(repo, name, identity.is_some()).await? {
             Some((copy, bytes)) => (copy.key, copy.codec, bytes),
             None => return Ok(FetchOutcome::NotFound),
         },
     };
+    let expected_system = identity.map(|i| i.system_id);
 
     let key_text = key.to_string();
     let restored_bytes = if name.holds_segment_data() {
@@ -61,7 +69,7 @@ pub async fn fetch_wal_file(
         let (name, dest) = (*name, dest.to_owned());
         let stored = stored.clone();
         tokio::task::spawn_blocking(move || {
-            restore_segment(&name, codec, &stored, &dest, &key_text)
+            restore_segment(&name, codec, &stored, &dest, &key_text, expected_system)
         })
         .await
         .map_err(|e| FetchError::Write {
@@ -70,12 +78,13 @@ pub async fn fetch_wal_file(
         })??
     } else {
         // History and backup history files are a few hundred bytes.
-        let content = codec
-            .decode(&stored, 0)
-            .map_err(|source| FetchError::Corrupt {
-                key: key_text.clone(),
-                source,
-            })?;
+        let content =
+            codec
+                .decode(&stored, MAX_TEXT_FILE_LEN)
+                .map_err(|source| FetchError::Corrupt {
+                    key: key_text.clone(),
+                    source,
+                })?;
         validate_wal_content(name, &content).map_err(|source| FetchError::InvalidContent {
             key: key_text.clone(),
             source,
@@ -97,16 +106,17 @@ pub async fn fetch_wal_file(
     }))
 }
 
-/// On a miss for the preferred codec: looks for the file under the other codecs, and makes
-/// sure the repository itself exists, so that a wrong bucket or prefix is an error and not
-/// an "end of WAL" that would end recovery early.
+/// On a miss for the preferred codec: looks for the file under the other codecs. A miss
+/// counts as "not found" only in a repository that exists (has its identity, or holds WAL),
+/// so that a wrong bucket, prefix or unmounted directory is an error and not an "end of WAL"
+/// that would end recovery early.
 async fn find_other_copy(
     repo: &Repository,
     name: &WalFileName,
+    repository_exists: bool,
 ) -> Result<Option<(StoredWal, Bytes)>, FetchError> {
-    let (copies, identity) = futures::join!(repo.find_wal(name), repo.identity());
-    let copies = copies?;
-    if identity?.is_none() && copies.is_empty() {
+    let copies = repo.find_wal(name).await?;
+    if !repository_exists && copies.is_empty() {
         return Err(FetchError::NotARepository {
             location: repo.location().to_string(),
         });
@@ -119,23 +129,19 @@ async fn find_other_copy(
     Ok(None)
 }
 
-/// Decodes a stored segment straight into a temporary file next to `dest`, checks its header
-/// and length on the way, and renames it into place only if everything holds. Memory stays
-/// at the size of the stored (compressed) object plus the decoder's window.
+/// Decodes a stored segment straight into a temporary file next to `dest`, checks its header,
+/// length and system on the way, and renames it into place only if everything holds. Memory
+/// stays at the size of the stored (compressed) object plus the decoder's window.
 fn restore_segment(
     name: &WalFileName,
     codec: Codec,
     stored: &[u8],
     dest: &Path,
     key: &str,
+    expected_system: Option<SystemId>,
 ) -> Result<u64, FetchError> {
     write_through_temp(dest, |file| {
-        let mut sink = SegmentSink {
-            file,
-            head: Vec::with_capacity(XLOG_LONG_PAGE_HEADER_LEN),
-            written: 0,
-            write_error: None,
-        };
+        let mut sink = SegmentSink::new(file);
         let decoded = codec.decode_into(stored, &mut sink);
         if let Some(source) = sink.write_error.take() {
             return Err(FetchError::Write {
@@ -143,43 +149,84 @@ fn restore_segment(
                 source,
             });
         }
+        let invalid = |source| FetchError::InvalidContent {
+            key: key.to_owned(),
+            source,
+        };
+        if sink.overflowed {
+            // Longer than its header allows (or no valid header at all): report why.
+            validate_segment(name, &sink.head, sink.written + 1).map_err(invalid)?;
+        }
         decoded.map_err(|source| FetchError::Corrupt {
             key: key.to_owned(),
             source: CodecError::Corrupt { codec, source },
         })?;
-        validate_segment(name, &sink.head, sink.written).map_err(|source| {
-            FetchError::InvalidContent {
+        let header = validate_segment(name, &sink.head, sink.written).map_err(invalid)?;
+        if let Some(expected) = expected_system.filter(|id| *id != header.system_id) {
+            return Err(FetchError::ForeignSystem {
                 key: key.to_owned(),
-                source,
-            }
-        })?;
+                found: header.system_id,
+                expected,
+            });
+        }
         Ok(sink.written)
     })
 }
 
-/// A writer that keeps the first bytes (the page header) and counts the rest, and remembers
-/// its own write failures so that a full disk is not mistaken for corrupt data.
+/// A writer that keeps the first bytes (the page header), counts the rest, stops once the
+/// output exceeds the segment size the header announces (a corrupt or hostile object must not
+/// fill pg_wal), and remembers its own write failures so that a full disk is not mistaken
+/// for corrupt data.
 struct SegmentSink<'a> {
     file: &'a mut std::fs::File,
     head: Vec<u8>,
     written: u64,
+    limit: u64,
+    overflowed: bool,
     write_error: Option<std::io::Error>,
+}
+
+impl<'a> SegmentSink<'a> {
+    fn new(file: &'a mut std::fs::File) -> Self {
+        SegmentSink {
+            file,
+            head: Vec::with_capacity(XLOG_LONG_PAGE_HEADER_LEN),
+            written: 0,
+            limit: XLOG_LONG_PAGE_HEADER_LEN as u64,
+            overflowed: false,
+            write_error: None,
+        }
+    }
 }
 
 impl Write for SegmentSink<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = match self.file.write(buf) {
-            Ok(n) => n,
-            Err(e) => {
-                let reported = std::io::Error::new(e.kind(), e.to_string());
-                self.write_error = Some(e);
-                return Err(reported);
+        if self.head.len() < XLOG_LONG_PAGE_HEADER_LEN {
+            let take = buf.len().min(XLOG_LONG_PAGE_HEADER_LEN - self.head.len());
+            self.head.extend_from_slice(&buf[..take]);
+            if self.head.len() == XLOG_LONG_PAGE_HEADER_LEN {
+                // Until the header is known the limit is the header itself; a header that
+                // does not decode stops the output right there.
+                self.limit = LongPageHeader::decode(&self.head)
+                    .map_or(self.limit, |h| h.segment_size.bytes());
             }
-        };
-        let room = XLOG_LONG_PAGE_HEADER_LEN - self.head.len();
-        self.head.extend_from_slice(&buf[..n.min(room)]);
-        self.written += n as u64;
-        Ok(n)
+        }
+        if self.written + buf.len() as u64 > self.limit
+            && self.head.len() == XLOG_LONG_PAGE_HEADER_LEN
+        {
+            self.overflowed = true;
+            return Err(std::io::Error::other(
+                "decoded data is longer than a WAL segment",
+            ));
+        }
+        // write_all: the header bookkeeping above assumes all of `buf` lands.
+        if let Err(e) = self.file.write_all(buf) {
+            let reported = std::io::Error::new(e.kind(), e.to_string());
+            self.write_error = Some(e);
+            return Err(reported);
+        }
+        self.written += buf.len() as u64;
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -228,6 +275,15 @@ pub enum FetchError {
          refusing to report the file as missing"
     )]
     NotARepository { location: String },
+    #[error(
+        "stored object {key} holds WAL of database system {found}, but this repository belongs to system {expected}; \
+         the repository location may be wrong"
+    )]
+    ForeignSystem {
+        key: String,
+        found: SystemId,
+        expected: SystemId,
+    },
     #[error("stored object {key} is corrupt: {source}")]
     Corrupt { key: String, source: CodecError },
     #[error("stored object {key} does not hold the requested file: {source}")]
@@ -352,5 +408,44 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, FetchError::Write { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn another_systems_segment_in_the_repository_is_an_error() {
+        let (dir, repo, name, _) = fixture().await;
+        let stored = dir
+            .path()
+            .join(format!("repo/wal/0000000100000000/{name}.zst"));
+        let size = WalSegmentSize::new(1 << 20).unwrap();
+        let foreign = synthetic_segment(
+            SystemId::new(10),
+            TimelineId::FIRST,
+            SegmentNo::new(2),
+            size,
+        );
+        std::fs::write(&stored, Compression::default().encode(&foreign).unwrap()).unwrap();
+        let dest = dir.path().join("RECOVERYXLOG");
+        let err = fetch_wal_file(&repo, &name.parse().unwrap(), &dest, Codec::Zstd)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::ForeignSystem { .. }), "{err}");
+        assert!(!dest.exists());
+    }
+
+    #[tokio::test]
+    async fn an_object_longer_than_a_segment_stops_early_and_writes_nothing() {
+        let (dir, repo, name, content) = fixture().await;
+        let stored = dir
+            .path()
+            .join(format!("repo/wal/0000000100000000/{name}.zst"));
+        let mut bomb = content.clone();
+        bomb.extend(std::iter::repeat_n(0u8, 64 << 20)); // 65 MiB decoded from a small object
+        std::fs::write(&stored, Compression::default().encode(&bomb).unwrap()).unwrap();
+        let dest = dir.path().join("RECOVERYXLOG");
+        let err = fetch_wal_file(&repo, &name.parse().unwrap(), &dest, Codec::Zstd)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::InvalidContent { .. }), "{err}");
+        assert!(!dest.exists());
     }
 }

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::validate::{ContentError, ValidatedContent, validate_wal_content};
-use crate::codec::{CodecError, Compression};
+use crate::codec::{Codec, CodecError, Compression};
 use crate::repo::{Identity, PutOutcome, RepoError, Repository, StoredWal};
 use crate::store::keys;
-use crate::wal::{SystemId, WalFileName, WalSegmentSize};
+use crate::wal::{SystemId, WalFileName, WalSegmentSize, system_id_from_pg_control};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushOutcome {
@@ -50,10 +50,25 @@ pub async fn push_wal_file(
             source,
         })?;
     let validated = validate_wal_content(&name, &content)?;
-    if let ValidatedContent::Segment(header) = validated {
-        let proposed = Identity::new(header.system_id, header.segment_size, header.pg_major.get());
-        let identity = repo.ensure_identity(&proposed).await?;
-        check_same_system(repo, &name, &identity, &proposed)?;
+
+    // The repository's identity and any stored copy of this name, in one round trip.
+    let (identity, stored) = futures::join!(repo.identity(), repo.find_wal(&name));
+    let (identity, stored) = (identity?, stored?);
+    match (validated, identity) {
+        (ValidatedContent::Segment(header), identity) => {
+            let file = Identity::new(header.system_id, header.segment_size, header.pg_major.get());
+            let identity = match identity {
+                Some(identity) => identity,
+                None => repo.ensure_identity(&file).await?,
+            };
+            check_same_system(repo, &name, &identity, &file)?;
+        }
+        // History and backup files carry no system identifier; the data directory they come
+        // from does.
+        (ValidatedContent::Text, Some(identity)) => {
+            check_data_directory_system(repo, path, &name, &identity)?
+        }
+        (ValidatedContent::Text, None) => {}
     }
 
     let report = |outcome, key: String, stored_bytes| PushReport {
@@ -64,7 +79,7 @@ pub async fn push_wal_file(
         stored_bytes,
         elapsed: started.elapsed(),
     };
-    if let Some(existing) = compare_with_stored(repo, &name, &content).await? {
+    if let Some(existing) = compare_with_stored(repo, &name, &content, stored).await? {
         return Ok(report(
             PushOutcome::AlreadyArchived,
             existing.key.to_string(),
@@ -72,27 +87,31 @@ pub async fn push_wal_file(
         ));
     }
 
-    let codec = if matches!(name, WalFileName::History(_)) {
-        Compression::new(crate::codec::Codec::None, None)?
+    // History files stay uncompressed so an operator can read them directly.
+    let compression = if matches!(name, WalFileName::History(_)) {
+        Compression::new(Codec::None, None)?
     } else {
         compression
     };
-    let encoded = codec.encode(&content)?;
+    let encoded = compression.encode(&content)?;
     let stored_bytes = encoded.len() as u64;
-    let key = keys::wal_file(&name, codec.codec());
+    let key = keys::wal_file(&name, compression.codec());
     match repo.put_new(&key, Bytes::from(encoded)).await? {
         PutOutcome::Created => Ok(report(PushOutcome::Stored, key.to_string(), stored_bytes)),
         // Another pusher won a race for the same name: its content decides.
-        PutOutcome::AlreadyExists => match compare_with_stored(repo, &name, &content).await? {
-            Some(existing) => Ok(report(
-                PushOutcome::AlreadyArchived,
-                existing.key.to_string(),
-                existing.size,
-            )),
-            None => Err(PushError::Vanished {
-                key: key.to_string(),
-            }),
-        },
+        PutOutcome::AlreadyExists => {
+            let stored = repo.find_wal(&name).await?;
+            match compare_with_stored(repo, &name, &content, stored).await? {
+                Some(existing) => Ok(report(
+                    PushOutcome::AlreadyArchived,
+                    existing.key.to_string(),
+                    existing.size,
+                )),
+                None => Err(PushError::Vanished {
+                    key: key.to_string(),
+                }),
+            }
+        }
     }
 }
 
@@ -137,33 +156,80 @@ fn check_same_system(
     Ok(())
 }
 
-/// Looks for stored copies of `name`. `Some` when one exists and every copy holds exactly
-/// `content`; an error when any copy differs.
+/// For files without a page header: when the file sits in a data directory's `pg_wal` (as
+/// PostgreSQL's `%p` does), that directory's `global/pg_control` names the system. A file
+/// pushed from elsewhere cannot be attributed and is let through.
+fn check_data_directory_system(
+    repo: &Repository,
+    path: &Path,
+    name: &WalFileName,
+    identity: &Identity,
+) -> Result<(), PushError> {
+    let Some(pg_wal) = path
+        .parent()
+        .filter(|dir| dir.file_name().is_some_and(|n| n == "pg_wal"))
+    else {
+        return Ok(());
+    };
+    let control = pg_wal
+        .parent()
+        .unwrap_or(Path::new(""))
+        .join("global/pg_control");
+    let bytes = std::fs::read(&control).map_err(|source| PushError::Read {
+        path: control.display().to_string(),
+        source,
+    })?;
+    let system_id =
+        system_id_from_pg_control(&bytes).map_err(|source| PushError::InvalidControlFile {
+            path: control.display().to_string(),
+            source,
+        })?;
+    if system_id != identity.system_id {
+        return Err(PushError::ForeignSystem {
+            name: name.to_string(),
+            file_system_id: system_id,
+            repo_system_id: identity.system_id,
+            location: repo.location().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Compares `content` with every stored copy of `name` in `stored`. `Some` when at least
+/// one copy was read and every copy read holds exactly `content`; `None` when none could be
+/// read (all deleted since the lookup); an error when any copy differs.
 async fn compare_with_stored(
     repo: &Repository,
     name: &WalFileName,
     content: &[u8],
+    stored: Vec<StoredWal>,
 ) -> Result<Option<StoredWal>, PushError> {
-    let stored = repo.find_wal(name).await?;
-    for copy in &stored {
+    let mut confirmed = None;
+    for copy in stored {
         let Some(bytes) = repo.get_if_exists(&copy.key).await? else {
-            continue; // deleted since the lookup (retention); treat as absent
+            continue; // deleted since the lookup (retention): not a copy
         };
-        let decoded = copy.codec.decode(&bytes, content.len()).map_err(|source| {
-            PushError::StoredCopyUnreadable {
-                name: name.to_string(),
-                key: copy.key.to_string(),
-                source,
+        // One byte more than the local file is enough to see a difference.
+        let decoded = match copy.codec.decode(&bytes, content.len() + 1) {
+            Ok(decoded) => decoded,
+            Err(CodecError::TooLarge { .. }) => Vec::new(), // longer: certainly different
+            Err(source) => {
+                return Err(PushError::StoredCopyUnreadable {
+                    name: name.to_string(),
+                    key: copy.key.to_string(),
+                    source,
+                });
             }
-        })?;
+        };
         if decoded != content {
             return Err(PushError::AlreadyArchivedDifferent {
                 name: name.to_string(),
                 key: copy.key.to_string(),
             });
         }
+        confirmed.get_or_insert(copy);
     }
-    Ok(stored.into_iter().next())
+    Ok(confirmed)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +282,11 @@ pub enum PushError {
         key: String,
         source: CodecError,
     },
+    #[error("cannot read the system identifier from {path}: {source}")]
+    InvalidControlFile {
+        path: String,
+        source: crate::wal::WalError,
+    },
     #[error("{key} was reported to exist but could not be found; retry")]
     Vanished { key: String },
     #[error(transparent)]
@@ -227,7 +298,6 @@ pub enum PushError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Codec;
     use crate::store::RepoLocation;
     use crate::testing::synthetic_segment;
     use crate::wal::{SegmentName, SegmentNo, TimelineId};
@@ -435,5 +505,41 @@ mod tests {
             matches!(err, PushError::AlreadyArchivedDifferent { .. }),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn history_files_from_another_systems_data_directory_are_refused() {
+        let fx = Fixture::new();
+        push_wal_file(
+            &fx.repo,
+            &fx.write_segment(7, 5, None),
+            Compression::default(),
+        )
+        .await
+        .unwrap();
+        let pgdata = fx.dir.path().join("pgdata");
+        std::fs::create_dir_all(pgdata.join("pg_wal")).unwrap();
+        std::fs::create_dir_all(pgdata.join("global")).unwrap();
+        let control = |system: u64| {
+            let mut bytes = vec![0u8; 8192];
+            bytes[0..8].copy_from_slice(&system.to_le_bytes());
+            bytes[8..12].copy_from_slice(&1300u32.to_le_bytes());
+            std::fs::write(pgdata.join("global/pg_control"), bytes).unwrap();
+        };
+        let history = pgdata.join("pg_wal/00000002.history");
+        std::fs::write(&history, "1\t0/3000148\tno recovery target specified\n").unwrap();
+
+        control(8);
+        let err = push_wal_file(&fx.repo, &history, Compression::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PushError::ForeignSystem { .. }), "{err}");
+        assert!(!fx.stored_files().iter().any(|f| f.ends_with(".history")));
+
+        control(7);
+        let ok = push_wal_file(&fx.repo, &history, Compression::default())
+            .await
+            .unwrap();
+        assert_eq!(ok.outcome, PushOutcome::Stored);
     }
 }

@@ -98,8 +98,8 @@ pub fn validate_wal_content(
         }
         WalFileName::Backup { .. } => {
             // pg_backup_stop writes "START WAL LOCATION: 0/2000028 (file 00000001...)" first.
-            if content.starts_with(b"START WAL LOCATION: ") && std::str::from_utf8(content).is_ok()
-            {
+            // Not necessarily UTF-8: the label is in the cluster's encoding.
+            if content.starts_with(b"START WAL LOCATION: ") {
                 Ok(ValidatedContent::Text)
             } else {
                 Err(ContentError::NotBackupHistory { name: label() })
@@ -174,5 +174,8 @@ mod tests {
         let backup = name("000000010000000000000002.00000028.backup");
         assert!(validate_wal_content(&backup, label).is_ok());
         assert!(validate_wal_content(&backup, b"\x00\x01binary").is_err());
+        let latin1 =
+            b"START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nLABEL: caf\xe9\n";
+        assert!(validate_wal_content(&backup, latin1).is_ok());
     }
 }

@@ -23,30 +23,28 @@ impl TimelineHistory {
     /// Parses the content of a history file. Timelines must increase and switch points must
     /// not go backwards, as PostgreSQL requires.
     pub fn parse(content: &[u8]) -> Result<Self, WalError> {
-        let text = std::str::from_utf8(content).map_err(|_| WalError::InvalidHistory {
-            line: 0,
-            reason: "not UTF-8 text".into(),
-        })?;
         let mut entries: Vec<HistoryEntry> = Vec::new();
-        for (index, raw) in text.lines().enumerate() {
+        for (index, raw) in content.split(|b| *b == b'\n').enumerate() {
             let line = index + 1;
             let err = |reason: &str| WalError::InvalidHistory {
                 line,
                 reason: reason.to_owned(),
             };
-            let trimmed = raw.trim_start();
-            if trimmed.is_empty() || trimmed.starts_with('#') {
+            let trimmed = raw.trim_ascii_start();
+            if trimmed.is_empty() || trimmed.starts_with(b"#") {
                 continue;
             }
             let (tli_text, rest) = next_field(trimmed);
             let (lsn_text, reason) = next_field(rest);
-            let parent = tli_text
-                .parse::<u32>()
-                .map_err(|_| err("expected a timeline number"))
+            let parent = std::str::from_utf8(tli_text)
+                .ok()
+                .and_then(|t| t.parse::<u32>().ok())
+                .ok_or_else(|| err("expected a timeline number"))
                 .and_then(|n| TimelineId::new(n).map_err(|_| err("timeline 0")))?;
-            let switch_lsn = lsn_text
-                .parse::<Lsn>()
-                .map_err(|_| err("expected a switch point LSN"))?;
+            let switch_lsn = std::str::from_utf8(lsn_text)
+                .ok()
+                .and_then(|t| t.parse::<Lsn>().ok())
+                .ok_or_else(|| err("expected a switch point LSN"))?;
             if let Some(prev) = entries.last() {
                 if parent <= prev.parent {
                     return Err(err("timeline IDs must be in increasing sequence"));
@@ -55,10 +53,12 @@ impl TimelineHistory {
                     return Err(err("switch points must not go backwards"));
                 }
             }
+            // The reason may quote a restore point name in the cluster's own encoding.
+            let reason = String::from_utf8_lossy(reason.trim_ascii()).into_owned();
             entries.push(HistoryEntry {
                 parent,
                 switch_lsn,
-                reason: reason.trim().to_owned(),
+                reason,
             });
         }
         Ok(TimelineHistory { entries })
@@ -80,9 +80,13 @@ impl TimelineHistory {
 }
 
 /// Splits off the first white-space separated field; the rest keeps its inner spacing.
-fn next_field(text: &str) -> (&str, &str) {
-    let text = text.trim_start();
-    text.split_once(char::is_whitespace).unwrap_or((text, ""))
+fn next_field(text: &[u8]) -> (&[u8], &[u8]) {
+    let text = text.trim_ascii_start();
+    let end = text
+        .iter()
+        .position(u8::is_ascii_whitespace)
+        .unwrap_or(text.len());
+    text.split_at(end)
 }
 
 #[cfg(test)]
@@ -110,6 +114,19 @@ mod tests {
     }
 
     #[test]
+    fn reason_text_may_be_in_any_encoding() {
+        // A LATIN1 restore point name: "café".
+        let history =
+            TimelineHistory::parse(b"1\t0/3000148\tat restore point \"caf\xe9\"\n").unwrap();
+        assert_eq!(history.entries[0].switch_lsn.to_string(), "0/3000148");
+        assert!(
+            history.entries[0]
+                .reason
+                .starts_with("at restore point \"caf")
+        );
+    }
+
+    #[test]
     fn rejects_garbage() {
         let bad: [&[u8]; 7] = [
             b"x\t0/1\n",
@@ -118,7 +135,7 @@ mod tests {
             b"0\t0/1\n",
             b"2\t0/1\n1\t0/2\n",
             b"1\t0/5\n2\t0/4\n",
-            b"\xff\xfe",
+            b"\xff\xfe\t0/1\n",
         ];
         for content in bad {
             assert!(

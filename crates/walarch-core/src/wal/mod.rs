@@ -2,12 +2,14 @@
 //! identifiers, WAL file names, timeline history files and the long page header that opens
 //! every segment. Pure code: no I/O, so every parser here can be fuzzed.
 
+mod control;
 mod history;
 mod ids;
 mod lsn;
 mod name;
 mod page;
 
+pub use control::system_id_from_pg_control;
 pub use history::{HistoryEntry, TimelineHistory};
 pub use ids::{SegmentNo, SystemId, TimelineId, WalSegmentSize};
 pub use lsn::Lsn;
@@ -36,6 +38,8 @@ pub enum WalError {
     InvalidHistory { line: usize, reason: String },
     #[error("WAL page header: {reason}")]
     InvalidPageHeader { reason: String },
+    #[error("invalid pg_control: {reason}")]
+    InvalidControlFile { reason: String },
     #[error("unsupported WAL page magic {magic:#06X}: walarch reads PostgreSQL 13 to 17")]
     UnknownPageMagic { magic: u16 },
 }
