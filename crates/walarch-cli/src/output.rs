@@ -22,7 +22,8 @@ pub fn init_logging(filter: Option<&str>) {
 fn one_line(error: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in error.chain() {
-        let text = cause.to_string();
+        // Redact before folding lines: header values end at a line break.
+        let text = redact_secrets(&cause.to_string());
         if line.contains(&text) {
             continue;
         }
@@ -59,7 +60,7 @@ impl Output {
 
     /// The one line that says what failed (with its causes), secrets removed.
     pub fn error(&self, error: &anyhow::Error, exit_code: u8) {
-        let message = redact_secrets(&one_line(error));
+        let message = one_line(error);
         eprintln!("walarch: error: {message}");
         if self.json {
             let value = serde_json::json!({ "error": message, "exit_code": exit_code });

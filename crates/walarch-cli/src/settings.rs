@@ -12,6 +12,7 @@ use walarch_core::store::{RepoLocation, RetryOptions, S3Options, StoreOptions};
 use crate::args::GlobalArgs;
 
 const DEFAULT_CONFIG: &str = "/etc/walarch.toml";
+const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 120;
 
 /// The configuration file. Unknown keys are errors, so a typo does not silently fall back
 /// to a default.
@@ -41,6 +42,7 @@ struct FileS3 {
 struct FileRetry {
     max_retries: Option<usize>,
     timeout_secs: Option<u64>,
+    request_timeout_secs: Option<u64>,
 }
 
 /// Everything a command needs, resolved.
@@ -85,7 +87,12 @@ impl Settings {
                 allow_http: args.s3_allow_http.or(file.s3.allow_http),
                 conditional_put: args.s3_conditional_put.or(file.s3.conditional_put),
             },
-            request_timeout: None,
+            // object_store's 30 s default is too short for one PUT of a large segment.
+            request_timeout: Some(Duration::from_secs(
+                args.request_timeout
+                    .or(file.retry.request_timeout_secs)
+                    .unwrap_or(DEFAULT_REQUEST_TIMEOUT_SECS),
+            )),
         };
         Ok(Settings {
             repo,
@@ -112,7 +119,17 @@ fn load_file(explicit: Option<&Path>) -> anyhow::Result<FileConfig> {
                 .with_context(|| format!("cannot read configuration file {}", path.display()));
         }
     };
-    toml::from_str(&text).with_context(|| format!("invalid configuration file {}", path.display()))
+    // toml's own message quotes the offending line, which may hold a secret: say where only.
+    toml::from_str(&text).map_err(|e| {
+        let line = e.span().map_or(0, |span| {
+            text[..span.start.min(text.len())].matches('\n').count() + 1
+        });
+        anyhow::anyhow!(
+            "invalid configuration file {} at line {line}: {}",
+            path.display(),
+            e.message()
+        )
+    })
 }
 
 #[cfg(test)]
@@ -157,6 +174,16 @@ mod tests {
     fn typos_and_missing_files_are_errors() {
         let err = resolve(&[], Some("rep = \"/x\"\n")).unwrap_err();
         assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
+        assert!(format!("{err:#}").contains("line 1"), "{err:#}");
+        let err = resolve(
+            &[],
+            Some("repo = \"/x\"\nsecret_access_key = \"Zq9SECRET\"\n"),
+        )
+        .unwrap_err();
+        assert!(
+            !format!("{err:#}").contains("Zq9SECRET"),
+            "the value is not echoed: {err:#}"
+        );
         let cli = crate::args::Cli::try_parse_from([
             "walarch",
             "--config",

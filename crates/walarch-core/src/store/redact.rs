@@ -38,24 +38,69 @@ pub fn redact_secrets(text: &str) -> String {
         rest = tail;
     }
     out.push_str(rest);
-    // Bare credential-looking assignments outside URLs (e.g. in a quoted header).
-    for key in [
-        "X-Amz-Signature=",
-        "X-Amz-Credential=",
-        "X-Amz-Security-Token=",
-        "sig=",
-    ] {
-        while let Some(at) = out.find(key) {
-            let value_start = at + key.len();
-            let value_end = out[value_start..]
-                .find(|c: char| c.is_whitespace() || matches!(c, '&' | '"' | '\''))
-                .map_or(out.len(), |e| value_start + e);
-            if &out[value_start..value_end] == "<redacted>" {
-                break;
-            }
-            out.replace_range(value_start..value_end, "<redacted>");
+    redact_values(&redact_elements(&out))
+}
+
+/// Query parameters and headers whose values are secrets, matched case-insensitively.
+const SECRET_KEYS: [&str; 8] = [
+    "x-amz-signature=",
+    "x-amz-credential=",
+    "x-amz-security-token=",
+    "x-amz-security-token:",
+    "authorization:",
+    "signature=",
+    "sig=",
+    "sharedkey ",
+];
+
+/// S3 error bodies for a bad signature echo the signed request, headers and all.
+const SECRET_ELEMENTS: [&str; 4] = [
+    "CanonicalRequest",
+    "CanonicalRequestBytes",
+    "StringToSign",
+    "StringToSignBytes",
+];
+
+fn redact_elements(text: &str) -> String {
+    let mut out = text.to_owned();
+    for element in SECRET_ELEMENTS {
+        let (open, close) = (format!("<{element}>"), format!("</{element}>"));
+        let mut from = 0;
+        while let Some(start) = out[from..].find(&open).map(|i| from + i + open.len()) {
+            let end = out[start..].find(&close).map_or(out.len(), |i| start + i);
+            out.replace_range(start..end, "<redacted>");
+            from = start + "<redacted>".len();
         }
     }
+    out
+}
+
+fn redact_values(text: &str) -> String {
+    // ASCII lower-casing keeps byte offsets, so positions found in `lower` apply to `text`.
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut pos = 0;
+    while let Some((at, key)) = SECRET_KEYS
+        .iter()
+        .filter_map(|key| lower[pos..].find(key).map(|i| (pos + i, *key)))
+        .min_by_key(|(at, _)| *at)
+    {
+        let value_start = at + key.len();
+        let header = key.ends_with(':') || key.ends_with(' ');
+        let value_end = text[value_start..]
+            .find(|c: char| {
+                if header {
+                    c == '\n'
+                } else {
+                    c.is_whitespace() || matches!(c, '&' | '"' | '\'' | '<')
+                }
+            })
+            .map_or(text.len(), |i| value_start + i);
+        out.push_str(&text[pos..value_start]);
+        out.push_str("<redacted>");
+        pos = value_end;
+    }
+    out.push_str(&text[pos..]);
     out
 }
 
@@ -81,6 +126,34 @@ mod tests {
             !clean.contains("deadbeef") && !clean.contains("AKIA"),
             "{clean}"
         );
+        assert!(clean.ends_with(" sent"), "{clean}");
+    }
+
+    #[test]
+    fn removes_every_occurrence_in_any_case() {
+        let clean =
+            redact_secrets("x-amz-credential=FIRST then X-AMZ-CREDENTIAL=SECOND and sig=THIRD");
+        for secret in ["FIRST", "SECOND", "THIRD"] {
+            assert!(!clean.contains(secret), "{clean}");
+        }
+    }
+
+    #[test]
+    fn removes_signed_requests_echoed_by_s3() {
+        let body = "<Error><Code>SignatureDoesNotMatch</Code><CanonicalRequest>PUT\n/b/k\nhost:s3\n\
+                    x-amz-security-token:TOKEN123\n</CanonicalRequest><StringToSign>AWS4-HMAC-SHA256\nSTS\
+                    </StringToSign></Error>";
+        let clean = redact_secrets(body);
+        assert!(
+            !clean.contains("TOKEN123") && !clean.contains("STS<"),
+            "{clean}"
+        );
+        assert!(clean.contains("SignatureDoesNotMatch"), "{clean}");
+        let clean = redact_secrets(
+            "request headers:\nAuthorization: AWS4-HMAC-SHA256 Credential=AKIA/2026\nhost: x",
+        );
+        assert!(!clean.contains("AKIA"), "{clean}");
+        assert!(clean.contains("host: x"), "{clean}");
     }
 
     #[test]
