@@ -231,7 +231,7 @@ pub fn open(
 
 fn open_local(path: &Path, create: bool) -> Result<Arc<dyn ObjectStore>, StoreError> {
     if create {
-        std::fs::create_dir_all(path).map_err(|source| StoreError::LocalDirectory {
+        create_dir_durably(path).map_err(|source| StoreError::LocalDirectory {
             path: path.to_owned(),
             source,
         })?;
@@ -258,6 +258,29 @@ fn open_local(path: &Path, create: bool) -> Result<Arc<dyn ObjectStore>, StoreEr
         })?
         .with_fsync(true);
     Ok(Arc::new(store))
+}
+
+/// `mkdir -p` that survives a power loss: every directory it creates, and the directory that
+/// holds the first one, is fsynced (a new repository must not vanish after a push said done).
+fn create_dir_durably(path: &Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut dir = path;
+    while !dir.exists() {
+        missing.push(dir.to_path_buf());
+        match dir.parent() {
+            Some(parent) => dir = parent,
+            None => break,
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(path)?;
+    // Deepest first, then the existing ancestor whose entry list changed.
+    for created in missing.iter().chain(std::iter::once(&dir.to_path_buf())) {
+        std::fs::File::open(created)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
