@@ -12,6 +12,11 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The end-to-end tests drive the built binary.
 cargo build --locked -p walarch-cli
-cargo test --workspace --locked
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$results"
 # Fuzz targets build on stable (running them needs cargo-fuzz; see fuzz/README.md).
 (cd fuzz && cargo build --locked)
+
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "walarch: %d passed, %d failed\n", passed, failed }' "$results"
