@@ -5,16 +5,22 @@
 //! existing object is never replaced: a re-push of identical content succeeds (PostgreSQL
 //! retries after crashes), different content fails loudly and both copies stay.
 
-use std::path::Path;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::validate::{ContentError, ValidatedContent, validate_wal_content};
+use super::validate::{ContentError, ValidatedContent, validate_segment, validate_wal_content};
 use crate::codec::{Codec, CodecError, Compression};
 use crate::repo::{Identity, PutOutcome, RepoError, Repository, StoredWal};
 use crate::store::keys;
-use crate::wal::{SystemId, WalFileName, WalSegmentSize, system_id_from_pg_control};
+use crate::wal::{
+    SystemId, WalFileName, WalSegmentSize, XLOG_LONG_PAGE_HEADER_LEN, system_id_from_pg_control,
+};
+
+/// History and backup history files are a few hundred bytes; anything far larger is not one.
+const MAX_TEXT_FILE_LEN: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushOutcome {
@@ -35,7 +41,7 @@ pub struct PushReport {
 }
 
 /// Archives the WAL file at `path`. Returns only once the object is durably stored (or an
-/// identical one was found).
+/// identical one was found). The file is streamed: memory holds its compressed form only.
 pub async fn push_wal_file(
     repo: &Repository,
     path: &Path,
@@ -43,18 +49,16 @@ pub async fn push_wal_file(
 ) -> Result<PushReport, PushError> {
     let started = Instant::now();
     let name = wal_name_of(path)?;
-    let content = tokio::fs::read(path)
-        .await
-        .map_err(|source| PushError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-    let validated = validate_wal_content(&name, &content)?;
+    let local = blocking({
+        let path = path.to_owned();
+        move || LocalWal::open(&path, &name)
+    })
+    .await?;
 
     // The repository's identity and any stored copy of this name, in one round trip.
     let (identity, stored) = futures::join!(repo.identity(), repo.find_wal(&name));
     let (identity, stored) = (identity?, stored?);
-    match (validated, identity) {
+    match (local.validated, identity) {
         (ValidatedContent::Segment(header), identity) => {
             let file = Identity::new(header.system_id, header.segment_size, header.pg_major.get());
             let identity = match identity {
@@ -75,11 +79,11 @@ pub async fn push_wal_file(
         name,
         outcome,
         key,
-        original_bytes: content.len() as u64,
+        original_bytes: local.len,
         stored_bytes,
         elapsed: started.elapsed(),
     };
-    if let Some(existing) = compare_with_stored(repo, &name, &content, stored).await? {
+    if let Some(existing) = compare_with_stored(repo, &name, &local, stored).await? {
         return Ok(report(
             PushOutcome::AlreadyArchived,
             existing.key.to_string(),
@@ -93,7 +97,17 @@ pub async fn push_wal_file(
     } else {
         compression
     };
-    let encoded = compression.encode(&content)?;
+    let encoded = blocking({
+        let (path, len) = (local.path.clone(), local.len);
+        move || {
+            let file = std::fs::File::open(&path).map_err(|source| PushError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            Ok(compression.encode_reader(file, Some(len))?)
+        }
+    })
+    .await?;
     let stored_bytes = encoded.len() as u64;
     let key = keys::wal_file(&name, compression.codec());
     match repo.put_new(&key, Bytes::from(encoded)).await? {
@@ -101,7 +115,7 @@ pub async fn push_wal_file(
         // Another pusher won a race for the same name: its content decides.
         PutOutcome::AlreadyExists => {
             let stored = repo.find_wal(&name).await?;
-            match compare_with_stored(repo, &name, &content, stored).await? {
+            match compare_with_stored(repo, &name, &local, stored).await? {
                 Some(existing) => Ok(report(
                     PushOutcome::AlreadyArchived,
                     existing.key.to_string(),
@@ -113,6 +127,55 @@ pub async fn push_wal_file(
             }
         }
     }
+}
+
+/// The local file being pushed, validated against its name from its header and length (a
+/// segment is not read whole here).
+#[derive(Debug, Clone)]
+struct LocalWal {
+    path: PathBuf,
+    len: u64,
+    validated: ValidatedContent,
+}
+
+impl LocalWal {
+    fn open(path: &Path, name: &WalFileName) -> Result<LocalWal, PushError> {
+        let read_err = |source| PushError::Read {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut file = std::fs::File::open(path).map_err(read_err)?;
+        let len = file.metadata().map_err(read_err)?.len();
+        let validated = if name.holds_segment_data() {
+            let mut head = Vec::with_capacity(XLOG_LONG_PAGE_HEADER_LEN);
+            (&mut file)
+                .take(XLOG_LONG_PAGE_HEADER_LEN as u64)
+                .read_to_end(&mut head)
+                .map_err(read_err)?;
+            ValidatedContent::Segment(validate_segment(name, &head, len)?)
+        } else {
+            let mut content = Vec::new();
+            file.take(MAX_TEXT_FILE_LEN)
+                .read_to_end(&mut content)
+                .map_err(read_err)?;
+            validate_wal_content(name, &content)?
+        };
+        Ok(LocalWal {
+            path: path.to_owned(),
+            len,
+            validated,
+        })
+    }
+}
+
+/// Runs blocking file and CPU work off the async executor, so that several pushes can
+/// proceed at once in one process.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, PushError> + Send + 'static,
+) -> Result<T, PushError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 fn wal_name_of(path: &Path) -> Result<WalFileName, PushError> {
@@ -195,13 +258,13 @@ fn check_data_directory_system(
     Ok(())
 }
 
-/// Compares `content` with every stored copy of `name` in `stored`. `Some` when at least
-/// one copy was read and every copy read holds exactly `content`; `None` when none could be
-/// read (all deleted since the lookup); an error when any copy differs.
+/// Compares the local file with every stored copy of `name` in `stored`. `Some` when at
+/// least one copy was read and every copy read holds exactly the local bytes; `None` when none
+/// could be read (all deleted since the lookup); an error when any copy differs.
 async fn compare_with_stored(
     repo: &Repository,
     name: &WalFileName,
-    content: &[u8],
+    local: &LocalWal,
     stored: Vec<StoredWal>,
 ) -> Result<Option<StoredWal>, PushError> {
     let mut confirmed = None;
@@ -209,19 +272,14 @@ async fn compare_with_stored(
         let Some(bytes) = repo.get_if_exists(&copy.key).await? else {
             continue; // deleted since the lookup (retention): not a copy
         };
-        // One byte more than the local file is enough to see a difference.
-        let decoded = match copy.codec.decode(&bytes, content.len() + 1) {
-            Ok(decoded) => decoded,
-            Err(CodecError::TooLarge { .. }) => Vec::new(), // longer: certainly different
-            Err(source) => {
-                return Err(PushError::StoredCopyUnreadable {
-                    name: name.to_string(),
-                    key: copy.key.to_string(),
-                    source,
-                });
-            }
-        };
-        if decoded != content {
+        let (codec, path, key, label) = (
+            copy.codec,
+            local.path.clone(),
+            copy.key.to_string(),
+            name.to_string(),
+        );
+        let same = blocking(move || same_content(codec, &bytes, &path, &key, &label)).await?;
+        if !same {
             return Err(PushError::AlreadyArchivedDifferent {
                 name: name.to_string(),
                 key: copy.key.to_string(),
@@ -230,6 +288,83 @@ async fn compare_with_stored(
         confirmed.get_or_insert(copy);
     }
     Ok(confirmed)
+}
+
+/// Decodes `stored` and compares it with the file at `path` as it streams, stopping at the
+/// first difference.
+fn same_content(
+    codec: Codec,
+    stored: &[u8],
+    path: &Path,
+    key: &str,
+    name: &str,
+) -> Result<bool, PushError> {
+    let read_err = |source| PushError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut sink = CompareWriter {
+        local: std::io::BufReader::with_capacity(1 << 20, file),
+        scratch: Vec::new(),
+        differs: false,
+        read_error: None,
+    };
+    let decoded = codec.decode_into(stored, &mut sink);
+    if let Some(source) = sink.read_error {
+        return Err(read_err(source));
+    }
+    if sink.differs {
+        return Ok(false);
+    }
+    decoded.map_err(|source| PushError::StoredCopyUnreadable {
+        name: name.to_owned(),
+        key: key.to_owned(),
+        source: CodecError::Corrupt { codec, source },
+    })?;
+    // Equal so far: equal only if the local file has nothing more.
+    let mut one = [0u8; 1];
+    Ok(sink.local.read(&mut one).map_err(read_err)? == 0)
+}
+
+/// A writer that checks everything written to it against the next bytes of a local file.
+struct CompareWriter<R> {
+    local: R,
+    scratch: Vec<u8>,
+    differs: bool,
+    read_error: Option<std::io::Error>,
+}
+
+impl<R: Read> std::io::Write for CompareWriter<R> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.scratch.resize(buf.len(), 0);
+        let stop = |this: &mut Self| {
+            Err(std::io::Error::other(if this.differs {
+                "content differs"
+            } else {
+                "local read failed"
+            }))
+        };
+        match self.local.read_exact(&mut self.scratch) {
+            Ok(()) if self.scratch == buf => Ok(buf.len()),
+            Ok(()) => {
+                self.differs = true;
+                stop(self)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                self.differs = true; // the stored copy is longer
+                stop(self)
+            }
+            Err(e) => {
+                self.read_error = Some(e);
+                stop(self)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
