@@ -123,6 +123,16 @@ pub struct GlobalArgs {
     )]
     pub request_timeout: Option<u64>,
 
+    /// Files pushed ahead of PostgreSQL at once by a background worker; 0 turns push-ahead off [default: 4]
+    #[arg(
+        long,
+        global = true,
+        env = "WALARCH_PUSH_AHEAD",
+        value_name = "N",
+        hide_short_help = true
+    )]
+    pub push_ahead: Option<usize>,
+
     /// Log filter for standard error, e.g. info or debug [default: warn]
     #[arg(
         long,
@@ -140,6 +150,9 @@ pub enum Command {
     WalPush(WalPushArgs),
     /// Restore one WAL file (restore_command = 'walarch wal-fetch %f %p'). Exit 1: not in the archive; 126: failure
     WalFetch(WalFetchArgs),
+    /// Background worker that pushes queued WAL files ahead of PostgreSQL (started by wal-push)
+    #[command(hide = true)]
+    PushWorker(PushWorkerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -149,9 +162,56 @@ pub struct WalPushArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PushWorkerArgs {
+    /// The data directory's pg_wal
+    pub pg_wal: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct WalFetchArgs {
     /// Name of the WAL file wanted (PostgreSQL's %f)
     pub name: String,
     /// Where to write it (PostgreSQL's %p)
     pub dest: PathBuf,
+}
+
+impl GlobalArgs {
+    /// The settings given on this command line, as flags for a child process (a background
+    /// worker must use exactly the settings of the call that started it). Environment
+    /// variables reach the child anyway.
+    pub fn to_flags(&self) -> Vec<std::ffi::OsString> {
+        let mut flags: Vec<std::ffi::OsString> = Vec::new();
+        let mut add = |flag: &str, value: Option<String>| {
+            if let Some(value) = value {
+                flags.push(flag.into());
+                flags.push(value.into());
+            }
+        };
+        add("--repo", self.repo.clone());
+        add(
+            "--config",
+            self.config.as_ref().map(|p| p.display().to_string()),
+        );
+        add("--compression", self.compression.clone());
+        add(
+            "--compression-level",
+            self.compression_level.map(|v| v.to_string()),
+        );
+        add("--s3-endpoint", self.s3_endpoint.clone());
+        add("--s3-region", self.s3_region.clone());
+        add("--s3-allow-http", self.s3_allow_http.map(|v| v.to_string()));
+        add(
+            "--s3-conditional-put",
+            self.s3_conditional_put.map(|v| v.to_string()),
+        );
+        add("--retries", self.retries.map(|v| v.to_string()));
+        add("--retry-timeout", self.retry_timeout.map(|v| v.to_string()));
+        add(
+            "--request-timeout",
+            self.request_timeout.map(|v| v.to_string()),
+        );
+        add("--push-ahead", self.push_ahead.map(|v| v.to_string()));
+        add("--log", self.log.clone());
+        flags
+    }
 }

@@ -1,5 +1,6 @@
 //! One module per command; each turns settings and arguments into library calls.
 
+mod push_worker;
 mod wal_fetch;
 mod wal_push;
 
@@ -17,7 +18,8 @@ pub fn run(cli: &Cli, out: &Output) -> Result<(), Failure> {
         .build()?;
     runtime.block_on(async {
         match &cli.command {
-            Command::WalPush(args) => wal_push::run(&settings, args, out).await,
+            Command::WalPush(args) => wal_push::run(&settings, &cli.global, args, out).await,
+            Command::PushWorker(args) => push_worker::run(&settings, args).await,
             Command::WalFetch(args) => wal_fetch::run(&settings, args, out).await,
         }
     })

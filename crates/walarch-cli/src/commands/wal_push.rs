@@ -1,11 +1,18 @@
 //! `walarch wal-push <path>`: PostgreSQL's archive_command.
+//!
+//! When the file sits in a data directory's pg_wal, a background worker pushes the other
+//! queued files ahead of PostgreSQL; a file the worker already stored returns at once.
 
+use std::process::{Command, Stdio};
+
+use anyhow::Context;
 use serde::Serialize;
-use walarch_core::archive::{PushOutcome, push_wal_file};
+use walarch_core::archive::{PushOutcome, PushSpool, push_wal_file};
 use walarch_core::repo::Repository;
+use walarch_core::wal::WalFileName;
 
 use crate::Failure;
-use crate::args::WalPushArgs;
+use crate::args::{GlobalArgs, WalPushArgs};
 use crate::output::Output;
 use crate::settings::Settings;
 
@@ -13,14 +20,45 @@ use crate::settings::Settings;
 struct PushResult {
     file: String,
     outcome: &'static str,
-    key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
     original_bytes: u64,
     stored_bytes: u64,
     elapsed_ms: f64,
 }
 
-pub async fn run(settings: &Settings, args: &WalPushArgs, out: &Output) -> Result<(), Failure> {
+pub async fn run(
+    settings: &Settings,
+    global: &GlobalArgs,
+    args: &WalPushArgs,
+    out: &Output,
+) -> Result<(), Failure> {
+    let started = std::time::Instant::now();
     let repo = Repository::open_for_write(settings.repo.clone(), &settings.store)?;
+    let spool = PushSpool::for_wal_file(&args.path).filter(|_| settings.push_ahead > 0);
+    let name: Option<WalFileName> = args
+        .path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok());
+
+    if let (Some(spool), Some(name)) = (&spool, &name) {
+        if spool.is_recorded(&repo, &args.path, name) {
+            tracing::info!(file = %name, "already pushed ahead");
+            let result = PushResult {
+                file: name.to_string(),
+                outcome: "pushed_ahead",
+                key: None,
+                original_bytes: 0,
+                stored_bytes: 0,
+                elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+            };
+            out.result(&result, None);
+            return Ok(());
+        }
+        start_worker_if_useful(spool, global);
+    }
+
     let report = push_wal_file(&repo, &args.path, settings.compression).await?;
     let outcome = match report.outcome {
         PushOutcome::Stored => "stored",
@@ -33,11 +71,36 @@ pub async fn run(settings: &Settings, args: &WalPushArgs, out: &Output) -> Resul
     let result = PushResult {
         file: report.name.to_string(),
         outcome,
-        key: report.key,
+        key: Some(report.key),
         original_bytes: report.original_bytes,
         stored_bytes: report.stored_bytes,
         elapsed_ms: report.elapsed.as_secs_f64() * 1000.0,
     };
     out.result(&result, None);
     Ok(())
+}
+
+/// Starts the push-ahead worker when more than this one file is queued and none runs. The
+/// worker stays in the archiver's process group, so it stops with the server.
+fn start_worker_if_useful(spool: &PushSpool, global: &GlobalArgs) {
+    let queued = spool.ready_files().map(|r| r.len()).unwrap_or(0);
+    if queued < 2 || spool.worker_running() {
+        return;
+    }
+    let spawned = std::env::current_exe()
+        .context("cannot find the walarch executable")
+        .and_then(|exe| {
+            Command::new(exe)
+                .args(global.to_flags())
+                .arg("push-worker")
+                .arg(spool.pg_wal())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .context("cannot start the push-ahead worker")
+        });
+    if let Err(e) = spawned {
+        // Not fatal: this call still pushes its own file.
+        tracing::warn!(error = %format!("{e:#}"), "push-ahead disabled for this call");
+    }
 }

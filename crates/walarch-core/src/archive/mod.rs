@@ -4,8 +4,12 @@
 
 mod fetch;
 mod push;
+mod push_ahead;
 mod validate;
 
 pub use fetch::{FetchError, FetchOutcome, FetchReport, fetch_wal_file};
 pub use push::{PushError, PushOutcome, PushReport, push_wal_file};
+pub use push_ahead::{
+    PushAheadOptions, PushAheadReport, PushSpool, PushSpoolStatus, run_push_worker,
+};
 pub use validate::{ContentError, validate_segment, validate_wal_content};

@@ -1,0 +1,488 @@
+//! Push-ahead: archive the files PostgreSQL has queued (`pg_wal/archive_status/*.ready`)
+//! before it asks for them, so that its serial archive_command loop finds each one done.
+//!
+//! State lives in a spool inside `pg_wal` (`pg_wal/walarch/push/`): on the same file system
+//! as the WAL, and outside base backups, which skip pg_wal's contents.
+//! - `<name>.ok`: written only after the object is durably stored (temporary file, fsync,
+//!   rename, directory fsync). It names the repository and the local file's identity (device,
+//!   inode, size, modification time), so a record never vouches for another repository or a
+//!   different file under the same name.
+//! - `<name>.error`: the worker's last failure for that file, for `walarch info`. It never
+//!   counts as success: PostgreSQL's own call pushes the file itself and reports its error.
+//! - `worker.lock`: held (advisory lock) by the one running worker.
+//!
+//! A kill -9 at any moment leaves at worst an object stored without its record; the next
+//! push of that file finds the identical object and records it.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::push::push_wal_file;
+use crate::codec::Compression;
+use crate::repo::Repository;
+use crate::wal::WalFileName;
+
+/// The spool of one data directory's pg_wal.
+#[derive(Debug, Clone)]
+pub struct PushSpool {
+    pg_wal: PathBuf,
+    dir: PathBuf,
+}
+
+/// What a `.ok` record vouches for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct PushRecord {
+    repository: String,
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    key: String,
+}
+
+impl PushRecord {
+    fn of(repository: &str, meta: &std::fs::Metadata, key: &str) -> Self {
+        PushRecord {
+            repository: repository.to_owned(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            key: key.to_owned(),
+        }
+    }
+}
+
+impl PushSpool {
+    /// The spool for a file PostgreSQL asks to archive, when it lives in a `pg_wal` directory.
+    pub fn for_wal_file(path: &Path) -> Option<PushSpool> {
+        let pg_wal = path
+            .parent()
+            .filter(|d| d.file_name().is_some_and(|n| n == "pg_wal"))?;
+        Some(Self::for_pg_wal(pg_wal))
+    }
+
+    pub fn for_pg_wal(pg_wal: &Path) -> PushSpool {
+        PushSpool {
+            pg_wal: pg_wal.to_owned(),
+            dir: pg_wal.join("walarch").join("push"),
+        }
+    }
+
+    pub fn pg_wal(&self) -> &Path {
+        &self.pg_wal
+    }
+
+    fn record_path(&self, name: &WalFileName) -> PathBuf {
+        self.dir.join(format!("{name}.ok"))
+    }
+
+    fn error_path(&self, name: &WalFileName) -> PathBuf {
+        self.dir.join(format!("{name}.error"))
+    }
+
+    /// True when `path` was durably pushed to `repo` by an earlier call and is still the same
+    /// file. Costs two `stat`s and one small read.
+    pub fn is_recorded(&self, repo: &Repository, path: &Path, name: &WalFileName) -> bool {
+        let (Ok(record), Ok(meta)) = (
+            std::fs::read(self.record_path(name)),
+            std::fs::metadata(path),
+        ) else {
+            return false;
+        };
+        let Ok(record) = serde_json::from_slice::<PushRecord>(&record) else {
+            return false;
+        };
+        record == PushRecord::of(&repo.location().to_string(), &meta, &record.key)
+    }
+
+    /// Records that `path` is durably stored at `key`. Call only after the store confirmed
+    /// the object; the record itself is durable too.
+    pub fn record(
+        &self,
+        repo: &Repository,
+        path: &Path,
+        name: &WalFileName,
+        key: &str,
+    ) -> std::io::Result<()> {
+        let meta = std::fs::metadata(path)?;
+        let record = PushRecord::of(&repo.location().to_string(), &meta, key);
+        write_durably(
+            &self.dir,
+            &self.record_path(name),
+            &serde_json::to_vec(&record).expect("record serialises"),
+        )?;
+        let _ = std::fs::remove_file(self.error_path(name));
+        Ok(())
+    }
+
+    fn record_error(&self, name: &WalFileName, message: &str) {
+        let _ = write_durably(&self.dir, &self.error_path(name), message.as_bytes());
+    }
+
+    /// The files PostgreSQL has queued, in the order its archiver takes them: history files
+    /// first, then by name (oldest segment first).
+    pub fn ready_files(&self) -> std::io::Result<Vec<WalFileName>> {
+        let mut ready: Vec<WalFileName> = std::fs::read_dir(self.pg_wal.join("archive_status"))?
+            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| {
+                entry
+                    .file_name()
+                    .to_str()?
+                    .strip_suffix(".ready")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        ready.sort_by_key(|name| (!matches!(name, WalFileName::History(_)), name.to_string()));
+        Ok(ready)
+    }
+
+    /// Removes records and errors of files PostgreSQL no longer waits on.
+    fn prune(&self, ready: &BTreeSet<String>) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.filter_map(|e| e.ok()) {
+            let file = entry.file_name();
+            let Some(file) = file.to_str() else { continue };
+            let name = file
+                .strip_suffix(".ok")
+                .or_else(|| file.strip_suffix(".error"));
+            if name.is_some_and(|n| !ready.contains(n)) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// A summary for `walarch info`: queued files, the oldest one's age, records, failures.
+    pub fn status(&self) -> std::io::Result<PushSpoolStatus> {
+        let ready = self.ready_files()?;
+        let oldest_ready_age = ready
+            .iter()
+            .filter_map(|n| {
+                std::fs::metadata(
+                    self.pg_wal
+                        .join("archive_status")
+                        .join(format!("{n}.ready")),
+                )
+                .ok()
+            })
+            .filter_map(|m| m.modified().ok())
+            .min()
+            .and_then(|t| SystemTime::now().duration_since(t).ok());
+        let queued: BTreeSet<String> = ready.iter().map(ToString::to_string).collect();
+        let mut pushed_ahead = 0;
+        let mut failures = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for entry in entries.filter_map(|e| e.ok()) {
+                let file = entry.file_name().to_string_lossy().into_owned();
+                // Only records of files still queued count; older ones await pruning.
+                if file.strip_suffix(".ok").is_some_and(|n| queued.contains(n)) {
+                    pushed_ahead += 1;
+                } else if let Some(name) = file.strip_suffix(".error") {
+                    let message = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                    failures.push((name.to_owned(), message));
+                }
+            }
+        }
+        failures.sort();
+        Ok(PushSpoolStatus {
+            ready: ready.len(),
+            oldest_ready_age,
+            pushed_ahead,
+            failures,
+            worker_running: self.worker_running(),
+        })
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        self.dir.join("worker.lock")
+    }
+
+    /// Whether a worker holds the lock right now.
+    pub fn worker_running(&self) -> bool {
+        match std::fs::File::open(self.lock_path()) {
+            Ok(file) => file.try_lock().is_err(),
+            Err(_) => false,
+        }
+    }
+
+    /// Takes the worker lock; `None` if another worker holds it. The lock is released when the
+    /// returned file is dropped or the process dies.
+    pub fn try_lock_worker(&self) -> std::io::Result<Option<std::fs::File>> {
+        std::fs::create_dir_all(&self.dir)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.lock_path())?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+/// See [`PushSpool::status`].
+#[derive(Debug, Clone, Serialize)]
+pub struct PushSpoolStatus {
+    pub ready: usize,
+    #[serde(serialize_with = "secs")]
+    pub oldest_ready_age: Option<Duration>,
+    pub pushed_ahead: usize,
+    pub failures: Vec<(String, String)>,
+    pub worker_running: bool,
+}
+
+fn secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+/// How the worker runs.
+#[derive(Debug, Clone, Copy)]
+pub struct PushAheadOptions {
+    pub compression: Compression,
+    /// Files pushed at once.
+    pub parallelism: usize,
+    /// The worker exits after this long with nothing to push.
+    pub idle_exit: Duration,
+}
+
+/// What a worker did before it exited.
+#[derive(Debug, Clone, Default)]
+pub struct PushAheadReport {
+    pub pushed: usize,
+    pub failed: usize,
+}
+
+/// The push-ahead worker: pushes queued files `parallelism` at a time until nothing has been
+/// queued for `idle_exit`. The oldest queued file is left to PostgreSQL's own call, which is
+/// pushing it right now. Call with the worker lock held.
+pub async fn run_push_worker(
+    repo: &Repository,
+    spool: &PushSpool,
+    options: PushAheadOptions,
+) -> PushAheadReport {
+    let mut report = PushAheadReport::default();
+    let mut idle_since = Instant::now();
+    // Files this worker already tried and failed: not retried in a tight loop; PostgreSQL's
+    // own call for each will try again and report.
+    let mut failed: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let ready = spool.ready_files().unwrap_or_default();
+        spool.prune(&ready.iter().map(ToString::to_string).collect());
+        let todo: Vec<WalFileName> = ready
+            .iter()
+            .skip(1)
+            .filter(|name| !failed.contains(&name.to_string()))
+            .filter(|name| !spool.is_recorded(repo, &spool.pg_wal.join(name.to_string()), name))
+            .take(options.parallelism * 4)
+            .copied()
+            .collect();
+        if todo.is_empty() {
+            if idle_since.elapsed() >= options.idle_exit {
+                return report;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        idle_since = Instant::now();
+        let mut pushes = futures::stream::iter(todo.into_iter().map(|name| async move {
+            let path = spool.pg_wal.join(name.to_string());
+            let result = push_wal_file(repo, &path, options.compression).await;
+            (name, path, result)
+        }))
+        .buffer_unordered(options.parallelism.max(1));
+        while let Some((name, path, result)) = pushes.next().await {
+            match result.map_err(|e| e.to_string()).and_then(|r| {
+                spool
+                    .record(repo, &path, &name, &r.key)
+                    .map_err(|e| format!("cannot record {name}: {e}"))
+            }) {
+                Ok(()) => report.pushed += 1,
+                Err(message) => {
+                    // The file may have been archived and removed meanwhile; only real
+                    // failures are worth a record.
+                    if path.exists() {
+                        tracing::warn!(file = %name, error = %message, "push-ahead failed; PostgreSQL's call will retry it");
+                        spool.record_error(&name, &message);
+                        report.failed += 1;
+                    }
+                    failed.insert(name.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// Writes `content` to `path` so that it is complete and durable when this returns: temporary
+/// file, fsync, rename, directory fsync.
+fn write_durably(dir: &Path, path: &Path, content: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let temp = path.with_extension(format!("tmp{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(content)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::RepoLocation;
+    use crate::testing::synthetic_segment;
+    use crate::wal::{SegmentName, SegmentNo, SystemId, TimelineId, WalSegmentSize};
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        pg_wal: PathBuf,
+        repo: Repository,
+        repo_dir: PathBuf,
+    }
+
+    fn fixture(segments: std::ops::Range<u64>) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let pg_wal = dir.path().join("pg_wal");
+        std::fs::create_dir_all(pg_wal.join("archive_status")).unwrap();
+        let size = WalSegmentSize::new(1 << 20).unwrap();
+        for segno in segments {
+            let name = SegmentName::new(TimelineId::FIRST, SegmentNo::new(segno), size);
+            let content = synthetic_segment(
+                SystemId::new(5),
+                TimelineId::FIRST,
+                SegmentNo::new(segno),
+                size,
+            );
+            std::fs::write(pg_wal.join(name.to_string()), content).unwrap();
+            std::fs::write(pg_wal.join(format!("archive_status/{name}.ready")), "").unwrap();
+        }
+        let repo_dir = dir.path().join("repo");
+        let repo =
+            Repository::open_for_write(RepoLocation::Local(repo_dir.clone()), &Default::default())
+                .unwrap();
+        Fixture {
+            _dir: dir,
+            pg_wal,
+            repo,
+            repo_dir,
+        }
+    }
+
+    fn options() -> PushAheadOptions {
+        PushAheadOptions {
+            compression: Compression::default(),
+            parallelism: 2,
+            idle_exit: Duration::from_millis(50),
+        }
+    }
+
+    #[tokio::test]
+    async fn worker_pushes_all_but_the_oldest_and_records_each() {
+        let fx = fixture(1..6);
+        let spool = PushSpool::for_pg_wal(&fx.pg_wal);
+        let _lock = spool.try_lock_worker().unwrap().unwrap();
+        let report = run_push_worker(&fx.repo, &spool, options()).await;
+        assert_eq!(report.pushed, 4, "{report:?}");
+        let ready = spool.ready_files().unwrap();
+        assert!(
+            !spool.is_recorded(&fx.repo, &fx.pg_wal.join(ready[0].to_string()), &ready[0]),
+            "oldest left to PostgreSQL"
+        );
+        for name in &ready[1..] {
+            assert!(
+                spool.is_recorded(&fx.repo, &fx.pg_wal.join(name.to_string()), name),
+                "{name}"
+            );
+            let key = fx
+                .repo_dir
+                .join("wal/0000000100000000")
+                .join(format!("{name}.zst"));
+            assert!(key.exists(), "{} stored", key.display());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_vouches_only_for_the_same_file_and_repository() {
+        let fx = fixture(1..3);
+        let spool = PushSpool::for_pg_wal(&fx.pg_wal);
+        let name: WalFileName = "000000010000000000000002".parse().unwrap();
+        let path = fx.pg_wal.join(name.to_string());
+        push_wal_file(&fx.repo, &path, Compression::default())
+            .await
+            .unwrap();
+        spool.record(&fx.repo, &path, &name, "k").unwrap();
+        assert!(spool.is_recorded(&fx.repo, &path, &name));
+
+        let other = Repository::open_for_write(
+            RepoLocation::Local(fx.repo_dir.join("other")),
+            &Default::default(),
+        )
+        .unwrap();
+        assert!(
+            !spool.is_recorded(&other, &path, &name),
+            "another repository"
+        );
+
+        // A different file under the same name (new inode).
+        let content = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, content).unwrap();
+        assert!(!spool.is_recorded(&fx.repo, &path, &name), "replaced file");
+    }
+
+    #[tokio::test]
+    async fn failures_are_recorded_as_errors_never_as_success() {
+        let fx = fixture(1..4);
+        // Segment 3 is misnamed content: the worker must refuse it.
+        let bad = fx.pg_wal.join("000000010000000000000003");
+        let good = std::fs::read(fx.pg_wal.join("000000010000000000000002")).unwrap();
+        std::fs::write(&bad, good).unwrap();
+        let spool = PushSpool::for_pg_wal(&fx.pg_wal);
+        let report = run_push_worker(&fx.repo, &spool, options()).await;
+        assert_eq!((report.pushed, report.failed), (1, 1), "{report:?}");
+        let name: WalFileName = "000000010000000000000003".parse().unwrap();
+        assert!(!spool.is_recorded(&fx.repo, &bad, &name));
+        let status = spool.status().unwrap();
+        assert_eq!(status.failures.len(), 1);
+        assert!(
+            status.failures[0].1.contains("refusing"),
+            "{:?}",
+            status.failures
+        );
+    }
+
+    #[tokio::test]
+    async fn records_of_files_no_longer_queued_are_pruned() {
+        let fx = fixture(1..4);
+        let spool = PushSpool::for_pg_wal(&fx.pg_wal);
+        run_push_worker(&fx.repo, &spool, options()).await;
+        // PostgreSQL archived 2 and 3 (.ready -> .done).
+        for n in ["000000010000000000000002", "000000010000000000000003"] {
+            std::fs::rename(
+                fx.pg_wal.join(format!("archive_status/{n}.ready")),
+                fx.pg_wal.join(format!("archive_status/{n}.done")),
+            )
+            .unwrap();
+        }
+        run_push_worker(&fx.repo, &spool, options()).await;
+        assert_eq!(spool.status().unwrap().pushed_ahead, 0);
+    }
+}
