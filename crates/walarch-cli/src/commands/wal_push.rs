@@ -4,6 +4,7 @@
 //! queued files ahead of PostgreSQL; a file the worker already stored returns at once.
 
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
@@ -33,7 +34,7 @@ pub async fn run(
     args: &WalPushArgs,
     out: &Output,
 ) -> Result<(), Failure> {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let repo = Repository::open_for_write(settings.repo.clone(), &settings.store)?;
     let spool = PushSpool::for_wal_file(&args.path).filter(|_| settings.push_ahead > 0);
     let name: Option<WalFileName> = args
@@ -43,7 +44,13 @@ pub async fn run(
         .and_then(|n| n.parse().ok());
 
     if let (Some(spool), Some(name)) = (&spool, &name) {
-        if spool.is_recorded(&repo, &args.path, name) {
+        let spawned = start_worker_if_useful(spool, global);
+        let done = spool.is_recorded(&repo, &args.path, name)
+            || ((spawned.is_some() || spool.worker_running())
+                && spool
+                    .wait_for_worker(&repo, &args.path, name, spawned, WORKER_WAIT)
+                    .await);
+        if done {
             tracing::info!(file = %name, "already pushed ahead");
             let result = PushResult {
                 file: name.to_string(),
@@ -56,7 +63,6 @@ pub async fn run(
             out.result(&result, None);
             return Ok(());
         }
-        start_worker_if_useful(spool, global);
     }
 
     let report = push_wal_file(&repo, &args.path, settings.compression).await?;
@@ -80,12 +86,20 @@ pub async fn run(
     Ok(())
 }
 
-/// Starts the push-ahead worker when more than this one file is queued and none runs. The
-/// worker stays in the archiver's process group, so it stops with the server.
-fn start_worker_if_useful(spool: &PushSpool, global: &GlobalArgs) {
+/// How long PostgreSQL's call waits for a running worker to store its file before pushing it
+/// itself. The worker's own store requests are bounded by the retry and request timeouts.
+const WORKER_WAIT: Duration = Duration::from_secs(600);
+
+/// Starts the push-ahead worker when more than one file is queued and none runs; returns
+/// when it was started. The worker stays in the archiver's process group, so it stops with
+/// the server.
+fn start_worker_if_useful(spool: &PushSpool, global: &GlobalArgs) -> Option<Instant> {
+    if spool.worker_running() {
+        return None;
+    }
     let queued = spool.ready_files().map(|r| r.len()).unwrap_or(0);
-    if queued < 2 || spool.worker_running() {
-        return;
+    if queued < 2 {
+        return None;
     }
     let spawned = std::env::current_exe()
         .context("cannot find the walarch executable")
@@ -99,8 +113,12 @@ fn start_worker_if_useful(spool: &PushSpool, global: &GlobalArgs) {
                 .spawn()
                 .context("cannot start the push-ahead worker")
         });
-    if let Err(e) = spawned {
-        // Not fatal: this call still pushes its own file.
-        tracing::warn!(error = %format!("{e:#}"), "push-ahead disabled for this call");
+    match spawned {
+        Ok(_) => Some(Instant::now()),
+        Err(e) => {
+            // Not fatal: this call still pushes its own file.
+            tracing::warn!(error = %format!("{e:#}"), "push-ahead disabled for this call");
+            None
+        }
     }
 }

@@ -9,17 +9,21 @@
 //!   different file under the same name.
 //! - `<name>.error`: the worker's last failure for that file, for `walarch info`. It never
 //!   counts as success: PostgreSQL's own call pushes the file itself and reports its error.
+//!
+//! PostgreSQL's call for a file returns at once when the file is recorded; while a worker
+//! runs it waits for the worker's record instead of pushing the same file twice.
 //! - `worker.lock`: held (advisory lock) by the one running worker.
 //!
 //! A kill -9 at any moment leaves at worst an object stored without its record; the next
 //! push of that file finds the identical object and records it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
 
 use super::push::push_wal_file;
@@ -265,62 +269,102 @@ pub struct PushAheadReport {
     pub failed: usize,
 }
 
-/// The push-ahead worker: pushes queued files `parallelism` at a time until nothing has been
-/// queued for `idle_exit`. The oldest queued file is left to PostgreSQL's own call, which is
-/// pushing it right now. Call with the worker lock held.
+/// The push-ahead worker: keeps `parallelism` pushes of queued files in flight, oldest first,
+/// until nothing has been queued for `idle_exit`. Call with the worker lock held.
 pub async fn run_push_worker(
     repo: &Repository,
     spool: &PushSpool,
     options: PushAheadOptions,
 ) -> PushAheadReport {
     let mut report = PushAheadReport::default();
-    let mut idle_since = Instant::now();
-    // Files this worker already tried and failed: not retried in a tight loop; PostgreSQL's
-    // own call for each will try again and report.
+    let parallelism = options.parallelism.max(1);
+    // Files this worker tried and failed are not retried in a tight loop: PostgreSQL's own
+    // call for each tries again and reports.
     let mut failed: BTreeSet<String> = BTreeSet::new();
+    let mut queue: VecDeque<WalFileName> = VecDeque::new();
+    let mut in_flight_names: BTreeSet<String> = BTreeSet::new();
+    let mut in_flight = FuturesUnordered::new();
+    let mut idle_since = Instant::now();
     loop {
-        let ready = spool.ready_files().unwrap_or_default();
-        spool.prune(&ready.iter().map(ToString::to_string).collect());
-        let todo: Vec<WalFileName> = ready
-            .iter()
-            .skip(1)
-            .filter(|name| !failed.contains(&name.to_string()))
-            .filter(|name| !spool.is_recorded(repo, &spool.pg_wal.join(name.to_string()), name))
-            .take(options.parallelism * 4)
-            .copied()
-            .collect();
-        if todo.is_empty() {
+        if queue.is_empty() && in_flight.len() < parallelism {
+            let ready = spool.ready_files().unwrap_or_default();
+            spool.prune(&ready.iter().map(ToString::to_string).collect());
+            queue = ready
+                .into_iter()
+                .filter(|name| {
+                    let text = name.to_string();
+                    !failed.contains(&text)
+                        && !in_flight_names.contains(&text)
+                        && !spool.is_recorded(repo, &spool.pg_wal.join(&text), name)
+                })
+                .collect();
+        }
+        while in_flight.len() < parallelism {
+            let Some(name) = queue.pop_front() else { break };
+            in_flight_names.insert(name.to_string());
+            in_flight.push(async move {
+                let path = spool.pg_wal.join(name.to_string());
+                let result = push_wal_file(repo, &path, options.compression).await;
+                (name, path, result)
+            });
+        }
+        let Some((name, path, result)) = in_flight.next().await else {
             if idle_since.elapsed() >= options.idle_exit {
                 return report;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
-        }
+        };
         idle_since = Instant::now();
-        let mut pushes = futures::stream::iter(todo.into_iter().map(|name| async move {
-            let path = spool.pg_wal.join(name.to_string());
-            let result = push_wal_file(repo, &path, options.compression).await;
-            (name, path, result)
-        }))
-        .buffer_unordered(options.parallelism.max(1));
-        while let Some((name, path, result)) = pushes.next().await {
-            match result.map_err(|e| e.to_string()).and_then(|r| {
-                spool
-                    .record(repo, &path, &name, &r.key)
-                    .map_err(|e| format!("cannot record {name}: {e}"))
-            }) {
-                Ok(()) => report.pushed += 1,
-                Err(message) => {
-                    // The file may have been archived and removed meanwhile; only real
-                    // failures are worth a record.
-                    if path.exists() {
-                        tracing::warn!(file = %name, error = %message, "push-ahead failed; PostgreSQL's call will retry it");
-                        spool.record_error(&name, &message);
-                        report.failed += 1;
-                    }
-                    failed.insert(name.to_string());
+        in_flight_names.remove(&name.to_string());
+        let recorded = result.map_err(|e| e.to_string()).and_then(|r| {
+            spool
+                .record(repo, &path, &name, &r.key)
+                .map_err(|e| format!("cannot record {name}: {e}"))
+        });
+        match recorded {
+            Ok(()) => report.pushed += 1,
+            Err(message) => {
+                // The file may have been archived and removed meanwhile; only real failures
+                // are worth a record.
+                if path.exists() {
+                    tracing::warn!(file = %name, error = %message, "push-ahead failed; PostgreSQL's call will retry it");
+                    spool.record_error(&name, &message);
+                    report.failed += 1;
                 }
+                failed.insert(name.to_string());
             }
+        }
+    }
+}
+
+impl PushSpool {
+    /// For PostgreSQL's call: waits while a worker is (or was just started and is about to be)
+    /// running, until `path` is recorded (true) or the worker fails on it, exits, or
+    /// `timeout` passes (false: the caller pushes the file itself).
+    pub async fn wait_for_worker(
+        &self,
+        repo: &Repository,
+        path: &Path,
+        name: &WalFileName,
+        started: Option<Instant>,
+        timeout: Duration,
+    ) -> bool {
+        // A worker just spawned needs a moment to take its lock.
+        const START_GRACE: Duration = Duration::from_millis(500);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.is_recorded(repo, path, name) {
+                return true;
+            }
+            let starting = started.is_some_and(|t| t.elapsed() < START_GRACE);
+            if self.error_path(name).exists()
+                || (!starting && !self.worker_running())
+                || Instant::now() >= deadline
+            {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 }
@@ -395,18 +439,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn worker_pushes_all_but_the_oldest_and_records_each() {
+    async fn worker_pushes_every_queued_file_and_records_each() {
         let fx = fixture(1..6);
         let spool = PushSpool::for_pg_wal(&fx.pg_wal);
         let _lock = spool.try_lock_worker().unwrap().unwrap();
         let report = run_push_worker(&fx.repo, &spool, options()).await;
-        assert_eq!(report.pushed, 4, "{report:?}");
-        let ready = spool.ready_files().unwrap();
-        assert!(
-            !spool.is_recorded(&fx.repo, &fx.pg_wal.join(ready[0].to_string()), &ready[0]),
-            "oldest left to PostgreSQL"
-        );
-        for name in &ready[1..] {
+        assert_eq!(report.pushed, 5, "{report:?}");
+        for name in &spool.ready_files().unwrap() {
             assert!(
                 spool.is_recorded(&fx.repo, &fx.pg_wal.join(name.to_string()), name),
                 "{name}"
@@ -417,6 +456,29 @@ mod tests {
                 .join(format!("{name}.zst"));
             assert!(key.exists(), "{} stored", key.display());
         }
+        assert_eq!(spool.status().unwrap().pushed_ahead, 5);
+    }
+
+    #[tokio::test]
+    async fn postgresqls_call_waits_for_the_running_worker_instead_of_pushing_twice() {
+        let fx = fixture(1..4);
+        let spool = PushSpool::for_pg_wal(&fx.pg_wal);
+        let name: WalFileName = "000000010000000000000001".parse().unwrap();
+        let path = fx.pg_wal.join(name.to_string());
+        // No worker: do not wait.
+        assert!(
+            !spool
+                .wait_for_worker(&fx.repo, &path, &name, None, Duration::from_secs(5))
+                .await
+        );
+        // A worker running: the call sees its record appear.
+        let lock = spool.try_lock_worker().unwrap().unwrap();
+        let (waited, report) = tokio::join!(
+            spool.wait_for_worker(&fx.repo, &path, &name, None, Duration::from_secs(30)),
+            run_push_worker(&fx.repo, &spool, options())
+        );
+        drop(lock);
+        assert!(waited, "{report:?}");
     }
 
     #[tokio::test]
@@ -457,7 +519,7 @@ mod tests {
         std::fs::write(&bad, good).unwrap();
         let spool = PushSpool::for_pg_wal(&fx.pg_wal);
         let report = run_push_worker(&fx.repo, &spool, options()).await;
-        assert_eq!((report.pushed, report.failed), (1, 1), "{report:?}");
+        assert_eq!((report.pushed, report.failed), (2, 1), "{report:?}");
         let name: WalFileName = "000000010000000000000003".parse().unwrap();
         assert!(!spool.is_recorded(&fx.repo, &bad, &name));
         let status = spool.status().unwrap();
@@ -483,6 +545,18 @@ mod tests {
             .unwrap();
         }
         run_push_worker(&fx.repo, &spool, options()).await;
-        assert_eq!(spool.status().unwrap().pushed_ahead, 0);
+        // Only segment 1, still queued, keeps its record.
+        assert_eq!(spool.status().unwrap().pushed_ahead, 1);
+        let records = std::fs::read_dir(fx.pg_wal.join("walarch/push"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".ok")
+            })
+            .count();
+        assert_eq!(records, 1);
     }
 }
