@@ -88,7 +88,9 @@ fn archive_and_recover(
 
     // A second server recovers from the archive alone and reaches the same data.
     let replica_data = replica_dir.join("data");
-    let mut replica = Cluster::from_data_dir(replica_data.clone()).with_env(envs);
+    let mut replica_envs = envs.to_vec();
+    replica_envs.push(("WALARCH_LOG".into(), "info".into()));
+    let mut replica = Cluster::from_data_dir(replica_data.clone()).with_env(&replica_envs);
     replica.append_conf(&format!(
         "restore_command = '{bin} wal-fetch --repo {repo} %f %p'\nlog_min_messages = log\n\
          recovery_target_lsn = '{target_lsn}'\nrecovery_target_action = 'promote'\n\
@@ -118,6 +120,11 @@ fn archive_and_recover(
         "nothing after the target is replayed"
     );
     let log = std::fs::read_to_string(replica.log_path()).unwrap();
+    assert!(
+        log.contains("restored from the prefetch spool"),
+        "recovery was served by fetch-ahead\n{}",
+        replica.log_tail()
+    );
     assert!(
         log.contains(&format!("restored log file \"{last}\" from archive")),
         "the last segment came from the archive\n{}",

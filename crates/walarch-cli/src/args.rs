@@ -133,6 +133,26 @@ pub struct GlobalArgs {
     )]
     pub push_ahead: Option<usize>,
 
+    /// Segments downloaded ahead of recovery at once by a background worker; 0 turns fetch-ahead off [default: 4]
+    #[arg(
+        long,
+        global = true,
+        env = "WALARCH_PREFETCH",
+        value_name = "N",
+        hide_short_help = true
+    )]
+    pub prefetch: Option<usize>,
+
+    /// MiB of WAL kept downloaded ahead of recovery [default: 512]
+    #[arg(
+        long,
+        global = true,
+        env = "WALARCH_PREFETCH_MIB",
+        value_name = "MIB",
+        hide_short_help = true
+    )]
+    pub prefetch_mib: Option<u64>,
+
     /// Log filter for standard error, e.g. info or debug [default: warn]
     #[arg(
         long,
@@ -152,7 +172,10 @@ pub enum Command {
     WalFetch(WalFetchArgs),
     /// Background worker that pushes queued WAL files ahead of PostgreSQL (started by wal-push)
     #[command(hide = true)]
-    PushWorker(PushWorkerArgs),
+    PushWorker(WorkerArgs),
+    /// Background worker that downloads WAL ahead of recovery (started by wal-fetch)
+    #[command(hide = true)]
+    FetchWorker(WorkerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -162,7 +185,7 @@ pub struct WalPushArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct PushWorkerArgs {
+pub struct WorkerArgs {
     /// The data directory's pg_wal
     pub pg_wal: PathBuf,
 }
@@ -173,6 +196,9 @@ pub struct WalFetchArgs {
     pub name: String,
     /// Where to write it (PostgreSQL's %p)
     pub dest: PathBuf,
+    /// Fetch exactly this file: no download ahead, no spool (for pg_rewind and one-off use)
+    #[arg(long)]
+    pub no_prefetch: bool,
 }
 
 impl GlobalArgs {
@@ -211,6 +237,8 @@ impl GlobalArgs {
             self.request_timeout.map(|v| v.to_string()),
         );
         add("--push-ahead", self.push_ahead.map(|v| v.to_string()));
+        add("--prefetch", self.prefetch.map(|v| v.to_string()));
+        add("--prefetch-mib", self.prefetch_mib.map(|v| v.to_string()));
         add("--log", self.log.clone());
         flags
     }

@@ -15,6 +15,9 @@ const DEFAULT_CONFIG: &str = "/etc/walarch.toml";
 const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 120;
 /// Enough to overlap store latency; compression of 16 MiB at zstd-1 takes ~17 ms of one core.
 const DEFAULT_PUSH_AHEAD: usize = 4;
+const DEFAULT_PREFETCH: usize = 4;
+/// 32 segments of 16 MiB: far more than replay consumes while a few downloads complete.
+const DEFAULT_PREFETCH_MIB: u64 = 512;
 
 /// The configuration file. Unknown keys are errors, so a typo does not silently fall back
 /// to a default.
@@ -25,6 +28,8 @@ struct FileConfig {
     compression: Option<String>,
     compression_level: Option<i32>,
     push_ahead: Option<usize>,
+    prefetch: Option<usize>,
+    prefetch_mib: Option<u64>,
     #[serde(default)]
     s3: FileS3,
     #[serde(default)]
@@ -56,6 +61,10 @@ pub struct Settings {
     pub store: StoreOptions,
     /// Files pushed ahead at once; 0 = off.
     pub push_ahead: usize,
+    /// Segments downloaded ahead at once; 0 = off.
+    pub prefetch: usize,
+    /// Bytes of WAL kept downloaded ahead.
+    pub prefetch_bytes: u64,
 }
 
 impl Settings {
@@ -103,11 +112,19 @@ impl Settings {
             .push_ahead
             .or(file.push_ahead)
             .unwrap_or(DEFAULT_PUSH_AHEAD);
+        let prefetch = args.prefetch.or(file.prefetch).unwrap_or(DEFAULT_PREFETCH);
+        let prefetch_bytes = args
+            .prefetch_mib
+            .or(file.prefetch_mib)
+            .unwrap_or(DEFAULT_PREFETCH_MIB)
+            << 20;
         Ok(Settings {
             repo,
             compression,
             store,
             push_ahead,
+            prefetch,
+            prefetch_bytes,
         })
     }
 }

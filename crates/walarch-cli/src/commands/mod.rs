@@ -1,6 +1,8 @@
 //! One module per command; each turns settings and arguments into library calls.
 
+mod fetch_worker;
 mod push_worker;
+mod spawn;
 mod wal_fetch;
 mod wal_push;
 
@@ -20,7 +22,8 @@ pub fn run(cli: &Cli, out: &Output) -> Result<(), Failure> {
         match &cli.command {
             Command::WalPush(args) => wal_push::run(&settings, &cli.global, args, out).await,
             Command::PushWorker(args) => push_worker::run(&settings, args).await,
-            Command::WalFetch(args) => wal_fetch::run(&settings, args, out).await,
+            Command::FetchWorker(args) => fetch_worker::run(&settings, args).await,
+            Command::WalFetch(args) => wal_fetch::run(&settings, &cli.global, args, out).await,
         }
     })
 }

@@ -6,13 +6,14 @@ use walarch_core::archive::{PushAheadOptions, PushSpool, run_push_worker};
 use walarch_core::repo::Repository;
 
 use crate::Failure;
-use crate::args::PushWorkerArgs;
+use crate::args::WorkerArgs;
 use crate::settings::Settings;
 
-/// The worker exits after this long with nothing queued; the next wal-push starts another.
-const IDLE_EXIT: Duration = Duration::from_secs(3);
+/// The worker exits this long after PostgreSQL's last archive_command call (a paused or
+/// stopped archiver); the next wal-push with a backlog starts another.
+const IDLE_EXIT: Duration = Duration::from_secs(2);
 
-pub async fn run(settings: &Settings, args: &PushWorkerArgs) -> Result<(), Failure> {
+pub async fn run(settings: &Settings, args: &WorkerArgs) -> Result<(), Failure> {
     let spool = PushSpool::for_pg_wal(&args.pg_wal);
     let Some(_lock) = spool.try_lock_worker()? else {
         return Ok(()); // another worker is running

@@ -3,15 +3,14 @@
 //! When the file sits in a data directory's pg_wal, a background worker pushes the other
 //! queued files ahead of PostgreSQL; a file the worker already stored returns at once.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use serde::Serialize;
-use walarch_core::archive::{PushOutcome, PushSpool, push_wal_file};
+use walarch_core::archive::{FetchSpool, PushOutcome, PushSpool, push_wal_file};
 use walarch_core::repo::Repository;
 use walarch_core::wal::WalFileName;
 
+use super::spawn;
 use crate::Failure;
 use crate::args::{GlobalArgs, WalPushArgs};
 use crate::output::Output;
@@ -44,6 +43,8 @@ pub async fn run(
         .and_then(|n| n.parse().ok());
 
     if let (Some(spool), Some(name)) = (&spool, &name) {
+        spool.note_call();
+        remove_finished_fetch_spool(&args.path);
         let spawned = start_worker_if_useful(spool, global);
         let done = spool.is_recorded(&repo, &args.path, name)
             || ((spawned.is_some() || spool.worker_running())
@@ -91,34 +92,20 @@ pub async fn run(
 const WORKER_WAIT: Duration = Duration::from_secs(600);
 
 /// Starts the push-ahead worker when more than one file is queued and none runs; returns
-/// when it was started. The worker stays in the archiver's process group, so it stops with
-/// the server.
+/// when it was started.
 fn start_worker_if_useful(spool: &PushSpool, global: &GlobalArgs) -> Option<Instant> {
-    if spool.worker_running() {
+    if spool.worker_running() || spool.ready_files().map(|r| r.len()).unwrap_or(0) < 2 {
         return None;
     }
-    let queued = spool.ready_files().map(|r| r.len()).unwrap_or(0);
-    if queued < 2 {
-        return None;
-    }
-    let spawned = std::env::current_exe()
-        .context("cannot find the walarch executable")
-        .and_then(|exe| {
-            Command::new(exe)
-                .args(global.to_flags())
-                .arg("push-worker")
-                .arg(spool.pg_wal())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .context("cannot start the push-ahead worker")
-        });
-    match spawned {
-        Ok(_) => Some(Instant::now()),
-        Err(e) => {
-            // Not fatal: this call still pushes its own file.
-            tracing::warn!(error = %format!("{e:#}"), "push-ahead disabled for this call");
-            None
-        }
+    spawn::worker(global, "push-worker", spool.pg_wal()).then(Instant::now)
+}
+
+/// After recovery, the server archives again: a fetch spool left behind goes.
+fn remove_finished_fetch_spool(path: &std::path::Path) {
+    if let Some(spool) = FetchSpool::for_destination(path)
+        && spool.dir_exists()
+        && !spool.worker_running()
+    {
+        spool.remove();
     }
 }

@@ -25,6 +25,8 @@ pub struct FetchReport {
     pub key: String,
     pub stored_bytes: u64,
     pub restored_bytes: u64,
+    /// CRC-32 of the restored bytes, computed as they were written.
+    pub crc32: u32,
     pub elapsed: Duration,
 }
 
@@ -42,6 +44,7 @@ pub async fn fetch_wal_file(
     name: &WalFileName,
     dest: &Path,
     preferred: Codec,
+    durable: bool,
 ) -> Result<FetchOutcome, FetchError> {
     let started = Instant::now();
     let preferred = if keys::possible_codecs(name).contains(&preferred) {
@@ -64,12 +67,20 @@ pub async fn fetch_wal_file(
     let expected_system = identity.map(|i| i.system_id);
 
     let key_text = key.to_string();
-    let restored_bytes = if name.holds_segment_data() {
+    let (restored_bytes, crc32) = if name.holds_segment_data() {
         // Decoding 16 MiB and more is CPU work: keep it off the async executor.
         let (name, dest) = (*name, dest.to_owned());
         let stored = stored.clone();
         tokio::task::spawn_blocking(move || {
-            restore_segment(&name, codec, &stored, &dest, &key_text, expected_system)
+            restore_segment(
+                &name,
+                codec,
+                &stored,
+                &dest,
+                &key_text,
+                expected_system,
+                durable,
+            )
         })
         .await
         .map_err(|e| FetchError::Write {
@@ -89,19 +100,20 @@ pub async fn fetch_wal_file(
             key: key_text.clone(),
             source,
         })?;
-        write_through_temp(dest, |file| {
+        write_through_temp(dest, durable, |file| {
             file.write_all(&content)
                 .map_err(|source| FetchError::Write {
                     path: dest.to_owned(),
                     source,
                 })
         })?;
-        content.len() as u64
+        (content.len() as u64, crc32fast::hash(&content))
     };
     Ok(FetchOutcome::Fetched(FetchReport {
         key: key.to_string(),
         stored_bytes: stored.len() as u64,
         restored_bytes,
+        crc32,
         elapsed: started.elapsed(),
     }))
 }
@@ -139,8 +151,9 @@ fn restore_segment(
     dest: &Path,
     key: &str,
     expected_system: Option<SystemId>,
-) -> Result<u64, FetchError> {
-    write_through_temp(dest, |file| {
+    durable: bool,
+) -> Result<(u64, u32), FetchError> {
+    write_through_temp(dest, durable, |file| {
         let mut sink = SegmentSink::new(file);
         let decoded = codec.decode_into(stored, &mut sink);
         if let Some(source) = sink.write_error.take() {
@@ -169,7 +182,7 @@ fn restore_segment(
                 expected,
             });
         }
-        Ok(sink.written)
+        Ok((sink.written, sink.crc.finalize()))
     })
 }
 
@@ -184,6 +197,7 @@ struct SegmentSink<'a> {
     limit: u64,
     overflowed: bool,
     write_error: Option<std::io::Error>,
+    crc: crc32fast::Hasher,
 }
 
 impl<'a> SegmentSink<'a> {
@@ -195,6 +209,7 @@ impl<'a> SegmentSink<'a> {
             limit: XLOG_LONG_PAGE_HEADER_LEN as u64,
             overflowed: false,
             write_error: None,
+            crc: crc32fast::Hasher::new(),
         }
     }
 }
@@ -226,6 +241,7 @@ impl Write for SegmentSink<'_> {
             return Err(reported);
         }
         self.written += buf.len() as u64;
+        self.crc.update(buf);
         Ok(buf.len())
     }
 
@@ -235,11 +251,12 @@ impl Write for SegmentSink<'_> {
 }
 
 /// Runs `fill` on a temporary file beside `dest` and renames it to `dest` if `fill`
-/// succeeds; removes it otherwise. No fsync: PostgreSQL fetches again after a crash and never
-/// relies on a restored file surviving one; the rename alone keeps a partial file from ever
-/// appearing under `dest`.
+/// succeeds; removes it otherwise. The rename keeps a partial file from ever appearing under
+/// `dest`. `durable` adds fsyncs of the file before and the directory after the rename: the
+/// prefetch spool needs them, PostgreSQL's `%p` does not (after a crash it fetches again).
 fn write_through_temp<T>(
     dest: &Path,
+    durable: bool,
     fill: impl FnOnce(&mut std::fs::File) -> Result<T, FetchError>,
 ) -> Result<T, FetchError> {
     let write_err = |path: &Path, source| FetchError::Write {
@@ -255,11 +272,25 @@ fn write_through_temp<T>(
     let temp = dest.with_file_name(temp_name);
     let result = std::fs::File::create(&temp)
         .map_err(|e| write_err(&temp, e))
-        .and_then(|mut file| fill(&mut file))
+        .and_then(|mut file| {
+            let value = fill(&mut file)?;
+            if durable {
+                file.sync_all().map_err(|e| write_err(&temp, e))?;
+            }
+            Ok(value)
+        })
         .and_then(|value| {
-            std::fs::rename(&temp, dest)
-                .map(|()| value)
-                .map_err(|e| write_err(dest, e))
+            std::fs::rename(&temp, dest).map_err(|e| write_err(dest, e))?;
+            if durable {
+                let dir = dest
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| write_err(dir, e))?;
+            }
+            Ok(value)
         });
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);
@@ -329,7 +360,7 @@ mod tests {
         let (dir, repo, name, content) = fixture().await;
         for preferred in Codec::ALL {
             let dest = dir.path().join(format!("RECOVERYXLOG-{preferred}"));
-            let outcome = fetch_wal_file(&repo, &name.parse().unwrap(), &dest, preferred)
+            let outcome = fetch_wal_file(&repo, &name.parse().unwrap(), &dest, preferred, false)
                 .await
                 .unwrap();
             assert!(matches!(outcome, FetchOutcome::Fetched(_)));
@@ -343,7 +374,7 @@ mod tests {
         let dest = dir.path().join("RECOVERYXLOG");
         let missing: WalFileName = "000000010000000000000003".parse().unwrap();
         assert!(matches!(
-            fetch_wal_file(&repo, &missing, &dest, Codec::Zstd)
+            fetch_wal_file(&repo, &missing, &dest, Codec::Zstd, false)
                 .await
                 .unwrap(),
             FetchOutcome::NotFound
@@ -354,7 +385,7 @@ mod tests {
         std::fs::create_dir(&empty_dir).unwrap();
         let not_repo =
             Repository::open(RepoLocation::Local(empty_dir), &Default::default()).unwrap();
-        let err = fetch_wal_file(&not_repo, &missing, &dest, Codec::Zstd)
+        let err = fetch_wal_file(&not_repo, &missing, &dest, Codec::Zstd, false)
             .await
             .unwrap_err();
         assert!(matches!(err, FetchError::NotARepository { .. }), "{err}");
@@ -371,7 +402,7 @@ mod tests {
         bytes[mid] ^= 0xFF;
         std::fs::write(&stored, &bytes).unwrap();
         let dest = dir.path().join("RECOVERYXLOG");
-        let err = fetch_wal_file(&repo, &name.parse().unwrap(), &dest, Codec::Zstd)
+        let err = fetch_wal_file(&repo, &name.parse().unwrap(), &dest, Codec::Zstd, false)
             .await
             .unwrap_err();
         assert!(matches!(err, FetchError::Corrupt { .. }), "{err}");
@@ -387,7 +418,7 @@ mod tests {
             ))
             .unwrap();
         std::fs::write(&stored, other).unwrap();
-        let err = fetch_wal_file(&repo, &name.parse().unwrap(), &dest, Codec::Zstd)
+        let err = fetch_wal_file(&repo, &name.parse().unwrap(), &dest, Codec::Zstd, false)
             .await
             .unwrap_err();
         assert!(matches!(err, FetchError::InvalidContent { .. }), "{err}");
@@ -404,7 +435,7 @@ mod tests {
     async fn unwritable_destination_is_an_error() {
         let (dir, repo, name, _) = fixture().await;
         let dest = dir.path().join("no-such-dir/RECOVERYXLOG");
-        let err = fetch_wal_file(&repo, &name.parse().unwrap(), &dest, Codec::Zstd)
+        let err = fetch_wal_file(&repo, &name.parse().unwrap(), &dest, Codec::Zstd, false)
             .await
             .unwrap_err();
         assert!(matches!(err, FetchError::Write { .. }), "{err}");
@@ -425,7 +456,7 @@ mod tests {
         );
         std::fs::write(&stored, Compression::default().encode(&foreign).unwrap()).unwrap();
         let dest = dir.path().join("RECOVERYXLOG");
-        let err = fetch_wal_file(&repo, &name.parse().unwrap(), &dest, Codec::Zstd)
+        let err = fetch_wal_file(&repo, &name.parse().unwrap(), &dest, Codec::Zstd, false)
             .await
             .unwrap_err();
         assert!(matches!(err, FetchError::ForeignSystem { .. }), "{err}");
@@ -442,7 +473,7 @@ mod tests {
         bomb.extend(std::iter::repeat_n(0u8, 64 << 20)); // 65 MiB decoded from a small object
         std::fs::write(&stored, Compression::default().encode(&bomb).unwrap()).unwrap();
         let dest = dir.path().join("RECOVERYXLOG");
-        let err = fetch_wal_file(&repo, &name.parse().unwrap(), &dest, Codec::Zstd)
+        let err = fetch_wal_file(&repo, &name.parse().unwrap(), &dest, Codec::Zstd, false)
             .await
             .unwrap_err();
         assert!(matches!(err, FetchError::InvalidContent { .. }), "{err}");

@@ -3,11 +3,15 @@
 //! different content, success only once durable, "not found" only when the store says so.
 
 mod fetch;
+mod prefetch;
 mod push;
 mod push_ahead;
 mod validate;
 
 pub use fetch::{FetchError, FetchOutcome, FetchReport, fetch_wal_file};
+pub use prefetch::{
+    FetchSpool, FetchSpoolStatus, PrefetchOptions, PrefetchReport, run_prefetch_worker,
+};
 pub use push::{PushError, PushOutcome, PushReport, push_wal_file};
 pub use push_ahead::{
     PushAheadOptions, PushAheadReport, PushSpool, PushSpoolStatus, run_push_worker,

@@ -209,6 +209,33 @@ impl PushSpool {
         self.dir.join("worker.lock")
     }
 
+    fn call_path(&self) -> PathBuf {
+        self.dir.join("last-call")
+    }
+
+    /// Marks that PostgreSQL is calling archive_command now. The worker pushes ahead only
+    /// while these calls continue: when an operator pauses archiving (`archive_command = ''`)
+    /// or the server stops, the worker stops too.
+    pub fn note_call(&self) {
+        let _ = std::fs::create_dir_all(&self.dir);
+        if let Ok(file) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.call_path())
+        {
+            let _ = file.set_modified(SystemTime::now());
+        }
+    }
+
+    fn since_last_call(&self) -> Duration {
+        std::fs::metadata(self.call_path())
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .unwrap_or(Duration::MAX)
+    }
+
     /// Whether a worker holds the lock right now.
     pub fn worker_running(&self) -> bool {
         match std::fs::File::open(self.lock_path()) {
@@ -258,7 +285,7 @@ pub struct PushAheadOptions {
     pub compression: Compression,
     /// Files pushed at once.
     pub parallelism: usize,
-    /// The worker exits after this long with nothing to push.
+    /// The worker exits when PostgreSQL has not called archive_command for this long.
     pub idle_exit: Duration,
 }
 
@@ -270,7 +297,8 @@ pub struct PushAheadReport {
 }
 
 /// The push-ahead worker: keeps `parallelism` pushes of queued files in flight, oldest first,
-/// until nothing has been queued for `idle_exit`. Call with the worker lock held.
+/// for as long as PostgreSQL keeps calling archive_command (see [`PushSpool::note_call`]).
+/// Call with the worker lock held.
 pub async fn run_push_worker(
     repo: &Repository,
     spool: &PushSpool,
@@ -284,9 +312,13 @@ pub async fn run_push_worker(
     let mut queue: VecDeque<WalFileName> = VecDeque::new();
     let mut in_flight_names: BTreeSet<String> = BTreeSet::new();
     let mut in_flight = FuturesUnordered::new();
-    let mut idle_since = Instant::now();
     loop {
-        if queue.is_empty() && in_flight.len() < parallelism {
+        // No new pushes once PostgreSQL stopped calling; those in flight finish.
+        let calling = spool.since_last_call() < options.idle_exit;
+        if !calling {
+            queue.clear();
+        }
+        if calling && queue.is_empty() && in_flight.len() < parallelism {
             let ready = spool.ready_files().unwrap_or_default();
             spool.prune(&ready.iter().map(ToString::to_string).collect());
             queue = ready
@@ -300,7 +332,9 @@ pub async fn run_push_worker(
                 .collect();
         }
         while in_flight.len() < parallelism {
-            let Some(name) = queue.pop_front() else { break };
+            let Some(name) = queue.pop_front() else {
+                break;
+            };
             in_flight_names.insert(name.to_string());
             in_flight.push(async move {
                 let path = spool.pg_wal.join(name.to_string());
@@ -309,13 +343,12 @@ pub async fn run_push_worker(
             });
         }
         let Some((name, path, result)) = in_flight.next().await else {
-            if idle_since.elapsed() >= options.idle_exit {
+            if spool.since_last_call() >= options.idle_exit {
                 return report;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
-        idle_since = Instant::now();
         in_flight_names.remove(&name.to_string());
         let recorded = result.map_err(|e| e.to_string()).and_then(|r| {
             spool
@@ -363,6 +396,10 @@ impl PushSpool {
                 || Instant::now() >= deadline
             {
                 return false;
+            }
+            // This call is still in progress: keep the worker going.
+            if self.since_last_call() > Duration::from_millis(200) {
+                self.note_call();
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -430,6 +467,11 @@ mod tests {
         }
     }
 
+    /// PostgreSQL "calls" while the test worker runs.
+    fn calling(spool: &PushSpool) {
+        spool.note_call();
+    }
+
     fn options() -> PushAheadOptions {
         PushAheadOptions {
             compression: Compression::default(),
@@ -443,6 +485,7 @@ mod tests {
         let fx = fixture(1..6);
         let spool = PushSpool::for_pg_wal(&fx.pg_wal);
         let _lock = spool.try_lock_worker().unwrap().unwrap();
+        calling(&spool);
         let report = run_push_worker(&fx.repo, &spool, options()).await;
         assert_eq!(report.pushed, 5, "{report:?}");
         for name in &spool.ready_files().unwrap() {
@@ -518,6 +561,7 @@ mod tests {
         let good = std::fs::read(fx.pg_wal.join("000000010000000000000002")).unwrap();
         std::fs::write(&bad, good).unwrap();
         let spool = PushSpool::for_pg_wal(&fx.pg_wal);
+        calling(&spool);
         let report = run_push_worker(&fx.repo, &spool, options()).await;
         assert_eq!((report.pushed, report.failed), (2, 1), "{report:?}");
         let name: WalFileName = "000000010000000000000003".parse().unwrap();
@@ -535,6 +579,7 @@ mod tests {
     async fn records_of_files_no_longer_queued_are_pruned() {
         let fx = fixture(1..4);
         let spool = PushSpool::for_pg_wal(&fx.pg_wal);
+        calling(&spool);
         run_push_worker(&fx.repo, &spool, options()).await;
         // PostgreSQL archived 2 and 3 (.ready -> .done).
         for n in ["000000010000000000000002", "000000010000000000000003"] {
@@ -544,6 +589,7 @@ mod tests {
             )
             .unwrap();
         }
+        calling(&spool);
         run_push_worker(&fx.repo, &spool, options()).await;
         // Only segment 1, still queued, keeps its record.
         assert_eq!(spool.status().unwrap().pushed_ahead, 1);
@@ -558,5 +604,18 @@ mod tests {
             })
             .count();
         assert_eq!(records, 1);
+    }
+
+    #[tokio::test]
+    async fn the_worker_stops_when_postgresql_stops_calling() {
+        // archive_command = '' pauses archiving: .ready files pile up but no call comes.
+        let fx = fixture(1..4);
+        let spool = PushSpool::for_pg_wal(&fx.pg_wal);
+        let report = run_push_worker(&fx.repo, &spool, options()).await;
+        assert_eq!(report.pushed, 0, "{report:?}");
+        assert!(
+            !fx.repo_dir.join("wal").exists(),
+            "nothing archived while paused"
+        );
     }
 }

@@ -1,0 +1,531 @@
+//! Fetch-ahead: while recovery replays segment N, a worker downloads the segments after it
+//! into a spool beside the WAL (`pg_wal/walarch/fetch/`), so that PostgreSQL's next
+//! restore_command call only renames a file into place.
+//!
+//! - A spooled file arrives complete and durable (temporary name, fsync, rename) and comes
+//!   with a sidecar `<name>.crc` holding its length and CRC-32, written after it. PostgreSQL's
+//!   call checks both again before renaming the file to `%p`: a truncated or damaged spool
+//!   file is dropped and the segment fetched from the store instead.
+//! - `position` holds the last file PostgreSQL asked for; the worker keeps the window after
+//!   it filled, bounded in bytes, and removes spooled segments behind it.
+//! - `misses/<name>` remembers that the store said a file does not exist, for the rest of this
+//!   recovery (the postmaster's pid and start time, from `postmaster.pid`): PostgreSQL probes
+//!   for history files of timelines that do not exist and for the segment past the end of the
+//!   archive again and again. On a standby (`standby.signal`) new WAL and timelines keep
+//!   arriving, so there a miss is remembered for a few seconds only.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::{Deserialize, Serialize};
+
+use super::fetch::{FetchOutcome, fetch_wal_file};
+use crate::codec::Codec;
+use crate::repo::Repository;
+use crate::wal::{SegmentName, WalFileName, WalSegmentSize};
+
+/// How long a miss is trusted on a standby, where the archive keeps growing.
+const STANDBY_MISS_TTL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct FetchSpool {
+    pg_wal: PathBuf,
+    dir: PathBuf,
+}
+
+/// The sidecar of a spooled file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct SpooledCheck {
+    len: u64,
+    crc32: u32,
+}
+
+impl FetchSpool {
+    /// The spool for PostgreSQL's `%p` when it points into a `pg_wal` directory.
+    pub fn for_destination(dest: &Path) -> Option<FetchSpool> {
+        let pg_wal = dest
+            .parent()
+            .filter(|d| d.file_name().is_some_and(|n| n == "pg_wal"))?;
+        Some(Self::for_pg_wal(pg_wal))
+    }
+
+    pub fn for_pg_wal(pg_wal: &Path) -> FetchSpool {
+        FetchSpool {
+            pg_wal: pg_wal.to_owned(),
+            dir: pg_wal.join("walarch").join("fetch"),
+        }
+    }
+
+    pub fn pg_wal(&self) -> &Path {
+        &self.pg_wal
+    }
+
+    fn data_path(&self, name: &WalFileName) -> PathBuf {
+        self.dir.join(name.to_string())
+    }
+
+    fn check_path(&self, name: &WalFileName) -> PathBuf {
+        self.dir.join(format!("{name}.crc"))
+    }
+
+    fn miss_path(&self, name: &WalFileName) -> PathBuf {
+        self.dir.join("misses").join(name.to_string())
+    }
+
+    fn is_spooled(&self, name: &WalFileName) -> bool {
+        self.check_path(name).exists()
+    }
+
+    /// Moves a spooled copy of `name` to `dest` after checking its length and CRC-32 again.
+    /// `false` when there is none, or it did not check out (it is then removed).
+    pub fn take(&self, name: &WalFileName, dest: &Path) -> bool {
+        let (data, check) = (self.data_path(name), self.check_path(name));
+        let Ok(expected) = std::fs::read(&check)
+            .map_err(|_| ())
+            .and_then(|b| serde_json::from_slice::<SpooledCheck>(&b).map_err(|_| ()))
+        else {
+            return false;
+        };
+        let intact = crc_of_file(&data).is_ok_and(|actual| actual == expected);
+        let taken = intact && std::fs::rename(&data, dest).is_ok();
+        if !taken {
+            tracing::warn!(file = %name, intact, "spooled copy not used; fetching from the store");
+            let _ = std::fs::remove_file(&data);
+        }
+        let _ = std::fs::remove_file(&check);
+        taken
+    }
+
+    /// Records what PostgreSQL asked for last, for the worker.
+    pub fn set_position(&self, name: &WalFileName) {
+        let _ = std::fs::create_dir_all(&self.dir);
+        let temp = self.dir.join(format!("position.tmp{}", std::process::id()));
+        if std::fs::write(&temp, name.to_string()).is_ok() {
+            let _ = std::fs::rename(&temp, self.dir.join("position"));
+        }
+    }
+
+    fn position(&self) -> Option<WalFileName> {
+        std::fs::read_to_string(self.dir.join("position"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// This recovery's identity and whether the server is a standby.
+    fn recovery(&self) -> Option<(String, bool)> {
+        let data_dir = self.pg_wal.parent()?;
+        let pid_file = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+        let mut lines = pid_file.lines();
+        let (pid, _, start) = (lines.next()?, lines.next()?, lines.next()?);
+        Some((
+            format!("{pid} {start}"),
+            data_dir.join("standby.signal").exists(),
+        ))
+    }
+
+    /// True when the store said `name` does not exist, earlier in this same recovery.
+    pub fn is_known_missing(&self, name: &WalFileName) -> bool {
+        let Some((recovery, standby)) = self.recovery() else {
+            return false;
+        };
+        let path = self.miss_path(name);
+        let fresh = || {
+            let age = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok());
+            age.is_some_and(|a| a < STANDBY_MISS_TTL)
+        };
+        std::fs::read_to_string(&path).is_ok_and(|r| r == recovery) && (!standby || fresh())
+    }
+
+    pub fn remember_missing(&self, name: &WalFileName) {
+        if let Some((recovery, _)) = self.recovery() {
+            let _ = std::fs::create_dir_all(self.dir.join("misses"));
+            let _ = std::fs::write(self.miss_path(name), recovery);
+        }
+    }
+
+    /// Spooled segments, their bytes, and whether a worker runs: for `walarch info`.
+    pub fn status(&self) -> FetchSpoolStatus {
+        let mut status = FetchSpoolStatus {
+            worker_running: self.worker_running(),
+            ..Default::default()
+        };
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for entry in entries.filter_map(|e| e.ok()) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.parse::<WalFileName>().is_ok() {
+                    status.spooled_files += 1;
+                    status.spooled_bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                }
+            }
+        }
+        status.remembered_misses = std::fs::read_dir(self.dir.join("misses"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        status.position = self.position().map(|n| n.to_string());
+        status
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        self.dir.join("worker.lock")
+    }
+
+    pub fn dir_exists(&self) -> bool {
+        self.dir.exists()
+    }
+
+    /// Removes the whole spool (recovery is over).
+    pub fn remove(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    pub fn worker_running(&self) -> bool {
+        std::fs::File::open(self.lock_path()).is_ok_and(|f| f.try_lock().is_err())
+    }
+
+    /// Takes the worker lock; `None` if another worker holds it.
+    pub fn try_lock_worker(&self) -> std::io::Result<Option<std::fs::File>> {
+        std::fs::create_dir_all(&self.dir)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.lock_path())?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    /// Removes spooled segments at or before `position` on any timeline: recovery has moved on.
+    fn prune_behind(&self, position: &SegmentName, size: WalSegmentSize) {
+        let Ok(current) = position.segment_no(size) else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.filter_map(|e| e.ok()) {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let base = file.strip_suffix(".crc").unwrap_or(&file);
+            if let Ok(WalFileName::Segment(segment)) = base.parse::<WalFileName>()
+                && segment.segment_no(size).is_ok_and(|n| n <= current)
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// See [`FetchSpool::status`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FetchSpoolStatus {
+    pub position: Option<String>,
+    pub spooled_files: usize,
+    pub spooled_bytes: u64,
+    pub remembered_misses: usize,
+    pub worker_running: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PrefetchOptions {
+    pub preferred: Codec,
+    pub parallelism: usize,
+    /// Bytes of WAL kept downloaded ahead of replay.
+    pub max_bytes: u64,
+    /// The worker exits once PostgreSQL has asked for nothing new for this long.
+    pub idle_exit: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PrefetchReport {
+    pub fetched: usize,
+    pub failed: usize,
+}
+
+/// The fetch-ahead worker: keeps the segments after PostgreSQL's position downloaded (as many
+/// as fit in `max_bytes`), `parallelism` at a time. Stops extending the window at the first
+/// segment the store does not have (the end of the archive), retrying it now and then for a
+/// standby. Call with the worker lock held.
+pub async fn run_prefetch_worker(
+    repo: &Repository,
+    spool: &FetchSpool,
+    options: PrefetchOptions,
+) -> PrefetchReport {
+    let mut report = PrefetchReport::default();
+    let Ok(Some(identity)) = repo.identity().await else {
+        return report; // nothing sensible to prefetch from
+    };
+    let size = identity.wal_segment_size;
+    let window = (options.max_bytes / size.bytes()).max(1);
+    let parallelism = options.parallelism.max(1);
+    let mut last_position: Option<WalFileName> = None;
+    let mut last_progress = Instant::now();
+    // Segments the store did not have, and when we asked.
+    let mut missing: Option<(SegmentName, Instant)> = None;
+    let mut failed: BTreeSet<String> = BTreeSet::new();
+    let mut in_flight = FuturesUnordered::new();
+    let mut in_flight_names: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let position = spool.position();
+        if position != last_position {
+            last_position = position;
+            last_progress = Instant::now();
+        }
+        if last_progress.elapsed() >= options.idle_exit && in_flight.is_empty() {
+            return report;
+        }
+        let Some(WalFileName::Segment(current)) = position else {
+            // PostgreSQL is asking for history files: nothing to guess yet.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        spool.prune_behind(&current, size);
+        let Ok(current_no) = current.segment_no(size) else {
+            return report;
+        };
+        // The window after the position that is neither spooled, in flight, nor past a miss.
+        let candidates = (1..=window)
+            .filter_map(|ahead| current_no.as_u64().checked_add(ahead))
+            .map(|n| SegmentName::new(current.timeline(), crate::wal::SegmentNo::new(n), size));
+        for segment in candidates {
+            if in_flight.len() >= parallelism {
+                break;
+            }
+            if let Some((miss, at)) = &missing {
+                let retry_after = if spool.recovery().is_some_and(|(_, standby)| standby) {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::from_secs(5)
+                };
+                if segment >= *miss && at.elapsed() < retry_after {
+                    break;
+                }
+            }
+            let name = WalFileName::Segment(segment);
+            let text = name.to_string();
+            if spool.is_spooled(&name) || in_flight_names.contains(&text) || failed.contains(&text)
+            {
+                continue;
+            }
+            in_flight_names.insert(text);
+            in_flight.push(async move {
+                let result = fetch_wal_file(
+                    repo,
+                    &name,
+                    &spool.data_path(&name),
+                    options.preferred,
+                    true,
+                )
+                .await;
+                (segment, name, result)
+            });
+        }
+        let Some((segment, name, result)) = in_flight.next().await else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        in_flight_names.remove(&name.to_string());
+        match result {
+            Ok(FetchOutcome::Fetched(fetched)) => {
+                let check = SpooledCheck {
+                    len: fetched.restored_bytes,
+                    crc32: fetched.crc32,
+                };
+                let written = std::fs::write(
+                    spool.check_path(&name),
+                    serde_json::to_vec(&check).expect("serialises"),
+                );
+                if written.is_ok() {
+                    report.fetched += 1;
+                }
+                if missing.is_some_and(|(m, _)| segment >= m) {
+                    missing = None;
+                }
+            }
+            Ok(FetchOutcome::NotFound) => {
+                // Remember the earliest segment the store lacks: the end of the archive.
+                if missing.is_none_or(|(m, _)| segment <= m) {
+                    missing = Some((segment, Instant::now()));
+                }
+            }
+            Err(e) => {
+                // PostgreSQL's own call fetches it and reports; do not hammer a failing store.
+                tracing::warn!(file = %name, error = %e, "prefetch failed");
+                failed.insert(name.to_string());
+                report.failed += 1;
+            }
+        }
+    }
+}
+
+fn crc_of_file(path: &Path) -> std::io::Result<SpooledCheck> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok(SpooledCheck {
+        len,
+        crc32: hasher.finalize(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::push_wal_file;
+    use crate::codec::Compression;
+    use crate::store::RepoLocation;
+    use crate::testing::synthetic_segment;
+    use crate::wal::{SegmentNo, SystemId, TimelineId};
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        data_dir: PathBuf,
+        pg_wal: PathBuf,
+        repo: Repository,
+        segments: Vec<(WalFileName, Vec<u8>)>,
+    }
+
+    /// A repository holding segments 1..=n of 1 MiB, and a data directory recovering from it.
+    async fn fixture(n: u64) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let pg_wal = data_dir.join("pg_wal");
+        std::fs::create_dir_all(&pg_wal).unwrap();
+        std::fs::write(data_dir.join("postmaster.pid"), "4242\n/data\n1763700000\n").unwrap();
+        let repo = Repository::open_for_write(
+            RepoLocation::Local(dir.path().join("repo")),
+            &Default::default(),
+        )
+        .unwrap();
+        let size = WalSegmentSize::new(1 << 20).unwrap();
+        let source = dir.path().join("source");
+        std::fs::create_dir_all(&source).unwrap();
+        let mut segments = Vec::new();
+        for segno in 1..=n {
+            let name = SegmentName::new(TimelineId::FIRST, SegmentNo::new(segno), size);
+            let content = synthetic_segment(
+                SystemId::new(3),
+                TimelineId::FIRST,
+                SegmentNo::new(segno),
+                size,
+            );
+            std::fs::write(source.join(name.to_string()), &content).unwrap();
+            push_wal_file(
+                &repo,
+                &source.join(name.to_string()),
+                Compression::default(),
+            )
+            .await
+            .unwrap();
+            segments.push((WalFileName::Segment(name), content));
+        }
+        Fixture {
+            _dir: dir,
+            data_dir,
+            pg_wal,
+            repo,
+            segments,
+        }
+    }
+
+    fn options() -> PrefetchOptions {
+        PrefetchOptions {
+            preferred: Codec::Zstd,
+            parallelism: 2,
+            max_bytes: 3 << 20,
+            idle_exit: Duration::from_millis(300),
+        }
+    }
+
+    #[tokio::test]
+    async fn worker_fills_the_window_after_the_position_and_files_check_out() {
+        let fx = fixture(8).await;
+        let spool = FetchSpool::for_pg_wal(&fx.pg_wal);
+        spool.set_position(&fx.segments[0].0);
+        let report = run_prefetch_worker(&fx.repo, &spool, options()).await;
+        assert_eq!(
+            report.fetched, 3,
+            "window of 3 MiB = 3 segments: {report:?}"
+        );
+        for (name, content) in &fx.segments[1..4] {
+            let dest = fx.pg_wal.join("RECOVERYXLOG");
+            assert!(spool.take(name, &dest), "{name} spooled");
+            assert_eq!(&std::fs::read(&dest).unwrap(), content);
+        }
+        assert!(
+            !spool.take(&fx.segments[4].0, &fx.pg_wal.join("RECOVERYXLOG")),
+            "beyond the window"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_damaged_or_truncated_spool_file_is_never_handed_over() {
+        let fx = fixture(4).await;
+        let spool = FetchSpool::for_pg_wal(&fx.pg_wal);
+        spool.set_position(&fx.segments[0].0);
+        run_prefetch_worker(&fx.repo, &spool, options()).await;
+        let dest = fx.pg_wal.join("RECOVERYXLOG");
+
+        let flipped = spool.data_path(&fx.segments[1].0);
+        let mut bytes = std::fs::read(&flipped).unwrap();
+        bytes[500_000] ^= 0x01;
+        std::fs::write(&flipped, bytes).unwrap();
+        assert!(!spool.take(&fx.segments[1].0, &dest));
+        assert!(!dest.exists() && !flipped.exists());
+
+        let truncated = spool.data_path(&fx.segments[2].0);
+        let bytes = std::fs::read(&truncated).unwrap();
+        std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(!spool.take(&fx.segments[2].0, &dest));
+        assert!(!dest.exists());
+    }
+
+    #[tokio::test]
+    async fn misses_are_remembered_for_this_recovery_only() {
+        let fx = fixture(1).await;
+        let spool = FetchSpool::for_pg_wal(&fx.pg_wal);
+        let history: WalFileName = "00000002.history".parse().unwrap();
+        assert!(!spool.is_known_missing(&history));
+        spool.remember_missing(&history);
+        assert!(spool.is_known_missing(&history));
+        // A restart is another recovery.
+        std::fs::write(
+            fx.data_dir.join("postmaster.pid"),
+            "4243\n/data\n1763700100\n",
+        )
+        .unwrap();
+        assert!(!spool.is_known_missing(&history));
+    }
+
+    #[tokio::test]
+    async fn the_window_stops_at_the_end_of_the_archive() {
+        let fx = fixture(3).await;
+        let spool = FetchSpool::for_pg_wal(&fx.pg_wal);
+        spool.set_position(&fx.segments[1].0);
+        let report = run_prefetch_worker(&fx.repo, &spool, options()).await;
+        assert_eq!(
+            report.fetched, 1,
+            "only segment 3 exists after 2: {report:?}"
+        );
+        assert_eq!(report.failed, 0);
+    }
+}
