@@ -16,12 +16,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
-use object_store::azure::MicrosoftAzureBuilder;
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
 pub use redact::redact_secrets;
 use url::Url;
 
@@ -177,9 +177,14 @@ pub fn open(
         max_retries: options.retry.max_retries,
         retry_timeout: options.retry.timeout,
     };
-    let mut client = ClientOptions::new().with_connect_timeout(Duration::from_secs(5));
+    // Client settings go in one by one: replacing the client options wholesale would drop
+    // what from_env() read (AWS_ALLOW_HTTP, proxies, ...).
+    let mut client_settings = vec![(ClientConfigKey::ConnectTimeout, "5s".to_owned())];
     if let Some(timeout) = options.request_timeout {
-        client = client.with_timeout(timeout);
+        client_settings.push((
+            ClientConfigKey::Timeout,
+            format!("{}ms", timeout.as_millis()),
+        ));
     }
     let open_err = |source: object_store::Error| StoreError::Open {
         location: location.to_string(),
@@ -189,13 +194,15 @@ pub fn open(
         RepoLocation::Local(path) => return open_local(path, create_local),
         RepoLocation::S3 { bucket, prefix } => {
             let s3 = &options.s3;
-            if s3.allow_http == Some(true) {
-                client = client.with_allow_http(true);
+            if let Some(allow) = s3.allow_http {
+                client_settings.push((ClientConfigKey::AllowHttp, allow.to_string()));
             }
             let mut builder = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
-                .with_retry(retry)
-                .with_client_options(client);
+                .with_retry(retry);
+            for (key, value) in client_settings {
+                builder = builder.with_config(AmazonS3ConfigKey::Client(key), value);
+            }
             if let Some(endpoint) = &s3.endpoint {
                 builder = builder.with_endpoint(endpoint);
             }
@@ -208,17 +215,21 @@ pub fn open(
             (Arc::new(builder.build().map_err(open_err)?), prefix)
         }
         RepoLocation::Gcs { bucket, prefix } => {
-            let builder = GoogleCloudStorageBuilder::from_env()
+            let mut builder = GoogleCloudStorageBuilder::from_env()
                 .with_bucket_name(bucket)
-                .with_retry(retry)
-                .with_client_options(client);
+                .with_retry(retry);
+            for (key, value) in client_settings {
+                builder = builder.with_config(GoogleConfigKey::Client(key), value);
+            }
             (Arc::new(builder.build().map_err(open_err)?), prefix)
         }
         RepoLocation::Azure { container, prefix } => {
-            let builder = MicrosoftAzureBuilder::from_env()
+            let mut builder = MicrosoftAzureBuilder::from_env()
                 .with_container_name(container)
-                .with_retry(retry)
-                .with_client_options(client);
+                .with_retry(retry);
+            for (key, value) in client_settings {
+                builder = builder.with_config(AzureConfigKey::Client(key), value);
+            }
             (Arc::new(builder.build().map_err(open_err)?), prefix)
         }
     };
