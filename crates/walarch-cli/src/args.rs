@@ -170,6 +170,8 @@ pub enum Command {
     WalPush(WalPushArgs),
     /// Restore one WAL file (restore_command = 'walarch wal-fetch %f %p'). Exit 1: not in the archive; 126: failure
     WalFetch(WalFetchArgs),
+    /// What the repository holds (WAL per timeline, gaps, latest archive) and, with --pgdata, archive health
+    Info(InfoArgs),
     /// Background worker that pushes queued WAL files ahead of PostgreSQL (started by wal-push)
     #[command(hide = true)]
     PushWorker(WorkerArgs),
@@ -182,6 +184,13 @@ pub enum Command {
 pub struct WalPushArgs {
     /// Path of the WAL file (PostgreSQL's %p)
     pub path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Data directory whose archiving (queued files, push-ahead, prefetch) to report
+    #[arg(long, env = "PGDATA", value_name = "DIR")]
+    pub pgdata: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -202,44 +211,52 @@ pub struct WalFetchArgs {
 }
 
 impl GlobalArgs {
-    /// The settings given on this command line, as flags for a child process (a background
-    /// worker must use exactly the settings of the call that started it). Environment
-    /// variables reach the child anyway.
-    pub fn to_flags(&self) -> Vec<std::ffi::OsString> {
-        let mut flags: Vec<std::ffi::OsString> = Vec::new();
-        let mut add = |flag: &str, value: Option<String>| {
+    /// The settings in force, as `WALARCH_*` variables for a child process: a background
+    /// worker must use exactly the settings of the call that started it, and variables (unlike
+    /// arguments) are not visible to other users in `ps`.
+    pub fn to_env(&self) -> Vec<(&'static str, String)> {
+        let mut env = Vec::new();
+        let mut add = |name: &'static str, value: Option<String>| {
             if let Some(value) = value {
-                flags.push(flag.into());
-                flags.push(value.into());
+                env.push((name, value));
             }
         };
-        add("--repo", self.repo.clone());
+        add("WALARCH_REPO", self.repo.clone());
         add(
-            "--config",
+            "WALARCH_CONFIG",
             self.config.as_ref().map(|p| p.display().to_string()),
         );
-        add("--compression", self.compression.clone());
+        add("WALARCH_COMPRESSION", self.compression.clone());
         add(
-            "--compression-level",
+            "WALARCH_COMPRESSION_LEVEL",
             self.compression_level.map(|v| v.to_string()),
         );
-        add("--s3-endpoint", self.s3_endpoint.clone());
-        add("--s3-region", self.s3_region.clone());
-        add("--s3-allow-http", self.s3_allow_http.map(|v| v.to_string()));
+        add("WALARCH_S3_ENDPOINT", self.s3_endpoint.clone());
+        add("WALARCH_S3_REGION", self.s3_region.clone());
         add(
-            "--s3-conditional-put",
+            "WALARCH_S3_ALLOW_HTTP",
+            self.s3_allow_http.map(|v| v.to_string()),
+        );
+        add(
+            "WALARCH_S3_CONDITIONAL_PUT",
             self.s3_conditional_put.map(|v| v.to_string()),
         );
-        add("--retries", self.retries.map(|v| v.to_string()));
-        add("--retry-timeout", self.retry_timeout.map(|v| v.to_string()));
+        add("WALARCH_RETRIES", self.retries.map(|v| v.to_string()));
         add(
-            "--request-timeout",
+            "WALARCH_RETRY_TIMEOUT",
+            self.retry_timeout.map(|v| v.to_string()),
+        );
+        add(
+            "WALARCH_REQUEST_TIMEOUT",
             self.request_timeout.map(|v| v.to_string()),
         );
-        add("--push-ahead", self.push_ahead.map(|v| v.to_string()));
-        add("--prefetch", self.prefetch.map(|v| v.to_string()));
-        add("--prefetch-mib", self.prefetch_mib.map(|v| v.to_string()));
-        add("--log", self.log.clone());
-        flags
+        add("WALARCH_PUSH_AHEAD", self.push_ahead.map(|v| v.to_string()));
+        add("WALARCH_PREFETCH", self.prefetch.map(|v| v.to_string()));
+        add(
+            "WALARCH_PREFETCH_MIB",
+            self.prefetch_mib.map(|v| v.to_string()),
+        );
+        add("WALARCH_LOG", self.log.clone());
+        env
     }
 }

@@ -4,9 +4,11 @@
 //! - [`codec`]: compression of stored objects.
 //! - [`store`]: opening a repository's object store from a URL, and the key layout.
 //! - [`repo`]: the repository: its identity (`walarch.json`) and WAL objects.
-//! - [`archive`]: wal-push and wal-fetch with the data-safety contract.
+//! - [`archive`]: wal-push and wal-fetch with the data-safety contract, push-ahead and fetch-ahead.
+//! - [`catalog`]: what the repository holds (WAL per timeline, gaps, latest archive).
 
 pub mod archive;
+pub mod catalog;
 pub mod codec;
 pub mod repo;
 pub mod store;

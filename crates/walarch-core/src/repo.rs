@@ -105,6 +105,11 @@ impl Repository {
         &self.location
     }
 
+    /// The object store itself, for listings (the catalog).
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
     /// Reads `walarch.json`; `None` when the store says it does not exist.
     pub async fn identity(&self) -> Result<Option<Identity>, RepoError> {
         let key = keys::identity();
@@ -168,6 +173,15 @@ impl Repository {
         Ok(found.into_iter().flatten().collect())
     }
 
+    /// The size of an object; `None` only when the store answered that it does not exist.
+    pub async fn object_size(&self, key: &Path) -> Result<Option<u64>, RepoError> {
+        match self.store.head(key).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(self.store_error("look up", key, source)),
+        }
+    }
+
     /// Gets an object; `None` only when the store answered that it does not exist.
     pub async fn get_if_exists(&self, key: &Path) -> Result<Option<Bytes>, RepoError> {
         let result = match self.store.get(key).await {
@@ -218,7 +232,7 @@ impl Repository {
         Ok(PutOutcome::Created)
     }
 
-    fn store_error(
+    pub(crate) fn store_error(
         &self,
         action: &'static str,
         key: &Path,

@@ -1,6 +1,7 @@
 //! One module per command; each turns settings and arguments into library calls.
 
 mod fetch_worker;
+mod info;
 mod push_worker;
 mod spawn;
 mod wal_fetch;
@@ -23,6 +24,7 @@ pub fn run(cli: &Cli, out: &Output) -> Result<(), Failure> {
             Command::WalPush(args) => wal_push::run(&settings, &cli.global, args, out).await,
             Command::PushWorker(args) => push_worker::run(&settings, args).await,
             Command::FetchWorker(args) => fetch_worker::run(&settings, args).await,
+            Command::Info(args) => info::run(&settings, args, out).await,
             Command::WalFetch(args) => wal_fetch::run(&settings, &cli.global, args, out).await,
         }
     })

@@ -15,7 +15,8 @@ pub fn worker(global: &GlobalArgs, subcommand: &str, pg_wal: &Path) -> bool {
         .context("cannot find the walarch executable")
         .and_then(|exe| {
             Command::new(exe)
-                .args(global.to_flags())
+                // Settings travel in the environment, not the command line, which `ps` shows.
+                .envs(global.to_env())
                 .arg(subcommand)
                 .arg(pg_wal)
                 .stdin(Stdio::null())

@@ -55,10 +55,13 @@ pub async fn run(
             out.result(&result("not_found", None, 0, 0), None);
             return Err(Failure::NotInArchive);
         }
-        spool.set_position(&name);
-        let taken = spool.take(&name, &args.dest);
-        if matches!(name, WalFileName::Segment(_)) && !spool.worker_running() {
-            spawn::worker(global, "fetch-worker", spool.pg_wal());
+        // Take first, then move the position: the worker prunes what lies behind it.
+        let taken = spool.take(&settings.repo, &name, &args.dest);
+        if matches!(name, WalFileName::Segment(_)) {
+            spool.set_position(&name);
+            if !spool.worker_running() {
+                spawn::worker(global, "fetch-worker", spool.pg_wal());
+            }
         }
         if taken {
             tracing::info!(file = %name, "restored from the prefetch spool");

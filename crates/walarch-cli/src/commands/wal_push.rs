@@ -43,10 +43,10 @@ pub async fn run(
         .and_then(|n| n.parse().ok());
 
     if let (Some(spool), Some(name)) = (&spool, &name) {
-        spool.note_call();
+        spool.note_call(&repo);
         remove_finished_fetch_spool(&args.path);
         let spawned = start_worker_if_useful(spool, global);
-        let done = spool.is_recorded(&repo, &args.path, name)
+        let done = spool.is_confirmed(&repo, &args.path, name).await
             || ((spawned.is_some() || spool.worker_running())
                 && spool
                     .wait_for_worker(&repo, &args.path, name, spawned, WORKER_WAIT)
@@ -100,8 +100,16 @@ fn start_worker_if_useful(spool: &PushSpool, global: &GlobalArgs) -> Option<Inst
     spawn::worker(global, "push-worker", spool.pg_wal()).then(Instant::now)
 }
 
-/// After recovery, the server archives again: a fetch spool left behind goes.
+/// After recovery, the server archives again: a fetch spool left behind goes. Not while a
+/// recovery or standby signal file exists (with archive_mode = always a standby archives too).
 fn remove_finished_fetch_spool(path: &std::path::Path) {
+    let data_dir = path
+        .parent()
+        .and_then(|pg_wal| pg_wal.parent())
+        .unwrap_or(std::path::Path::new("."));
+    if data_dir.join("recovery.signal").exists() || data_dir.join("standby.signal").exists() {
+        return;
+    }
     if let Some(spool) = FetchSpool::for_destination(path)
         && spool.dir_exists()
         && !spool.worker_running()

@@ -26,10 +26,16 @@ use serde::{Deserialize, Serialize};
 use super::fetch::{FetchOutcome, fetch_wal_file};
 use crate::codec::Codec;
 use crate::repo::Repository;
+use crate::store::RepoLocation;
 use crate::wal::{SegmentName, WalFileName, WalSegmentSize};
 
 /// How long a miss is trusted on a standby, where the archive keeps growing.
 const STANDBY_MISS_TTL: Duration = Duration::from_secs(5);
+/// How long a missing history file is trusted: PostgreSQL probes history files again when it
+/// picks a new timeline at the end of recovery, and another server may have promoted since.
+const HISTORY_MISS_TTL: Duration = Duration::from_secs(60);
+/// Remembered misses older than this are removed.
+const MISS_PRUNE_AGE: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone)]
 pub struct FetchSpool {
@@ -38,10 +44,12 @@ pub struct FetchSpool {
 }
 
 /// The sidecar of a spooled file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct SpooledCheck {
     len: u64,
     crc32: u32,
+    /// The repository the copy came from: a spool left from other settings is not used.
+    repository: String,
 }
 
 impl FetchSpool {
@@ -80,20 +88,23 @@ impl FetchSpool {
         self.check_path(name).exists()
     }
 
-    /// Moves a spooled copy of `name` to `dest` after checking its length and CRC-32 again.
-    /// `false` when there is none, or it did not check out (it is then removed).
-    pub fn take(&self, name: &WalFileName, dest: &Path) -> bool {
+    /// Moves a spooled copy of `name` to `dest` after checking its origin, length and CRC-32
+    /// again. `false` when there is none, or it did not check out (it is then removed).
+    pub fn take(&self, repository: &RepoLocation, name: &WalFileName, dest: &Path) -> bool {
         let (data, check) = (self.data_path(name), self.check_path(name));
-        let Ok(expected) = std::fs::read(&check)
-            .map_err(|_| ())
-            .and_then(|b| serde_json::from_slice::<SpooledCheck>(&b).map_err(|_| ()))
+        let Some(expected) = std::fs::read(&check)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<SpooledCheck>(&b).ok())
         else {
             return false;
         };
-        let intact = crc_of_file(&data).is_ok_and(|actual| actual == expected);
+        let same_repository = expected.repository == repository.to_string();
+        let intact = same_repository
+            && crc_of_file(&data)
+                .is_ok_and(|(len, crc32)| len == expected.len && crc32 == expected.crc32);
         let taken = intact && std::fs::rename(&data, dest).is_ok();
         if !taken {
-            tracing::warn!(file = %name, intact, "spooled copy not used; fetching from the store");
+            tracing::warn!(file = %name, same_repository, "spooled copy not used; fetching from the store");
             let _ = std::fs::remove_file(&data);
         }
         let _ = std::fs::remove_file(&check);
@@ -129,20 +140,23 @@ impl FetchSpool {
         ))
     }
 
-    /// True when the store said `name` does not exist, earlier in this same recovery.
+    /// True when the store said `name` does not exist, earlier in this same recovery (history
+    /// files: within the last minute; on a standby: within seconds).
     pub fn is_known_missing(&self, name: &WalFileName) -> bool {
         let Some((recovery, standby)) = self.recovery() else {
             return false;
         };
         let path = self.miss_path(name);
-        let fresh = || {
-            let age = std::fs::metadata(&path)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| SystemTime::now().duration_since(t).ok());
-            age.is_some_and(|a| a < STANDBY_MISS_TTL)
+        let age = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok());
+        let ttl = match (standby, name) {
+            (true, _) => STANDBY_MISS_TTL,
+            (false, WalFileName::History(_)) => HISTORY_MISS_TTL,
+            (false, _) => Duration::MAX,
         };
-        std::fs::read_to_string(&path).is_ok_and(|r| r == recovery) && (!standby || fresh())
+        std::fs::read_to_string(&path).is_ok_and(|r| r == recovery) && age.is_some_and(|a| a < ttl)
     }
 
     pub fn remember_missing(&self, name: &WalFileName) {
@@ -178,6 +192,31 @@ impl FetchSpool {
         self.dir.join("worker.lock")
     }
 
+    /// Removes what a killed worker left behind (temporary files) and misses too old to
+    /// matter, so the spool cannot grow without bound.
+    fn sweep(&self) {
+        let old = |entry: &std::fs::DirEntry| {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_some_and(|age| age > MISS_PRUNE_AGE)
+        };
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for entry in entries.filter_map(|e| e.ok()) {
+                if entry.file_name().to_string_lossy().ends_with(".tmp") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("misses")) {
+            for entry in entries.filter_map(|e| e.ok()).filter(old) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
     pub fn dir_exists(&self) -> bool {
         self.dir.exists()
     }
@@ -188,25 +227,16 @@ impl FetchSpool {
     }
 
     pub fn worker_running(&self) -> bool {
-        std::fs::File::open(self.lock_path()).is_ok_and(|f| f.try_lock().is_err())
+        super::push_ahead::lock_is_held(&self.lock_path())
     }
 
     /// Takes the worker lock; `None` if another worker holds it.
     pub fn try_lock_worker(&self) -> std::io::Result<Option<std::fs::File>> {
-        std::fs::create_dir_all(&self.dir)?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.lock_path())?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(file)),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(e),
-        }
+        super::push_ahead::take_lock(&self.dir, &self.lock_path())
     }
 
-    /// Removes spooled segments at or before `position` on any timeline: recovery has moved on.
+    /// Removes spooled segments before `position` on any timeline: recovery has moved on. (The
+    /// position's own segment is left to PostgreSQL's call, which may be taking it right now.)
     fn prune_behind(&self, position: &SegmentName, size: WalSegmentSize) {
         let Ok(current) = position.segment_no(size) else {
             return;
@@ -218,7 +248,7 @@ impl FetchSpool {
             let file = entry.file_name().to_string_lossy().into_owned();
             let base = file.strip_suffix(".crc").unwrap_or(&file);
             if let Ok(WalFileName::Segment(segment)) = base.parse::<WalFileName>()
-                && segment.segment_no(size).is_ok_and(|n| n <= current)
+                && segment.segment_no(size).is_ok_and(|n| n < current)
             {
                 let _ = std::fs::remove_file(entry.path());
             }
@@ -266,6 +296,7 @@ pub async fn run_prefetch_worker(
         return report; // nothing sensible to prefetch from
     };
     let size = identity.wal_segment_size;
+    spool.sweep();
     let window = (options.max_bytes / size.bytes()).max(1);
     let parallelism = options.parallelism.max(1);
     let mut last_position: Option<WalFileName> = None;
@@ -340,6 +371,7 @@ pub async fn run_prefetch_worker(
                 let check = SpooledCheck {
                     len: fetched.restored_bytes,
                     crc32: fetched.crc32,
+                    repository: repo.location().to_string(),
                 };
                 let written = std::fs::write(
                     spool.check_path(&name),
@@ -368,7 +400,7 @@ pub async fn run_prefetch_worker(
     }
 }
 
-fn crc_of_file(path: &Path) -> std::io::Result<SpooledCheck> {
+fn crc_of_file(path: &Path) -> std::io::Result<(u64, u32)> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -381,10 +413,7 @@ fn crc_of_file(path: &Path) -> std::io::Result<SpooledCheck> {
         hasher.update(&buf[..n]);
         len += n as u64;
     }
-    Ok(SpooledCheck {
-        len,
-        crc32: hasher.finalize(),
-    })
+    Ok((len, hasher.finalize()))
 }
 
 #[cfg(test)]
@@ -468,11 +497,18 @@ mod tests {
         );
         for (name, content) in &fx.segments[1..4] {
             let dest = fx.pg_wal.join("RECOVERYXLOG");
-            assert!(spool.take(name, &dest), "{name} spooled");
+            assert!(
+                spool.take(fx.repo.location(), name, &dest),
+                "{name} spooled"
+            );
             assert_eq!(&std::fs::read(&dest).unwrap(), content);
         }
         assert!(
-            !spool.take(&fx.segments[4].0, &fx.pg_wal.join("RECOVERYXLOG")),
+            !spool.take(
+                fx.repo.location(),
+                &fx.segments[4].0,
+                &fx.pg_wal.join("RECOVERYXLOG")
+            ),
             "beyond the window"
         );
     }
@@ -489,13 +525,13 @@ mod tests {
         let mut bytes = std::fs::read(&flipped).unwrap();
         bytes[500_000] ^= 0x01;
         std::fs::write(&flipped, bytes).unwrap();
-        assert!(!spool.take(&fx.segments[1].0, &dest));
+        assert!(!spool.take(fx.repo.location(), &fx.segments[1].0, &dest));
         assert!(!dest.exists() && !flipped.exists());
 
         let truncated = spool.data_path(&fx.segments[2].0);
         let bytes = std::fs::read(&truncated).unwrap();
         std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-        assert!(!spool.take(&fx.segments[2].0, &dest));
+        assert!(!spool.take(fx.repo.location(), &fx.segments[2].0, &dest));
         assert!(!dest.exists());
     }
 

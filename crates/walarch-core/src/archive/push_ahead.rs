@@ -17,7 +17,7 @@
 //! A kill -9 at any moment leaves at worst an object stored without its record; the next
 //! push of that file finds the identical object and records it.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -47,10 +47,11 @@ struct PushRecord {
     size: u64,
     mtime_ns: i128,
     key: String,
+    stored_bytes: u64,
 }
 
 impl PushRecord {
-    fn of(repository: &str, meta: &std::fs::Metadata, key: &str) -> Self {
+    fn of(repository: &str, meta: &std::fs::Metadata, key: &str, stored_bytes: u64) -> Self {
         PushRecord {
             repository: repository.to_owned(),
             dev: meta.dev(),
@@ -58,6 +59,7 @@ impl PushRecord {
             size: meta.len(),
             mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
             key: key.to_owned(),
+            stored_bytes,
         }
     }
 }
@@ -90,32 +92,54 @@ impl PushSpool {
         self.dir.join(format!("{name}.error"))
     }
 
-    /// True when `path` was durably pushed to `repo` by an earlier call and is still the same
-    /// file. Costs two `stat`s and one small read.
-    pub fn is_recorded(&self, repo: &Repository, path: &Path, name: &WalFileName) -> bool {
-        let (Ok(record), Ok(meta)) = (
-            std::fs::read(self.record_path(name)),
-            std::fs::metadata(path),
-        ) else {
-            return false;
-        };
-        let Ok(record) = serde_json::from_slice::<PushRecord>(&record) else {
-            return false;
-        };
-        record == PushRecord::of(&repo.location().to_string(), &meta, &record.key)
+    /// The record for `path`, when there is one for this repository and this very file.
+    /// Local only: two `stat`s and one small read.
+    fn local_record(
+        &self,
+        repo: &Repository,
+        path: &Path,
+        name: &WalFileName,
+    ) -> Option<PushRecord> {
+        let record: PushRecord =
+            serde_json::from_slice(&std::fs::read(self.record_path(name)).ok()?).ok()?;
+        let meta = std::fs::metadata(path).ok()?;
+        let expected = PushRecord::of(
+            &repo.location().to_string(),
+            &meta,
+            &record.key,
+            record.stored_bytes,
+        );
+        (record == expected).then_some(record)
     }
 
-    /// Records that `path` is durably stored at `key`. Call only after the store confirmed
-    /// the object; the record itself is durable too.
+    /// Cheap check used by the worker to skip files it already pushed.
+    pub fn is_recorded(&self, repo: &Repository, path: &Path, name: &WalFileName) -> bool {
+        self.local_record(repo, path, name).is_some()
+    }
+
+    /// For PostgreSQL's call: a record for this file, confirmed against the store (the object
+    /// is there with the recorded size). A record cannot vouch for a repository that was
+    /// emptied or re-created, or for another server behind the same URL.
+    pub async fn is_confirmed(&self, repo: &Repository, path: &Path, name: &WalFileName) -> bool {
+        let Some(record) = self.local_record(repo, path, name) else {
+            return false;
+        };
+        let key = object_store::path::Path::from(record.key.as_str());
+        matches!(repo.object_size(&key).await, Ok(Some(size)) if size == record.stored_bytes)
+    }
+
+    /// Records that `path` is durably stored at `key` (`stored_bytes` long). Call only after
+    /// the store confirmed the object; the record itself is durable too.
     pub fn record(
         &self,
         repo: &Repository,
         path: &Path,
         name: &WalFileName,
         key: &str,
+        stored_bytes: u64,
     ) -> std::io::Result<()> {
         let meta = std::fs::metadata(path)?;
-        let record = PushRecord::of(&repo.location().to_string(), &meta, key);
+        let record = PushRecord::of(&repo.location().to_string(), &meta, key, stored_bytes);
         write_durably(
             &self.dir,
             &self.record_path(name),
@@ -123,6 +147,12 @@ impl PushSpool {
         )?;
         let _ = std::fs::remove_file(self.error_path(name));
         Ok(())
+    }
+
+    /// Marks `name` as being pushed by the worker right now (not durable: a hint for the
+    /// waiting call, which re-checks the worker anyway).
+    fn claim_path(&self, name: &WalFileName) -> PathBuf {
+        self.dir.join(format!("{name}.pushing"))
     }
 
     fn record_error(&self, name: &WalFileName, message: &str) {
@@ -157,7 +187,8 @@ impl PushSpool {
             let Some(file) = file.to_str() else { continue };
             let name = file
                 .strip_suffix(".ok")
-                .or_else(|| file.strip_suffix(".error"));
+                .or_else(|| file.strip_suffix(".error"))
+                .or_else(|| file.strip_suffix(".pushing"));
             if name.is_some_and(|n| !ready.contains(n)) {
                 let _ = std::fs::remove_file(entry.path());
             }
@@ -213,19 +244,29 @@ impl PushSpool {
         self.dir.join("last-call")
     }
 
-    /// Marks that PostgreSQL is calling archive_command now. The worker pushes ahead only
+    /// Marks that PostgreSQL is calling archive_command now, for `repo`. The worker pushes ahead only
     /// while these calls continue: when an operator pauses archiving (`archive_command = ''`)
     /// or the server stops, the worker stops too.
-    pub fn note_call(&self) {
+    pub fn note_call(&self, repo: &Repository) {
         let _ = std::fs::create_dir_all(&self.dir);
-        if let Ok(file) = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.call_path())
-        {
-            let _ = file.set_modified(SystemTime::now());
+        let location = repo.location().to_string();
+        if std::fs::read_to_string(self.call_path()).is_ok_and(|current| current == location) {
+            if let Ok(file) = std::fs::OpenOptions::new()
+                .write(true)
+                .open(self.call_path())
+            {
+                let _ = file.set_modified(SystemTime::now());
+            }
+        } else {
+            let _ = std::fs::write(self.call_path(), location);
         }
+    }
+
+    /// Whether PostgreSQL's latest call archives to `repo`: a worker started with other
+    /// settings (the configuration changed) must stop.
+    fn calls_are_for(&self, repo: &Repository) -> bool {
+        std::fs::read_to_string(self.call_path())
+            .is_ok_and(|current| current == repo.location().to_string())
     }
 
     fn since_last_call(&self) -> Duration {
@@ -236,28 +277,16 @@ impl PushSpool {
             .unwrap_or(Duration::MAX)
     }
 
-    /// Whether a worker holds the lock right now.
+    /// Whether a worker holds the lock right now. Only "would block" means yes: any other
+    /// error (no lock file yet, a file system without locks) means no worker to wait for.
     pub fn worker_running(&self) -> bool {
-        match std::fs::File::open(self.lock_path()) {
-            Ok(file) => file.try_lock().is_err(),
-            Err(_) => false,
-        }
+        lock_is_held(&self.lock_path())
     }
 
     /// Takes the worker lock; `None` if another worker holds it. The lock is released when the
     /// returned file is dropped or the process dies.
     pub fn try_lock_worker(&self) -> std::io::Result<Option<std::fs::File>> {
-        std::fs::create_dir_all(&self.dir)?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.lock_path())?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(file)),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(e),
-        }
+        take_lock(&self.dir, &self.lock_path())
     }
 }
 
@@ -297,8 +326,10 @@ pub struct PushAheadReport {
 }
 
 /// The push-ahead worker: keeps `parallelism` pushes of queued files in flight, oldest first,
-/// for as long as PostgreSQL keeps calling archive_command (see [`PushSpool::note_call`]).
-/// Call with the worker lock held.
+/// for as long as PostgreSQL keeps calling archive_command for this repository (see
+/// [`PushSpool::note_call`]). Stops at once if it cannot write its spool (a full pg_wal):
+/// records it cannot write would only make PostgreSQL's calls wait. Call with the worker lock
+/// held.
 pub async fn run_push_worker(
     repo: &Repository,
     spool: &PushSpool,
@@ -309,55 +340,58 @@ pub async fn run_push_worker(
     // Files this worker tried and failed are not retried in a tight loop: PostgreSQL's own
     // call for each tries again and reports.
     let mut failed: BTreeSet<String> = BTreeSet::new();
-    let mut queue: VecDeque<WalFileName> = VecDeque::new();
     let mut in_flight_names: BTreeSet<String> = BTreeSet::new();
     let mut in_flight = FuturesUnordered::new();
+    let mut spool_broken = false;
     loop {
-        // No new pushes once PostgreSQL stopped calling; those in flight finish.
-        let calling = spool.since_last_call() < options.idle_exit;
-        if !calling {
-            queue.clear();
-        }
-        if calling && queue.is_empty() && in_flight.len() < parallelism {
+        // New pushes only while PostgreSQL keeps calling, for this repository; those in
+        // flight always finish.
+        let calling = !spool_broken
+            && spool.since_last_call() < options.idle_exit
+            && spool.calls_are_for(repo);
+        if calling && in_flight.len() < parallelism {
+            // Rescanned whenever a slot is free, so that a file PostgreSQL queued meanwhile
+            // (a new history file first of all) is not stuck behind an old queue.
             let ready = spool.ready_files().unwrap_or_default();
             spool.prune(&ready.iter().map(ToString::to_string).collect());
-            queue = ready
-                .into_iter()
-                .filter(|name| {
-                    let text = name.to_string();
-                    !failed.contains(&text)
-                        && !in_flight_names.contains(&text)
-                        && !spool.is_recorded(repo, &spool.pg_wal.join(&text), name)
-                })
-                .collect();
-        }
-        while in_flight.len() < parallelism {
-            let Some(name) = queue.pop_front() else {
-                break;
-            };
-            in_flight_names.insert(name.to_string());
-            in_flight.push(async move {
-                let path = spool.pg_wal.join(name.to_string());
-                let result = push_wal_file(repo, &path, options.compression).await;
-                (name, path, result)
-            });
+            for name in ready {
+                if in_flight.len() >= parallelism {
+                    break;
+                }
+                let text = name.to_string();
+                if failed.contains(&text)
+                    || in_flight_names.contains(&text)
+                    || spool.is_recorded(repo, &spool.pg_wal.join(&text), &name)
+                {
+                    continue;
+                }
+                let _ = std::fs::write(spool.claim_path(&name), b"");
+                in_flight_names.insert(text);
+                in_flight.push(async move {
+                    let path = spool.pg_wal.join(name.to_string());
+                    let result = push_wal_file(repo, &path, options.compression).await;
+                    (name, path, result)
+                });
+            }
         }
         let Some((name, path, result)) = in_flight.next().await else {
-            if spool.since_last_call() >= options.idle_exit {
+            if !calling {
                 return report;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
         in_flight_names.remove(&name.to_string());
-        let recorded = result.map_err(|e| e.to_string()).and_then(|r| {
-            spool
-                .record(repo, &path, &name, &r.key)
-                .map_err(|e| format!("cannot record {name}: {e}"))
-        });
-        match recorded {
+        let outcome = match result {
+            Ok(pushed) => spool
+                .record(repo, &path, &name, &pushed.key, pushed.stored_bytes)
+                .map_err(|e| (format!("cannot record {name} in the spool: {e}"), true)),
+            Err(e) => Err((e.to_string(), false)),
+        };
+        let _ = std::fs::remove_file(spool.claim_path(&name));
+        match outcome {
             Ok(()) => report.pushed += 1,
-            Err(message) => {
+            Err((message, spool_error)) => {
                 // The file may have been archived and removed meanwhile; only real failures
                 // are worth a record.
                 if path.exists() {
@@ -366,15 +400,17 @@ pub async fn run_push_worker(
                     report.failed += 1;
                 }
                 failed.insert(name.to_string());
+                spool_broken |= spool_error;
             }
         }
     }
 }
 
 impl PushSpool {
-    /// For PostgreSQL's call: waits while a worker is (or was just started and is about to be)
-    /// running, until `path` is recorded (true) or the worker fails on it, exits, or
-    /// `timeout` passes (false: the caller pushes the file itself).
+    /// For PostgreSQL's call: waits while a worker is (or was just started and is about to
+    /// be) running, until `path` is recorded and confirmed in the store (true), or until the
+    /// worker fails on it, is not working on it, exits, or `timeout` passes (false: the caller
+    /// pushes the file itself).
     pub async fn wait_for_worker(
         &self,
         repo: &Repository,
@@ -383,27 +419,66 @@ impl PushSpool {
         started: Option<Instant>,
         timeout: Duration,
     ) -> bool {
-        // A worker just spawned needs a moment to take its lock.
+        // A worker just spawned needs a moment to take its lock, and a running one a moment
+        // to rescan and claim a newly queued file.
         const START_GRACE: Duration = Duration::from_millis(500);
-        let deadline = Instant::now() + timeout;
+        const CLAIM_GRACE: Duration = Duration::from_millis(300);
+        let waiting_since = Instant::now();
+        let deadline = waiting_since + timeout;
         loop {
             if self.is_recorded(repo, path, name) {
-                return true;
+                return self.is_confirmed(repo, path, name).await;
             }
             let starting = started.is_some_and(|t| t.elapsed() < START_GRACE);
-            if self.error_path(name).exists()
-                || (!starting && !self.worker_running())
-                || Instant::now() >= deadline
-            {
+            let claimed = self.claim_path(name).exists();
+            let gone = !starting && !self.worker_running();
+            let unclaimed = !claimed
+                && waiting_since.elapsed()
+                    > CLAIM_GRACE.max(
+                        started.map_or(Duration::ZERO, |t| START_GRACE.saturating_sub(t.elapsed())),
+                    );
+            if self.error_path(name).exists() || gone || unclaimed || Instant::now() >= deadline {
                 return false;
             }
             // This call is still in progress: keep the worker going.
             if self.since_last_call() > Duration::from_millis(200) {
-                self.note_call();
+                self.note_call(repo);
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
+}
+
+/// Whether another process holds the advisory lock on `path`.
+pub(crate) fn lock_is_held(path: &Path) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    else {
+        return false;
+    };
+    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
+/// Takes the advisory lock on `path`, retrying briefly: a `lock_is_held` check by another
+/// process holds it for an instant. `None` when a worker really holds it.
+pub(crate) fn take_lock(dir: &Path, path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    std::fs::create_dir_all(dir)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)?;
+    for _ in 0..20 {
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(5)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
+    Ok(None)
 }
 
 /// Writes `content` to `path` so that it is complete and durable when this returns: temporary
@@ -468,8 +543,8 @@ mod tests {
     }
 
     /// PostgreSQL "calls" while the test worker runs.
-    fn calling(spool: &PushSpool) {
-        spool.note_call();
+    fn calling(spool: &PushSpool, repo: &Repository) {
+        spool.note_call(repo);
     }
 
     fn options() -> PushAheadOptions {
@@ -485,7 +560,7 @@ mod tests {
         let fx = fixture(1..6);
         let spool = PushSpool::for_pg_wal(&fx.pg_wal);
         let _lock = spool.try_lock_worker().unwrap().unwrap();
-        calling(&spool);
+        calling(&spool, &fx.repo);
         let report = run_push_worker(&fx.repo, &spool, options()).await;
         assert_eq!(report.pushed, 5, "{report:?}");
         for name in &spool.ready_files().unwrap() {
@@ -530,11 +605,14 @@ mod tests {
         let spool = PushSpool::for_pg_wal(&fx.pg_wal);
         let name: WalFileName = "000000010000000000000002".parse().unwrap();
         let path = fx.pg_wal.join(name.to_string());
-        push_wal_file(&fx.repo, &path, Compression::default())
+        let pushed = push_wal_file(&fx.repo, &path, Compression::default())
             .await
             .unwrap();
-        spool.record(&fx.repo, &path, &name, "k").unwrap();
+        spool
+            .record(&fx.repo, &path, &name, &pushed.key, pushed.stored_bytes)
+            .unwrap();
         assert!(spool.is_recorded(&fx.repo, &path, &name));
+        assert!(spool.is_confirmed(&fx.repo, &path, &name).await);
 
         let other = Repository::open_for_write(
             RepoLocation::Local(fx.repo_dir.join("other")),
@@ -545,6 +623,16 @@ mod tests {
             !spool.is_recorded(&other, &path, &name),
             "another repository"
         );
+
+        // The repository was emptied behind our back: the record no longer confirms.
+        let object = fx.repo_dir.join(&pushed.key);
+        let stored = std::fs::read(&object).unwrap();
+        std::fs::remove_file(&object).unwrap();
+        assert!(
+            !spool.is_confirmed(&fx.repo, &path, &name).await,
+            "object gone"
+        );
+        std::fs::write(&object, stored).unwrap();
 
         // A different file under the same name (new inode).
         let content = std::fs::read(&path).unwrap();
@@ -561,7 +649,7 @@ mod tests {
         let good = std::fs::read(fx.pg_wal.join("000000010000000000000002")).unwrap();
         std::fs::write(&bad, good).unwrap();
         let spool = PushSpool::for_pg_wal(&fx.pg_wal);
-        calling(&spool);
+        calling(&spool, &fx.repo);
         let report = run_push_worker(&fx.repo, &spool, options()).await;
         assert_eq!((report.pushed, report.failed), (2, 1), "{report:?}");
         let name: WalFileName = "000000010000000000000003".parse().unwrap();
@@ -579,7 +667,7 @@ mod tests {
     async fn records_of_files_no_longer_queued_are_pruned() {
         let fx = fixture(1..4);
         let spool = PushSpool::for_pg_wal(&fx.pg_wal);
-        calling(&spool);
+        calling(&spool, &fx.repo);
         run_push_worker(&fx.repo, &spool, options()).await;
         // PostgreSQL archived 2 and 3 (.ready -> .done).
         for n in ["000000010000000000000002", "000000010000000000000003"] {
@@ -589,7 +677,7 @@ mod tests {
             )
             .unwrap();
         }
-        calling(&spool);
+        calling(&spool, &fx.repo);
         run_push_worker(&fx.repo, &spool, options()).await;
         // Only segment 1, still queued, keeps its record.
         assert_eq!(spool.status().unwrap().pushed_ahead, 1);

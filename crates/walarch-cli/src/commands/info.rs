@@ -1,0 +1,153 @@
+//! `walarch info`: what the repository holds and, given the data directory, how archiving
+//! and recovery are doing on this server.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use walarch_core::archive::{FetchSpool, FetchSpoolStatus, PushSpool, PushSpoolStatus};
+use walarch_core::catalog::{WalSummary, list_wal, summarize};
+use walarch_core::repo::{Identity, Repository};
+
+use crate::Failure;
+use crate::args::InfoArgs;
+use crate::output::Output;
+use crate::settings::Settings;
+
+#[derive(Debug, Serialize)]
+struct InfoResult {
+    repository: String,
+    identity: Option<Identity>,
+    wal: Option<WalSummary>,
+    archiving: Option<PushSpoolStatus>,
+    prefetch: Option<FetchSpoolStatus>,
+}
+
+pub async fn run(settings: &Settings, args: &InfoArgs, out: &Output) -> Result<(), Failure> {
+    let repo = Repository::open(settings.repo.clone(), &settings.store)?;
+    let (identity, listed) = futures::join!(repo.identity(), list_wal(&repo));
+    let identity = identity?;
+    let listed = listed?;
+    let wal = identity
+        .as_ref()
+        .map(|i| summarize(&listed, i.wal_segment_size));
+    let pg_wal = args.pgdata.as_ref().map(|d| d.join("pg_wal"));
+    let archiving = pg_wal
+        .as_ref()
+        .map(|p| PushSpool::for_pg_wal(p).status())
+        .transpose()?;
+    let prefetch = pg_wal.as_ref().map(|p| FetchSpool::for_pg_wal(p).status());
+    let result = InfoResult {
+        repository: repo.location().to_string(),
+        identity,
+        wal,
+        archiving,
+        prefetch,
+    };
+    out.result(&result, Some(human(&result)));
+    Ok(())
+}
+
+fn human(info: &InfoResult) -> String {
+    let mut text = String::new();
+    let _ = writeln!(text, "repository   {}", info.repository);
+    match &info.identity {
+        None => {
+            let _ = writeln!(text, "system       none yet (no WAL segment archived)");
+        }
+        Some(id) => {
+            let _ = writeln!(
+                text,
+                "system       {} (PostgreSQL {}, {} segments), since {}",
+                id.system_id,
+                id.pg_major,
+                id.wal_segment_size,
+                id.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+            );
+        }
+    }
+    if let Some(wal) = &info.wal {
+        for tl in &wal.timelines {
+            let gaps = if tl.gaps.is_empty() {
+                "no gaps".to_owned()
+            } else {
+                format!("{} gap(s)", tl.gaps.len())
+            };
+            let _ = writeln!(
+                text,
+                "timeline {:<3} {} .. {}  {} segments{}, {} stored, {gaps}",
+                tl.timeline,
+                tl.first,
+                tl.last,
+                tl.segments,
+                if tl.partial_segments > 0 {
+                    format!(" + {} partial", tl.partial_segments)
+                } else {
+                    String::new()
+                },
+                bytes(tl.stored_bytes)
+            );
+            for (from, to) in &tl.gaps {
+                let _ = writeln!(text, "  missing    {from} .. {to}");
+            }
+        }
+        if !wal.history_files.is_empty() {
+            let list: Vec<String> = wal
+                .history_files
+                .iter()
+                .map(|t| format!("{t:08X}.history"))
+                .collect();
+            let _ = writeln!(text, "history      {}", list.join(", "));
+        }
+        if let (Some(name), Some(at)) = (&wal.last_archived, wal.last_archived_at) {
+            let _ = writeln!(
+                text,
+                "last         {name} at {}",
+                at.format("%Y-%m-%d %H:%M:%S UTC")
+            );
+        }
+    }
+    if let Some(a) = &info.archiving {
+        let oldest = a.oldest_ready_age.map_or(String::new(), |d| {
+            format!(", oldest waiting {:.1} s", d.as_secs_f64())
+        });
+        let _ = writeln!(
+            text,
+            "archiving    {} file(s) ready{oldest}; {} pushed ahead; worker {}",
+            a.ready,
+            a.pushed_ahead,
+            if a.worker_running { "running" } else { "idle" }
+        );
+        for (name, message) in &a.failures {
+            let _ = writeln!(text, "  failed     {name}: {message}");
+        }
+    }
+    if let Some(p) = &info.prefetch
+        && (p.position.is_some() || p.spooled_files > 0)
+    {
+        let _ = writeln!(
+            text,
+            "prefetch     at {}; {} file(s) spooled ({}); {} miss(es) remembered; worker {}",
+            p.position.as_deref().unwrap_or("-"),
+            p.spooled_files,
+            bytes(p.spooled_bytes),
+            p.remembered_misses,
+            if p.worker_running { "running" } else { "idle" }
+        );
+    }
+    text.trim_end().to_owned()
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
