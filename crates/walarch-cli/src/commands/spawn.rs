@@ -8,9 +8,14 @@ use anyhow::Context;
 
 use crate::args::GlobalArgs;
 
-/// Starts `walarch <subcommand> <pg_wal>` with this call's settings. A failure is logged, not
-/// fatal: the calling command still does its own work.
-pub fn worker(global: &GlobalArgs, subcommand: &str, pg_wal: &Path) -> bool {
+/// A worker's log is cut back to nothing once it grows past this.
+const MAX_LOG_BYTES: u64 = 1 << 20;
+
+/// Starts `walarch <subcommand> <pg_wal>` with this call's settings, logging to
+/// `log_dir/worker.log`: not to the caller's standard error, which a caller reading it to the
+/// end would otherwise wait on until the worker exits. A failure is logged, not fatal: the
+/// calling command still does its own work.
+pub fn worker(global: &GlobalArgs, subcommand: &str, pg_wal: &Path, log_dir: &Path) -> bool {
     let spawned = std::env::current_exe()
         .context("cannot find the walarch executable")
         .and_then(|exe| {
@@ -21,6 +26,7 @@ pub fn worker(global: &GlobalArgs, subcommand: &str, pg_wal: &Path) -> bool {
                 .arg(pg_wal)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
+                .stderr(worker_log(log_dir))
                 .spawn()
                 .with_context(|| format!("cannot start the {subcommand}"))
         });
@@ -31,4 +37,18 @@ pub fn worker(global: &GlobalArgs, subcommand: &str, pg_wal: &Path) -> bool {
             false
         }
     }
+}
+
+fn worker_log(dir: &Path) -> Stdio {
+    let path = dir.join("worker.log");
+    let too_big = std::fs::metadata(&path).is_ok_and(|m| m.len() > MAX_LOG_BYTES);
+    let file = std::fs::create_dir_all(dir).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(!too_big)
+            .write(true)
+            .truncate(too_big)
+            .open(&path)
+    });
+    file.map_or_else(|_| Stdio::null(), Stdio::from)
 }

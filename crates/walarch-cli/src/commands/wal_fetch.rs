@@ -60,7 +60,7 @@ pub async fn run(
         if matches!(name, WalFileName::Segment(_)) {
             spool.set_position(&name);
             if !spool.worker_running() {
-                spawn::worker(global, "fetch-worker", spool.pg_wal());
+                spawn::worker(global, "fetch-worker", spool.pg_wal(), spool.dir());
             }
         }
         if taken {

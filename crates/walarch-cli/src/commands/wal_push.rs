@@ -97,7 +97,7 @@ fn start_worker_if_useful(spool: &PushSpool, global: &GlobalArgs) -> Option<Inst
     if spool.worker_running() || spool.ready_files().map(|r| r.len()).unwrap_or(0) < 2 {
         return None;
     }
-    spawn::worker(global, "push-worker", spool.pg_wal()).then(Instant::now)
+    spawn::worker(global, "push-worker", spool.pg_wal(), spool.dir()).then(Instant::now)
 }
 
 /// After recovery, the server archives again: a fetch spool left behind goes. Not while a

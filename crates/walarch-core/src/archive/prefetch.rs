@@ -72,6 +72,11 @@ impl FetchSpool {
         &self.pg_wal
     }
 
+    /// The spool directory itself.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn data_path(&self, name: &WalFileName) -> PathBuf {
         self.dir.join(name.to_string())
     }

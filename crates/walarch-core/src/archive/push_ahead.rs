@@ -84,6 +84,11 @@ impl PushSpool {
         &self.pg_wal
     }
 
+    /// The spool directory itself.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn record_path(&self, name: &WalFileName) -> PathBuf {
         self.dir.join(format!("{name}.ok"))
     }
