@@ -133,7 +133,7 @@ pub struct GlobalArgs {
     )]
     pub push_ahead: Option<usize>,
 
-    /// Segments downloaded ahead of recovery at once by a background worker; 0 turns fetch-ahead off [default: 4]
+    /// Segments downloaded ahead of recovery at once by a background worker; 0 turns fetch-ahead off [default: cores, at most 4]
     #[arg(
         long,
         global = true,

@@ -15,7 +15,12 @@ const DEFAULT_CONFIG: &str = "/etc/walarch.toml";
 const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 120;
 /// Enough to overlap store latency; compression of 16 MiB at zstd-1 takes ~17 ms of one core.
 const DEFAULT_PUSH_AHEAD: usize = 4;
-const DEFAULT_PREFETCH: usize = 4;
+/// Parallel downloads during recovery when not configured: one per core, at most 4. Replay
+/// keeps one core busy; more decompressing downloads than cores slowed recovery on a 2-core
+/// machine (benches/README.md).
+fn default_prefetch() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(4))
+}
 /// 32 segments of 16 MiB: far more than replay consumes while a few downloads complete.
 const DEFAULT_PREFETCH_MIB: u64 = 512;
 
@@ -112,7 +117,10 @@ impl Settings {
             .push_ahead
             .or(file.push_ahead)
             .unwrap_or(DEFAULT_PUSH_AHEAD);
-        let prefetch = args.prefetch.or(file.prefetch).unwrap_or(DEFAULT_PREFETCH);
+        let prefetch = args
+            .prefetch
+            .or(file.prefetch)
+            .unwrap_or_else(default_prefetch);
         let prefetch_bytes = args
             .prefetch_mib
             .or(file.prefetch_mib)
