@@ -34,19 +34,6 @@ fn cluster_with_backlog(
     cluster
 }
 
-fn ready_count(cluster: &Cluster) -> usize {
-    std::fs::read_dir(cluster.data.join("pg_wal/archive_status"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".ready")
-        })
-        .count()
-}
-
 fn enable_archiving(cluster: &Cluster, bin: &Path, repo: &str) {
     cluster.sql(&format!(
         "alter system set archive_command = '{} wal-push --repo {repo} %p'",
@@ -89,7 +76,7 @@ fn backlog_drains_through_the_worker_and_survives_sigkill_mid_upload() {
     // Logs from archive_command go to the server log; info level shows fast-path calls.
     let envs = vec![("WALARCH_LOG".to_string(), "info".to_string())];
     let mut cluster = cluster_with_backlog(&scratch, &envs, 16, 60_000);
-    let backlog = ready_count(&cluster);
+    let backlog = cluster.ready_count();
     assert!(backlog >= 6, "backlog of {backlog} segments");
 
     enable_archiving(&cluster, &bin, repo);
@@ -121,7 +108,7 @@ fn backlog_drains_through_the_worker_and_survives_sigkill_mid_upload() {
         cluster.sql("insert into t select g, 'x' from generate_series(1, 1000) g");
         cluster.sql("select pg_switch_wal()");
     }
-    assert!(ready_count(&cluster) >= 6, "second backlog");
+    assert!(cluster.ready_count() >= 6, "second backlog");
     enable_archiving(&cluster, &bin, repo);
     cluster.switch_and_wait_archived(Duration::from_secs(180));
     assert_archive_complete(&cluster, &bin, repo, &envs, &scratch, "second");
@@ -144,7 +131,7 @@ fn store_outage_leaves_ready_files_and_records_no_success() {
     envs.push(("WALARCH_RETRIES".into(), "1".into()));
     envs.push(("WALARCH_RETRY_TIMEOUT".into(), "2".into()));
     let cluster = cluster_with_backlog(&scratch, &envs, 1, 5_000);
-    let backlog = ready_count(&cluster);
+    let backlog = cluster.ready_count();
     assert!(backlog >= 4, "backlog of {backlog}");
     drop(s3); // the store goes away
 
@@ -159,7 +146,7 @@ fn store_outage_leaves_ready_files_and_records_no_success() {
     });
     std::thread::sleep(Duration::from_secs(2));
     assert!(
-        ready_count(&cluster) >= backlog,
+        cluster.ready_count() >= backlog,
         "every queued file is still .ready"
     );
     let spool = cluster.data.join("pg_wal/walarch/push");

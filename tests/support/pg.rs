@@ -214,19 +214,24 @@ impl Cluster {
                     "select coalesce(last_archived_wal, ''), failed_count from pg_stat_archiver",
                 );
                 let (last, _failed) = row.split_once('|').unwrap();
-                let ready = std::fs::read_dir(self.data.join("pg_wal/archive_status"))
-                    .unwrap()
-                    .filter(|e| {
-                        e.as_ref()
-                            .unwrap()
-                            .file_name()
-                            .to_string_lossy()
-                            .ends_with(".ready")
-                    })
-                    .count();
+                let ready = self.ready_count();
                 (last >= switched.as_str() && ready == 0).then(|| last.to_owned())
             },
         )
+    }
+
+    /// How many files wait in `archive_status/*.ready`.
+    pub fn ready_count(&self) -> usize {
+        std::fs::read_dir(self.data.join("pg_wal/archive_status"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".ready")
+            })
+            .count()
     }
 
     /// Names of the files PostgreSQL considers archived (`archive_status/*.done`).
