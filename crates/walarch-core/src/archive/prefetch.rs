@@ -317,11 +317,13 @@ pub async fn run_prefetch_worker(
             last_position = position;
             last_progress = Instant::now();
         }
-        if last_progress.elapsed() >= options.idle_exit && in_flight.is_empty() {
-            return report;
-        }
+        // Idle: recovery has asked for nothing new for a while and nothing is in flight.
+        let idle = last_progress.elapsed() >= options.idle_exit;
         let Some(WalFileName::Segment(current)) = position else {
             // PostgreSQL is asking for history files: nothing to guess yet.
+            if idle && in_flight.is_empty() {
+                return report;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
@@ -367,6 +369,10 @@ pub async fn run_prefetch_worker(
             });
         }
         let Some((segment, name, result)) = in_flight.next().await else {
+            // Nothing could be scheduled: the window is full, or ends at a miss.
+            if idle {
+                return report;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
