@@ -67,6 +67,9 @@ pub struct Repository {
     /// Cleared when the store turns out not to support create-only puts; later puts then
     /// rely on the existence check done before them.
     create_only_supported: AtomicBool,
+    /// `walarch.json` once read or written. The identity is never rewritten (the repository is
+    /// append-only), so one read serves a long-lived worker for all its files.
+    identity: std::sync::OnceLock<Identity>,
 }
 
 impl Repository {
@@ -98,6 +101,7 @@ impl Repository {
             store,
             location,
             create_only_supported: AtomicBool::new(true),
+            identity: std::sync::OnceLock::new(),
         }
     }
 
@@ -112,6 +116,9 @@ impl Repository {
 
     /// Reads `walarch.json`; `None` when the store says it does not exist.
     pub async fn identity(&self) -> Result<Option<Identity>, RepoError> {
+        if let Some(identity) = self.identity.get() {
+            return Ok(Some(identity.clone()));
+        }
         let key = keys::identity();
         let Some(bytes) = self.get_if_exists(&key).await? else {
             return Ok(None);
@@ -127,7 +134,7 @@ impl Repository {
                 format: identity.format,
             });
         }
-        Ok(Some(identity))
+        Ok(Some(self.identity.get_or_init(|| identity).clone()))
     }
 
     /// Records `proposed` as the identity unless one exists; returns the identity in force.
@@ -140,7 +147,7 @@ impl Repository {
         match self.put_new(&keys::identity(), Bytes::from(json)).await? {
             PutOutcome::Created => {
                 tracing::info!(location = %self.location, system_id = %proposed.system_id, "created repository identity");
-                Ok(proposed.clone())
+                Ok(self.identity.get_or_init(|| proposed.clone()).clone())
             }
             PutOutcome::AlreadyExists => {
                 self.identity()
