@@ -172,6 +172,14 @@ pub enum Command {
     WalFetch(WalFetchArgs),
     /// What the repository holds (WAL per timeline, gaps, latest archive) and, with --pgdata, archive health
     Info(InfoArgs),
+    /// Take an online base backup of a running cluster (primary or standby)
+    Backup(BackupArgs),
+    /// List the backups in the repository
+    Backups,
+    /// Restore a backup into an empty directory, set up to recover from the archive
+    Restore(RestoreArgs),
+    /// Check backups against their manifests, and WAL continuity per timeline
+    Verify(VerifyArgs),
     /// Background worker that pushes queued WAL files ahead of PostgreSQL (started by wal-push)
     #[command(hide = true)]
     PushWorker(WorkerArgs),
@@ -191,6 +199,142 @@ pub struct InfoArgs {
     /// Data directory whose archiving (queued files, push-ahead, prefetch) to report
     #[arg(long, env = "PGDATA", value_name = "DIR")]
     pub pgdata: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The data directory of the server (read locally); by default the server's data_directory.
+    #[arg(long, env = "PGDATA", value_name = "DIR")]
+    pub pgdata: Option<PathBuf>,
+    /// Connection string (`host=... port=... user=...` or a postgresql:// URL); PG* variables fill the rest.
+    #[arg(long, value_name = "CONNINFO")]
+    pub dbname: Option<String>,
+    /// Files read, compressed and uploaded at once (default: cores, at most 8).
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
+    /// Uncompressed size at which a part is closed and the next one begun.
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    pub part_size_mib: u64,
+    /// Let the server spread the starting checkpoint instead of doing it at once.
+    #[arg(long)]
+    pub spread_checkpoint: bool,
+    /// Seconds to wait for the WAL that makes the backup consistent to reach the repository.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub wal_timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The directory to restore into: absent or empty (see --force).
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: PathBuf,
+    /// Backup id (see `walarch backups`) or `latest`.
+    #[arg(long, value_name = "ID", default_value = "latest")]
+    pub backup: String,
+    /// Replace the contents of a non-empty directory.
+    #[arg(long)]
+    pub force: bool,
+    /// Parts downloaded and unpacked at once (default: cores, at most 8).
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
+    /// Put a tablespace somewhere else: OID=DIR or NAME=DIR (repeatable).
+    #[arg(long, value_name = "OID=DIR")]
+    pub tablespace_map: Vec<String>,
+    /// This copy replaces the original and will archive into this repository (recorded there).
+    #[arg(long)]
+    pub take_over: bool,
+    /// Start as a standby (standby.signal) instead of recovering once and promoting.
+    #[arg(long)]
+    pub standby: bool,
+    /// restore_command to write instead of this walarch with this repository.
+    #[arg(long, value_name = "COMMAND")]
+    pub restore_command: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// Where recovery stops (PostgreSQL's recovery_target_* settings).
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Recover up to this time, e.g. '2026-11-21 11:32:00+00'.
+    #[arg(long, value_name = "TIME")]
+    pub target_time: Option<String>,
+    /// Recover up to this LSN, e.g. 0/3000060.
+    #[arg(long, value_name = "LSN")]
+    pub target_lsn: Option<String>,
+    /// Recover up to this transaction id.
+    #[arg(long, value_name = "XID")]
+    pub target_xid: Option<String>,
+    /// Recover up to this restore point (pg_create_restore_point).
+    #[arg(long, value_name = "NAME")]
+    pub target_name: Option<String>,
+    /// `immediate` (stop once consistent) or `latest` (replay all WAL, the default).
+    #[arg(long, value_name = "TARGET", value_parser = ["immediate", "latest"])]
+    pub target: Option<String>,
+    /// Timeline to follow: a number, `current` or `latest`.
+    #[arg(long, value_name = "TLI")]
+    pub target_timeline: Option<String>,
+    /// What the server does at the target.
+    #[arg(long, value_name = "ACTION", value_parser = ["promote", "pause", "shutdown"])]
+    pub target_action: Option<String>,
+}
+
+impl TargetArgs {
+    /// The recovery settings these flags stand for; at most one target.
+    pub fn recovery_settings(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let targets: Vec<(&str, &String)> = [
+            ("recovery_target_time", &self.target_time),
+            ("recovery_target_lsn", &self.target_lsn),
+            ("recovery_target_xid", &self.target_xid),
+            ("recovery_target_name", &self.target_name),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.as_ref().map(|v| (name, v)))
+        .collect();
+        if targets.len() + usize::from(self.target.is_some()) > 1 {
+            anyhow::bail!(
+                "give at most one of --target-time, --target-lsn, --target-xid, --target-name, --target"
+            );
+        }
+        let mut settings: Vec<(String, String)> = targets
+            .into_iter()
+            .map(|(n, v)| (n.to_owned(), v.clone()))
+            .collect();
+        if let Some(lsn) = &self.target_lsn {
+            lsn.parse::<walarch_core::wal::Lsn>()
+                .map_err(|e| anyhow::anyhow!("--target-lsn {lsn}: {e}"))?;
+        }
+        if let Some(xid) = &self.target_xid
+            && xid.parse::<u64>().is_err()
+        {
+            anyhow::bail!("--target-xid {xid}: not a transaction id");
+        }
+        if self.target.as_deref() == Some("immediate") {
+            settings.push(("recovery_target".into(), "immediate".into()));
+        }
+        if let Some(timeline) = &self.target_timeline {
+            if !(timeline == "latest"
+                || timeline == "current"
+                || timeline.parse::<u32>().is_ok_and(|t| t > 0))
+            {
+                anyhow::bail!(
+                    "--target-timeline {timeline}: expected a timeline number, current or latest"
+                );
+            }
+            settings.push(("recovery_target_timeline".into(), timeline.clone()));
+        }
+        if let Some(action) = &self.target_action {
+            settings.push(("recovery_target_action".into(), action.clone()));
+        }
+        Ok(settings)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Verify only this backup (an id or `latest`); by default all of them.
+    #[arg(long, value_name = "ID")]
+    pub backup: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,8 @@ use std::io::{Read, Write};
 use std::str::FromStr;
 
 /// The format of a stored object; fixes its file-name extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum Codec {
     Zstd,
     Gzip,
@@ -74,6 +75,19 @@ impl Codec {
             });
         }
         Ok(out)
+    }
+}
+
+impl From<Codec> for String {
+    fn from(codec: Codec) -> String {
+        codec.to_string()
+    }
+}
+
+impl TryFrom<String> for Codec {
+    type Error = CodecError;
+    fn try_from(name: String) -> Result<Codec, CodecError> {
+        name.parse()
     }
 }
 
@@ -204,6 +218,85 @@ impl Compression {
                 Ok(out)
             }
         }
+    }
+}
+
+impl Compression {
+    /// A streaming encoder writing the codec's standard format into `inner`: what base
+    /// backups use, so a part is never held in memory whole. Call
+    /// [`EncodingWriter::finish`] to end the frame and get `inner` back.
+    pub fn writer<W: Write>(self, inner: W) -> Result<EncodingWriter<W>, CodecError> {
+        let io = |source| CodecError::Encode {
+            codec: self.codec,
+            source,
+        };
+        Ok(match self.codec {
+            Codec::Zstd => {
+                let mut encoder =
+                    zstd::stream::write::Encoder::new(inner, self.level).map_err(io)?;
+                if let Some(min_match) = self.min_match {
+                    encoder
+                        .set_parameter(zstd::stream::raw::CParameter::MinMatch(min_match))
+                        .map_err(io)?;
+                }
+                encoder.include_checksum(true).map_err(io)?;
+                EncodingWriter::Zstd(encoder)
+            }
+            Codec::Gzip => EncodingWriter::Gzip(flate2::write::GzEncoder::new(
+                inner,
+                flate2::Compression::new(self.level as u32),
+            )),
+            Codec::None => EncodingWriter::None(inner),
+        })
+    }
+}
+
+/// A streaming encoder made by [`Compression::writer`].
+#[allow(missing_debug_implementations)] // zstd's encoder has no Debug
+pub enum EncodingWriter<W: Write> {
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Gzip(flate2::write::GzEncoder<W>),
+    None(W),
+}
+
+impl<W: Write> EncodingWriter<W> {
+    /// Ends the compressed stream (zstd frame epilogue with its checksum, gzip trailer).
+    pub fn finish(self) -> std::io::Result<W> {
+        match self {
+            EncodingWriter::Zstd(encoder) => encoder.finish(),
+            EncodingWriter::Gzip(encoder) => encoder.finish(),
+            EncodingWriter::None(inner) => Ok(inner),
+        }
+    }
+}
+
+impl<W: Write> Write for EncodingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            EncodingWriter::Zstd(encoder) => encoder.write(buf),
+            EncodingWriter::Gzip(encoder) => encoder.write(buf),
+            EncodingWriter::None(inner) => inner.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            EncodingWriter::Zstd(encoder) => encoder.flush(),
+            EncodingWriter::Gzip(encoder) => encoder.flush(),
+            EncodingWriter::None(inner) => inner.flush(),
+        }
+    }
+}
+
+impl Codec {
+    /// A streaming decoder over `inner`. Reading to the end verifies the format's checksum
+    /// (zstd content checksum, gzip CRC-32); a damaged stream is an `io::Error`.
+    pub fn reader<'a, R: Read + 'a>(self, inner: R) -> std::io::Result<Box<dyn Read + 'a>> {
+        Ok(match self {
+            Codec::Zstd => Box::new(zstd::stream::read::Decoder::new(inner)?),
+            Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(inner)),
+            Codec::None => Box::new(inner),
+        })
     }
 }
 

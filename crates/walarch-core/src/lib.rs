@@ -8,6 +8,7 @@
 //! - [`catalog`]: what the repository holds (WAL per timeline, gaps, latest archive).
 
 pub mod archive;
+pub mod backup;
 pub mod catalog;
 pub mod codec;
 pub mod repo;

@@ -10,7 +10,7 @@ use walarch_core::repo::{Identity, Repository};
 
 use crate::Failure;
 use crate::args::InfoArgs;
-use crate::output::Output;
+use crate::output::{Output, human_bytes as bytes};
 use crate::settings::Settings;
 
 #[derive(Debug, Serialize)]
@@ -135,19 +135,4 @@ fn human(info: &InfoResult) -> String {
         );
     }
     text.trim_end().to_owned()
-}
-
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }

@@ -1,9 +1,13 @@
 //! One module per command; each turns settings and arguments into library calls.
 
+mod backup;
+mod backups;
 mod fetch_worker;
 mod info;
 mod push_worker;
+mod restore;
 mod spawn;
+mod verify;
 mod wal_fetch;
 mod wal_push;
 
@@ -14,11 +18,21 @@ use crate::settings::Settings;
 
 pub fn run(cli: &Cli, out: &Output) -> Result<(), Failure> {
     let settings = Settings::resolve(&cli.global)?;
-    // One thread: a single wal-push or wal-fetch gains nothing from more, and start-up is
-    // the hot path (PostgreSQL runs these once per WAL file).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    // One thread for the per-file commands: a single wal-push or wal-fetch gains nothing from
+    // more, and start-up is the hot path (PostgreSQL runs these once per WAL file). Backups
+    // and restores move whole data directories: their network I/O gets threads of its own,
+    // beside the blocking threads that read, compress and write files.
+    let runtime = match cli.command {
+        Command::Backup(_) | Command::Restore(_) | Command::Verify(_) => {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?
+        }
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+    };
     runtime.block_on(async {
         match &cli.command {
             Command::WalPush(args) => wal_push::run(&settings, &cli.global, args, out).await,
@@ -26,6 +40,10 @@ pub fn run(cli: &Cli, out: &Output) -> Result<(), Failure> {
             Command::FetchWorker(args) => fetch_worker::run(&settings, args).await,
             Command::Info(args) => info::run(&settings, args, out).await,
             Command::WalFetch(args) => wal_fetch::run(&settings, &cli.global, args, out).await,
+            Command::Backup(args) => backup::run(&settings, args, cli.global.json, out).await,
+            Command::Backups => backups::run(&settings, out).await,
+            Command::Restore(args) => restore::run(&settings, &cli.global, args, out).await,
+            Command::Verify(args) => verify::run(&settings, args, cli.global.json, out).await,
         }
     })
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::validate::{ContentError, ValidatedContent, validate_segment, validate_wal_content};
+use crate::backup::marker::{MarkerError, check_restored_copy, data_dir_of_wal_file};
 use crate::codec::{Codec, CodecError, Compression};
 use crate::repo::{Identity, PutOutcome, RepoError, Repository, StoredWal};
 use crate::store::keys;
@@ -74,6 +75,8 @@ pub async fn push_wal_file(
         }
         (ValidatedContent::Text, None) => {}
     }
+    // A restored copy must not write into its source's repository (DESIGN.md §2.5).
+    check_restored_copy(repo, &data_dir_of_wal_file(path)).await?;
 
     let report = |outcome, key: String, stored_bytes| PushReport {
         name,
@@ -370,6 +373,8 @@ impl<R: Read> std::io::Write for CompareWriter<R> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PushError {
+    #[error(transparent)]
+    RestoredCopy(#[from] MarkerError),
     #[error(
         "{path} is not a WAL file name PostgreSQL archives (segment, .partial, .backup or .history)"
     )]

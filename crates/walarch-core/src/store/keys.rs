@@ -4,6 +4,9 @@
 //! walarch.json                                   identity
 //! wal/<TTTTTTTTXXXXXXXX>/<walfile>[.zst|.gz]       segments, .partial and .backup files
 //! wal/<TTTTTTTT>.history                         timeline history files, uncompressed
+//! backups/<backup-id>/data/<n>.tar[.zst|.gz]     base backup content, split into parts
+//! backups/<backup-id>/backup_label, tablespace_map
+//! backups/<backup-id>/manifest.json              written last: a backup without it does not exist
 //! ```
 
 use object_store::path::Path;
@@ -34,6 +37,34 @@ pub fn wal_file(name: &WalFileName, codec: Codec) -> Path {
     match name.segment() {
         Some(segment) => Path::from(format!("wal/{}/{file}", segment.timeline_and_log_id())),
         None => Path::from(format!("wal/{file}")),
+    }
+}
+
+/// The prefix under which every backup lives.
+pub fn backups() -> Path {
+    Path::from("backups")
+}
+
+/// The folder of one backup; `id` is a [`crate::backup::BackupId`] (checked to be a plain name).
+pub fn backup_dir(id: &str) -> Path {
+    Path::from(format!("backups/{id}"))
+}
+
+/// The manifest of backup `id`, written last.
+pub fn backup_manifest(id: &str) -> Path {
+    Path::from(format!("backups/{id}/manifest.json"))
+}
+
+/// `backup_label` (or `tablespace_map`) as returned by `pg_backup_stop`.
+pub fn backup_file(id: &str, name: &str) -> Path {
+    Path::from(format!("backups/{id}/{name}"))
+}
+
+/// Part `index` of backup `id`'s content, a tar stream in `codec`.
+pub fn backup_part(id: &str, index: u32, codec: Codec) -> Path {
+    match codec.extension() {
+        Some(ext) => Path::from(format!("backups/{id}/data/{index}.tar.{ext}")),
+        None => Path::from(format!("backups/{id}/data/{index}.tar")),
     }
 }
 
@@ -73,5 +104,18 @@ mod tests {
         );
         assert_eq!(possible_codecs(&history), &[Codec::None]);
         assert_eq!(identity().as_ref(), "walarch.json");
+        let id = "20261121T142700Z";
+        assert_eq!(
+            backup_part(id, 3, Codec::Zstd).as_ref(),
+            "backups/20261121T142700Z/data/3.tar.zst"
+        );
+        assert_eq!(
+            backup_manifest(id).as_ref(),
+            "backups/20261121T142700Z/manifest.json"
+        );
+        assert_eq!(
+            backup_file(id, "backup_label").as_ref(),
+            "backups/20261121T142700Z/backup_label"
+        );
     }
 }

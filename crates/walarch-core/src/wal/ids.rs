@@ -9,8 +9,22 @@ use super::WalError;
 
 /// A timeline (`TimeLineID`). Timeline 0 does not exist.
 #[doc(alias = "TimeLineID")]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "u32", try_from = "u32")]
 pub struct TimelineId(u32);
+
+impl From<TimelineId> for u32 {
+    fn from(timeline: TimelineId) -> u32 {
+        timeline.0
+    }
+}
+
+impl TryFrom<u32> for TimelineId {
+    type Error = WalError;
+    fn try_from(value: u32) -> Result<TimelineId, WalError> {
+        TimelineId::new(value)
+    }
+}
 
 impl TimelineId {
     pub const FIRST: TimelineId = TimelineId(1);

@@ -8,8 +8,34 @@ use super::{SegmentNo, WalError, WalSegmentSize};
 /// A WAL position. Displayed and parsed as PostgreSQL does: high and low 32-bit halves in
 /// upper-case hexadecimal, `16/B374D848`.
 #[doc(alias = "XLogRecPtr")]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(into = "String", try_from = "String")]
 pub struct Lsn(u64);
+
+impl From<Lsn> for String {
+    fn from(lsn: Lsn) -> String {
+        lsn.to_string()
+    }
+}
+
+impl TryFrom<String> for Lsn {
+    type Error = WalError;
+    fn try_from(text: String) -> Result<Lsn, WalError> {
+        text.parse()
+    }
+}
 
 impl Lsn {
     /// `InvalidXLogRecPtr`: no record can start at 0.

@@ -1,0 +1,137 @@
+//! `walarch restore`: a backup into a data directory, set up to recover from the archive.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use walarch_core::backup::{Progress, RecoverySettings, RestoreOptions, restore_backup};
+use walarch_core::repo::Repository;
+
+use crate::Failure;
+use crate::args::{GlobalArgs, RestoreArgs};
+use crate::output::{Output, human_bytes};
+use crate::progress::ProgressDisplay;
+use crate::settings::Settings;
+
+#[derive(Debug, Serialize)]
+struct RestoreResult {
+    backup: String,
+    pgdata: String,
+    files: usize,
+    bytes: u64,
+    seconds: f64,
+    restore_command: String,
+    take_over: bool,
+}
+
+pub async fn run(
+    settings: &Settings,
+    global: &GlobalArgs,
+    args: &RestoreArgs,
+    out: &Output,
+) -> Result<(), Failure> {
+    let repo = Repository::open(settings.repo.clone(), &settings.store)?;
+    let restore_command = match &args.restore_command {
+        Some(command) => command.clone(),
+        None => default_restore_command(settings, global)?,
+    };
+    let options = RestoreOptions {
+        pgdata: args.pgdata.clone(),
+        backup: args.backup.parse()?,
+        force: args.force,
+        parallel: args.parallel.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .min(8)
+        }),
+        tablespace_map: args
+            .tablespace_map
+            .iter()
+            .map(|m| {
+                m.split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.into()))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("--tablespace-map {m:?}: expected OID=DIR or NAME=DIR")
+                    })
+            })
+            .collect::<Result<_, _>>()?,
+        recovery: RecoverySettings {
+            restore_command: restore_command.clone(),
+            settings: args.target.recovery_settings()?,
+            standby: args.standby,
+        },
+        take_over: args.take_over,
+    };
+    let progress = Arc::new(Progress::default());
+    let display = ProgressDisplay::start(progress.clone(), "restore", !global.json);
+    let report = restore_backup(&repo, &options, progress).await;
+    drop(display);
+    let report = report?;
+    let seconds = report.elapsed.as_secs_f64();
+    let result = RestoreResult {
+        backup: report.backup.to_string(),
+        pgdata: report.pgdata.display().to_string(),
+        files: report.files,
+        bytes: report.bytes,
+        seconds,
+        restore_command,
+        take_over: report.take_over,
+    };
+    let human = format!(
+        "restored backup {} into {}: {} files, {} in {seconds:.1} s ({}/s)\nstart PostgreSQL on it to recover from the archive (restore_command = {})",
+        result.backup,
+        result.pgdata,
+        result.files,
+        human_bytes(result.bytes),
+        human_bytes((result.bytes as f64 / seconds.max(1e-3)) as u64),
+        result.restore_command
+    );
+    out.result(&result, Some(human));
+    Ok(())
+}
+
+/// This walarch, this repository (and configuration file, if one was named): what the
+/// restored server needs to fetch WAL. Cloud credentials stay in the server's environment.
+fn default_restore_command(settings: &Settings, global: &GlobalArgs) -> anyhow::Result<String> {
+    let exe = std::env::current_exe()?;
+    let mut words = vec![
+        exe.display().to_string(),
+        "--repo".into(),
+        settings.repo.to_string(),
+    ];
+    if let Some(config) = &global.config {
+        words.push("--config".into());
+        words.push(std::path::absolute(config)?.display().to_string());
+    }
+    let mut command: Vec<String> = words.iter().map(|w| shell_quote(w)).collect();
+    command.extend(["wal-fetch".into(), "%f".into(), "%p".into()]);
+    Ok(command.join(" "))
+}
+
+/// Quotes a word for the shell PostgreSQL runs restore_command with.
+fn shell_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_-.:=,@+".contains(&b))
+    {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn quotes_only_what_needs_it() {
+        assert_eq!(shell_quote("/usr/bin/walarch"), "/usr/bin/walarch");
+        assert_eq!(
+            shell_quote("file:///var/lib/wal archive"),
+            "'file:///var/lib/wal archive'"
+        );
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote("$(rm -rf /)"), "'$(rm -rf /)'");
+    }
+}

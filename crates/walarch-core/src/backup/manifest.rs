@@ -1,0 +1,379 @@
+//! The backup manifest (`backups/<id>/manifest.json`, DESIGN.md §3): what a backup holds and
+//! everything needed to restore and verify it. It is written last, so its existence is what
+//! makes a backup exist.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::Codec;
+use crate::wal::{Lsn, SegmentName, SystemId, TimelineId, WalSegmentSize};
+
+/// The manifest format this build writes and reads.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// A backup's name: its start time in UTC, `20261121T142700Z`, so names sort by time.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct BackupId(String);
+
+const ID_FORMAT: &str = "%Y%m%dT%H%M%SZ";
+
+impl BackupId {
+    pub fn from_time(time: DateTime<Utc>) -> Self {
+        BackupId(time.format(ID_FORMAT).to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for BackupId {
+    type Err = ManifestError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        // Parsing as a time both checks the shape and keeps the id a plain key segment.
+        match NaiveDateTime::parse_from_str(text, ID_FORMAT) {
+            Ok(_) if text.len() == 16 => Ok(BackupId(text.to_owned())),
+            _ => Err(ManifestError::BadBackupId(text.to_owned())),
+        }
+    }
+}
+
+impl TryFrom<String> for BackupId {
+    type Error = ManifestError;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl From<BackupId> for String {
+    fn from(id: BackupId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for BackupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A tablespace outside the data directory. Its files are stored under
+/// `pg_tblspc/<oid>/...` in the parts; restore links `pg_tblspc/<oid>` to its location.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tablespace {
+    pub oid: u32,
+    pub name: String,
+    pub location: PathBuf,
+}
+
+/// A directory of the data directory (or of a tablespace, under `pg_tblspc/<oid>/`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryEntry {
+    pub path: String,
+    pub mode: u32,
+}
+
+/// A file as stored: `size` bytes whose CRC-32 is `crc32`, in part `part`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub path: String,
+    pub size: u64,
+    pub crc32: u32,
+    pub mode: u32,
+    pub part: u32,
+}
+
+/// One compressed tar stream of the backup's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartEntry {
+    pub index: u32,
+    /// Bytes of the tar stream before compression.
+    pub tar_bytes: u64,
+    /// Bytes stored (the object's size).
+    pub stored_bytes: u64,
+    pub files: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub id: BackupId,
+    /// Always `full` in this format.
+    pub kind: String,
+    pub tool_version: String,
+    pub system_id: SystemId,
+    /// `server_version_num`, e.g. 150018.
+    pub pg_version_num: u32,
+    pub wal_segment_size: WalSegmentSize,
+    pub timeline: TimelineId,
+    pub start_lsn: Lsn,
+    pub stop_lsn: Lsn,
+    pub started_at: DateTime<Utc>,
+    pub stopped_at: DateTime<Utc>,
+    /// When the WAL up to `stop_lsn` was confirmed in the repository and the backup was done.
+    pub completed_at: DateTime<Utc>,
+    pub from_standby: bool,
+    pub codec: Codec,
+    pub has_tablespace_map: bool,
+    pub tablespaces: Vec<Tablespace>,
+    pub directories: Vec<DirectoryEntry>,
+    pub files: Vec<FileEntry>,
+    pub parts: Vec<PartEntry>,
+}
+
+impl Manifest {
+    pub fn pg_major(&self) -> u32 {
+        self.pg_version_num / 10000
+    }
+
+    /// Bytes of file content in the backup.
+    pub fn data_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+
+    /// Bytes stored for the parts.
+    pub fn stored_bytes(&self) -> u64 {
+        self.parts.iter().map(|p| p.stored_bytes).sum()
+    }
+
+    /// The first WAL segment recovery from this backup needs.
+    pub fn start_segment(&self) -> SegmentName {
+        SegmentName::new(
+            self.timeline,
+            self.start_lsn.segment(self.wal_segment_size),
+            self.wal_segment_size,
+        )
+    }
+
+    /// The last WAL segment needed to make this backup consistent: the one holding the last
+    /// byte before `stop_lsn` (`stop_lsn` itself may be the first byte of the next segment).
+    pub fn stop_segment(&self) -> SegmentName {
+        let last_byte = Lsn::new(
+            self.stop_lsn
+                .as_u64()
+                .saturating_sub(1)
+                .max(self.start_lsn.as_u64()),
+        );
+        SegmentName::new(
+            self.timeline,
+            last_byte.segment(self.wal_segment_size),
+            self.wal_segment_size,
+        )
+    }
+
+    /// Parses and checks a stored manifest: its format, and that every path in it is a
+    /// plain relative path and every file names an existing part.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ManifestError> {
+        let manifest: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Invalid(e.to_string()))?;
+        if manifest.format != MANIFEST_FORMAT {
+            return Err(ManifestError::UnsupportedFormat(manifest.format));
+        }
+        for path in manifest
+            .directories
+            .iter()
+            .map(|d| &d.path)
+            .chain(manifest.files.iter().map(|f| &f.path))
+        {
+            safe_relative_path(path)?;
+        }
+        for (expected, part) in manifest.parts.iter().enumerate() {
+            if part.index as usize != expected {
+                return Err(ManifestError::Invalid(format!(
+                    "part {} listed at position {expected}",
+                    part.index
+                )));
+            }
+        }
+        if let Some(file) = manifest
+            .files
+            .iter()
+            .find(|f| f.part as usize >= manifest.parts.len())
+        {
+            return Err(ManifestError::Invalid(format!(
+                "{} is in part {}, which the manifest does not list",
+                file.path, file.part
+            )));
+        }
+        if manifest.stop_lsn < manifest.start_lsn {
+            return Err(ManifestError::Invalid(format!(
+                "stop LSN {} before start LSN {}",
+                manifest.stop_lsn, manifest.start_lsn
+            )));
+        }
+        Ok(manifest)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("a manifest serialises")
+    }
+}
+
+/// Checks that `path` (from a manifest or a tar entry) is relative and made only of plain
+/// names: no `..`, no `.`, no root, no empty name. Joined to a directory it stays inside it
+/// (DESIGN.md §2.8), as long as no component is a link, which restore never creates except
+/// for the tablespace links it makes itself.
+pub fn safe_relative_path(path: &str) -> Result<PathBuf, ManifestError> {
+    let unsafe_path = || ManifestError::UnsafePath(path.to_owned());
+    // tar writes directories with a trailing '/', and some tars prefix names with "./".
+    let trimmed = path.strip_prefix("./").unwrap_or(path);
+    let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
+    if trimmed.is_empty() || trimmed.contains('\0') {
+        return Err(unsafe_path());
+    }
+    let mut clean = PathBuf::new();
+    for name in trimmed.split('/') {
+        if name.is_empty() || name == "." || name == ".." {
+            return Err(unsafe_path());
+        }
+        clean.push(name);
+    }
+    Ok(clean)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    #[error("{0:?} is not a backup id (expected a UTC time like 20261121T142700Z, or latest)")]
+    BadBackupId(String),
+    #[error("the manifest is not valid: {0}")]
+    Invalid(String),
+    #[error(
+        "the manifest has format {0}; this walarch reads format {MANIFEST_FORMAT}: upgrade walarch"
+    )]
+    UnsupportedFormat(u32),
+    #[error("refusing path {0:?}: not a plain relative path (absolute, '..' or empty)")]
+    UnsafePath(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_ids_sort_by_time_and_refuse_anything_else() {
+        let early = BackupId::from_time("2026-11-21T09:05:00Z".parse().unwrap());
+        let late = BackupId::from_time("2026-11-21T14:27:00Z".parse().unwrap());
+        assert_eq!(early.as_str(), "20261121T090500Z");
+        assert!(early < late);
+        assert_eq!("20261121T142700Z".parse::<BackupId>().unwrap(), late);
+        for bad in [
+            "",
+            "latest",
+            "20261121T142700",
+            "../20261121T142700Z",
+            "20261121T142700Z/x",
+            "20261321T142700Z",
+        ] {
+            assert!(bad.parse::<BackupId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_plain_relative_paths_are_safe() {
+        assert_eq!(
+            safe_relative_path("base/5/1259").unwrap(),
+            PathBuf::from("base/5/1259")
+        );
+        assert_eq!(
+            safe_relative_path("pg_wal/").unwrap(),
+            PathBuf::from("pg_wal")
+        );
+        assert_eq!(
+            safe_relative_path("./global/pg_control").unwrap(),
+            PathBuf::from("global/pg_control")
+        );
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "base/../../x",
+            "base/./x",
+            ".",
+            "a\0b",
+            "//x",
+        ] {
+            assert!(safe_relative_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    fn sample() -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            id: "20261121T142700Z".parse().unwrap(),
+            kind: "full".into(),
+            tool_version: "walarch test".into(),
+            system_id: SystemId::new(7),
+            pg_version_num: 150018,
+            wal_segment_size: WalSegmentSize::DEFAULT,
+            timeline: TimelineId::FIRST,
+            start_lsn: "0/2000028".parse().unwrap(),
+            stop_lsn: "0/4000000".parse().unwrap(),
+            started_at: Utc::now(),
+            stopped_at: Utc::now(),
+            completed_at: Utc::now(),
+            from_standby: false,
+            codec: Codec::Zstd,
+            has_tablespace_map: false,
+            tablespaces: vec![],
+            directories: vec![DirectoryEntry {
+                path: "base".into(),
+                mode: 0o700,
+            }],
+            files: vec![FileEntry {
+                path: "base/1/1259".into(),
+                size: 8192,
+                crc32: 1,
+                mode: 0o600,
+                part: 0,
+            }],
+            parts: vec![PartEntry {
+                index: 0,
+                tar_bytes: 10240,
+                stored_bytes: 100,
+                files: 1,
+            }],
+        }
+    }
+
+    #[test]
+    fn manifests_round_trip_and_bad_ones_are_refused() {
+        let manifest = sample();
+        assert_eq!(Manifest::from_json(&manifest.to_json()).unwrap(), manifest);
+        assert_eq!(
+            manifest.start_segment().to_string(),
+            "000000010000000000000002"
+        );
+        // stop LSN on a segment boundary: the last needed segment is the one before it.
+        assert_eq!(
+            manifest.stop_segment().to_string(),
+            "000000010000000000000003"
+        );
+        assert_eq!(manifest.pg_major(), 15);
+
+        let mut escaping = sample();
+        escaping.files[0].path = "../../etc/cron.d/x".into();
+        assert!(matches!(
+            Manifest::from_json(&escaping.to_json()),
+            Err(ManifestError::UnsafePath(_))
+        ));
+        let mut orphan = sample();
+        orphan.files[0].part = 1;
+        assert!(matches!(
+            Manifest::from_json(&orphan.to_json()),
+            Err(ManifestError::Invalid(_))
+        ));
+        let mut newer = sample();
+        newer.format = 2;
+        assert!(matches!(
+            Manifest::from_json(&newer.to_json()),
+            Err(ManifestError::UnsupportedFormat(2))
+        ));
+        assert!(Manifest::from_json(b"{").is_err());
+    }
+}

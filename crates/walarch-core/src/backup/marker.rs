@@ -1,0 +1,260 @@
+//! The restore marker (DESIGN.md §2.5). A restored data directory has the same system
+//! identifier as its source, so the identifier cannot stop a point-in-time clone from
+//! archiving into its source's repository and mixing two histories there. `walarch restore`
+//! therefore leaves `walarch_restore.json` in the data directory; WAL pushed (or a backup
+//! taken) from such a directory is refused by a repository that already holds WAL, unless
+//! the restore was told that the copy takes the repository over (`--take-over`), which is
+//! recorded in the repository as `takeovers/<id>.json`.
+//!
+//! Once a repository has been accepted (it was empty, or holds the take-over record), the
+//! marker remembers it, so later pushes cost one small local read.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use object_store::path::Path as StorePath;
+use serde::{Deserialize, Serialize};
+
+use super::BackupId;
+use crate::repo::{PutOutcome, RepoError, Repository};
+use crate::wal::SystemId;
+
+pub const MARKER_FILE: &str = "walarch_restore.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreMarker {
+    pub restored_at: DateTime<Utc>,
+    pub backup_id: BackupId,
+    /// The repository the backup came from (no credentials: locations never hold any).
+    pub source_repository: String,
+    pub system_id: SystemId,
+    /// Set when restored with `--take-over`: the id of the record stored in the source repository.
+    #[serde(default)]
+    pub take_over: Option<String>,
+    /// Repositories this copy has been allowed to write to.
+    #[serde(default)]
+    pub accepted_repositories: Vec<String>,
+}
+
+/// The key of a take-over record.
+pub fn takeover_key(id: &str) -> StorePath {
+    StorePath::from(format!("takeovers/{id}.json"))
+}
+
+/// Reads the marker of `data_dir`; `None` when there is none.
+pub fn read_marker(data_dir: &Path) -> io::Result<Option<RestoreMarker>> {
+    match std::fs::read(data_dir.join(MARKER_FILE)) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{MARKER_FILE}: {e}"))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the marker durably (temp file, fsync, rename, directory fsync).
+pub fn write_marker(data_dir: &Path, marker: &RestoreMarker) -> io::Result<()> {
+    let path = data_dir.join(MARKER_FILE);
+    let temp = data_dir.join(format!("{MARKER_FILE}.tmp"));
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(&serde_json::to_vec_pretty(marker).expect("a marker serialises"))?;
+    file.sync_all()?;
+    std::fs::rename(&temp, &path)?;
+    std::fs::File::open(data_dir)?.sync_all()
+}
+
+/// Records a take-over of `repo` by a restored copy; returns the record's id for the marker.
+pub async fn record_takeover(
+    repo: &Repository,
+    backup: &BackupId,
+    target: &Path,
+) -> Result<String, MarkerError> {
+    let now = Utc::now();
+    let id = now.format("%Y%m%dT%H%M%S%.6fZ").to_string();
+    let record = serde_json::json!({
+        "taken_over_at": now,
+        "restored_backup": backup,
+        "data_directory": target,
+        "host": std::env::var("HOSTNAME").unwrap_or_default(),
+    });
+    let body = Bytes::from(serde_json::to_vec_pretty(&record).expect("a record serialises"));
+    match repo.put_new(&takeover_key(&id), body).await? {
+        PutOutcome::Created => Ok(id),
+        PutOutcome::AlreadyExists => Err(MarkerError::Io {
+            path: takeover_key(&id).to_string(),
+            source: io::Error::new(io::ErrorKind::AlreadyExists, "take-over record exists"),
+        }),
+    }
+}
+
+/// The data directory of a WAL file path as PostgreSQL passes it (`pg_wal/<name>`, relative to
+/// the data directory, or absolute).
+pub fn data_dir_of_wal_file(wal_file: &Path) -> PathBuf {
+    match wal_file.parent().and_then(Path::parent) {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Refuses to let a restored copy write into a repository that holds someone else's WAL
+/// (see the module documentation). Cheap when there is no marker: one failed open.
+pub async fn check_restored_copy(repo: &Repository, data_dir: &Path) -> Result<(), MarkerError> {
+    let io_error = |source| MarkerError::Io {
+        path: data_dir.join(MARKER_FILE).display().to_string(),
+        source,
+    };
+    let Some(mut marker) = read_marker(data_dir).map_err(io_error)? else {
+        return Ok(());
+    };
+    let here = repo.location().to_string();
+    if marker.accepted_repositories.contains(&here) {
+        return Ok(());
+    }
+    let taken_over = match &marker.take_over {
+        Some(id) => repo.object_size(&takeover_key(id)).await?.is_some(),
+        None => false,
+    };
+    if !taken_over && holds_wal(repo).await? {
+        return Err(MarkerError::RestoredCopy {
+            data_dir: data_dir.display().to_string(),
+            backup: marker.backup_id.to_string(),
+            source_repo: marker.source_repository.clone(),
+            repo: here,
+        });
+    }
+    marker.accepted_repositories.push(here);
+    write_marker(data_dir, &marker).map_err(io_error)
+}
+
+async fn holds_wal(repo: &Repository) -> Result<bool, MarkerError> {
+    let prefix = StorePath::from("wal");
+    let mut listing = repo.store().list(Some(&prefix));
+    match listing.next().await {
+        None => Ok(false),
+        Some(Ok(_)) => Ok(true),
+        Some(Err(source)) => Err(repo.store_error("list", &prefix, source).into()),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MarkerError {
+    #[error(
+        "{data_dir} was restored from backup {backup} of {source_repo} and {repo} already holds WAL: \
+         archiving this copy there would mix two histories. Archive into a new repository, or \
+         restore with --take-over if this copy replaces the original"
+    )]
+    RestoredCopy {
+        data_dir: String,
+        backup: String,
+        source_repo: String,
+        repo: String,
+    },
+    #[error("cannot use the restore marker {path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::RepoLocation;
+    use object_store::memory::InMemory;
+    use std::sync::Arc;
+
+    fn repo(name: &str) -> Repository {
+        Repository::from_store(
+            Arc::new(InMemory::new()),
+            RepoLocation::Local(format!("/{name}").into()),
+        )
+    }
+
+    fn marker(take_over: Option<String>) -> RestoreMarker {
+        RestoreMarker {
+            restored_at: Utc::now(),
+            backup_id: "20261121T142700Z".parse().unwrap(),
+            source_repository: "file:///source".into(),
+            system_id: SystemId::new(7),
+            take_over,
+            accepted_repositories: vec![],
+        }
+    }
+
+    async fn add_wal(repo: &Repository) {
+        repo.put_new(
+            &StorePath::from("wal/0000000100000000/000000010000000000000001.zst"),
+            Bytes::from_static(b"x"),
+        )
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn no_marker_means_no_restriction() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = repo("source");
+        add_wal(&source).await;
+        check_restored_copy(&source, dir.path()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_restored_copy_may_not_write_into_a_repository_with_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        write_marker(dir.path(), &marker(None)).unwrap();
+        let source = repo("source");
+        add_wal(&source).await;
+        let err = check_restored_copy(&source, dir.path()).await.unwrap_err();
+        assert!(matches!(err, MarkerError::RestoredCopy { .. }), "{err}");
+        assert!(err.to_string().contains("--take-over"), "{err}");
+
+        // An empty repository is accepted, and remembered: its own WAL does not lock it out.
+        let fresh = repo("fresh");
+        check_restored_copy(&fresh, dir.path()).await.unwrap();
+        add_wal(&fresh).await;
+        check_restored_copy(&fresh, dir.path()).await.unwrap();
+        assert_eq!(
+            read_marker(dir.path())
+                .unwrap()
+                .unwrap()
+                .accepted_repositories,
+            ["file:///fresh"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_recorded_take_over_opens_the_source_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = repo("source");
+        add_wal(&source).await;
+        let id = record_takeover(&source, &"20261121T142700Z".parse().unwrap(), dir.path())
+            .await
+            .unwrap();
+        write_marker(dir.path(), &marker(Some(id))).unwrap();
+        check_restored_copy(&source, dir.path()).await.unwrap();
+
+        // A marker claiming a take-over that the repository never recorded is refused.
+        let other = tempfile::tempdir().unwrap();
+        write_marker(
+            other.path(),
+            &marker(Some("20990101T000000.000000Z".into())),
+        )
+        .unwrap();
+        assert!(check_restored_copy(&source, other.path()).await.is_err());
+    }
+
+    #[test]
+    fn data_directory_of_a_wal_path() {
+        assert_eq!(
+            data_dir_of_wal_file(Path::new("pg_wal/000000010000000000000001")),
+            PathBuf::from(".")
+        );
+        assert_eq!(
+            data_dir_of_wal_file(Path::new("/d/pg_wal/000000010000000000000001")),
+            PathBuf::from("/d")
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! Reading a backup part back: a streaming GET, decompression and tar, entry by entry, with
+//! every entry's name checked before anyone sees it. Shared by restore and verify.
+
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt};
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use super::manifest::{Manifest, safe_relative_path};
+use crate::store::keys;
+
+/// What a part entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EntryKind {
+    Directory,
+    File,
+}
+
+/// A failure while reading a part, naming the part and, when known, the entry.
+#[derive(Debug, thiserror::Error)]
+#[error("backup part {part}{}: {message}", entry.as_ref().map(|e| format!(" (at {e})")).unwrap_or_default())]
+pub struct PartReadError {
+    pub part: String,
+    pub entry: Option<String>,
+    pub message: String,
+}
+
+/// Reads part `index` of `manifest`, calling `visit(kind, path, clean_path, data)` for every
+/// entry. Entries that are not plain files or directories, and names that are absolute or
+/// contain `..`, are refused before `visit` is called (DESIGN.md §2.8). Runs on a blocking
+/// thread; `runtime` drives the download.
+pub(crate) fn read_part(
+    store: &Arc<dyn ObjectStore>,
+    runtime: &tokio::runtime::Handle,
+    manifest: &Manifest,
+    index: u32,
+    mut visit: impl FnMut(EntryKind, &str, PathBuf, &mut dyn Read) -> Result<(), String>,
+) -> Result<(), PartReadError> {
+    let key = keys::backup_part(manifest.id.as_str(), index, manifest.codec);
+    let fail = |entry: Option<&str>, message: String| PartReadError {
+        part: key.to_string(),
+        entry: entry.map(str::to_owned),
+        message,
+    };
+    let got = runtime
+        .block_on(store.get(&key))
+        .map_err(|e| fail(None, crate::store::redact_secrets(&e.to_string())))?;
+    let stream = got
+        .into_stream()
+        .map_err(|e| io::Error::other(crate::store::redact_secrets(&e.to_string())));
+    let body = SyncIoBridge::new_with_handle(StreamReader::new(stream), runtime.clone());
+    let decoded = manifest
+        .codec
+        .reader(io::BufReader::with_capacity(1 << 20, body))
+        .map_err(|e| fail(None, e.to_string()))?;
+    let mut archive = tar::Archive::new(decoded);
+    let entries = archive.entries().map_err(|e| fail(None, e.to_string()))?;
+    let mut last: Option<String> = None;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| fail(last.as_deref(), format!("damaged: {e}")))?;
+        let name = String::from_utf8(entry.path_bytes().into_owned())
+            .map_err(|_| fail(last.as_deref(), "an entry name is not UTF-8".into()))?;
+        let kind = match entry.header().entry_type() {
+            tar::EntryType::Regular => EntryKind::File,
+            tar::EntryType::Directory => EntryKind::Directory,
+            other => {
+                return Err(fail(
+                    Some(&name),
+                    format!(
+                        "refusing entry of type {other:?}: backups hold only files and directories"
+                    ),
+                ));
+            }
+        };
+        let clean = safe_relative_path(&name).map_err(|e| fail(Some(&name), e.to_string()))?;
+        let path = name.trim_end_matches('/').to_owned();
+        visit(kind, &path, clean, &mut entry).map_err(|message| fail(Some(&path), message))?;
+        last = Some(path);
+    }
+    // Reading to the end of the decoder verifies the zstd frame checksum; tar stops at its
+    // end-of-archive blocks, so drain what is left.
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink())
+        .map_err(|e| fail(last.as_deref(), format!("damaged: {e}")))?;
+    Ok(())
+}
+
+/// Copies `data` to `out` through a 1 MiB buffer, returning (bytes, CRC-32).
+pub(crate) fn copy_with_crc(
+    data: &mut dyn Read,
+    out: &mut dyn io::Write,
+    buffer: &mut [u8],
+) -> io::Result<(u64, u32)> {
+    let mut crc = crc32fast::Hasher::new();
+    let mut total = 0u64;
+    loop {
+        let n = match data.read(buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        crc.update(&buffer[..n]);
+        out.write_all(&buffer[..n])?;
+        total += n as u64;
+    }
+    Ok((total, crc.finalize()))
+}

@@ -1,0 +1,442 @@
+//! `restore_backup`: a backup back into a data directory, ready for PostgreSQL to recover
+//! from the archive.
+//!
+//! Safety (DESIGN.md §2.8): the target must be empty (or is emptied when asked); every name
+//! from the manifest and the parts is a plain relative path; only files and directories are
+//! unpacked, files with create-new opens, so nothing lands outside the target except through
+//! the tablespace links restore makes itself. Every file's size and CRC-32 are checked
+//! against the manifest and every manifest file must come back.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use super::list::find_backup;
+use super::manifest::{BackupId, Manifest, ManifestError};
+use super::marker::{MarkerError, RestoreMarker, record_takeover, write_marker};
+use super::read::{EntryKind, PartReadError, copy_with_crc, read_part};
+use super::{BackupSelector, Progress};
+use crate::repo::{RepoError, Repository};
+use crate::store::keys;
+
+/// What to write so that starting PostgreSQL recovers from the archive.
+#[derive(Debug, Clone, Default)]
+pub struct RecoverySettings {
+    /// `restore_command`, e.g. `/usr/bin/walarch --repo file:///r wal-fetch %f %p`.
+    pub restore_command: String,
+    /// Further settings (`recovery_target_time`, `recovery_target_action`, ...), in order.
+    pub settings: Vec<(String, String)>,
+    /// Start as a standby (`standby.signal`) instead of a one-off recovery (`recovery.signal`).
+    pub standby: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub pgdata: PathBuf,
+    pub backup: BackupSelector,
+    /// Empty a non-empty target first (refused while a server runs in it).
+    pub force: bool,
+    /// Parts downloaded and unpacked at once.
+    pub parallel: usize,
+    /// New locations for tablespaces, by OID or name; others go back where they were.
+    pub tablespace_map: Vec<(String, PathBuf)>,
+    pub recovery: RecoverySettings,
+    /// This copy replaces the original: record a take-over in the repository, so that it may
+    /// archive into it (DESIGN.md §2.5).
+    pub take_over: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RestoreReport {
+    pub backup: BackupId,
+    pub pgdata: PathBuf,
+    pub files: usize,
+    pub bytes: u64,
+    pub elapsed: Duration,
+    pub take_over: bool,
+}
+
+pub async fn restore_backup(
+    repo: &Repository,
+    options: &RestoreOptions,
+    progress: Arc<Progress>,
+) -> Result<RestoreReport, RestoreError> {
+    let started = Instant::now();
+    let manifest = find_backup(repo, &options.backup).await?;
+    if let Some(identity) = repo.identity().await?
+        && identity.system_id != manifest.system_id
+    {
+        return Err(RestoreError::Invalid(format!(
+            "backup {} is of system {}, the repository of {}",
+            manifest.id, manifest.system_id, identity.system_id
+        )));
+    }
+    let target = options.pgdata.clone();
+    prepare_target(&target, options.force)?;
+    let tablespaces =
+        place_tablespaces(&target, &manifest, &options.tablespace_map, options.force)?;
+    create_directories(&target, &manifest)?;
+    progress.set_total(manifest.data_bytes());
+
+    let manifest = Arc::new(manifest);
+    unpack_parts(repo, &manifest, &target, options.parallel.max(1), progress).await?;
+
+    let label = repo
+        .get_if_exists(&keys::backup_file(manifest.id.as_str(), "backup_label"))
+        .await?
+        .ok_or_else(|| {
+            RestoreError::Invalid(format!("backup {} has no backup_label", manifest.id))
+        })?;
+    write_file(&target.join("backup_label"), &label)?;
+    if manifest.has_tablespace_map {
+        let map: String = tablespaces
+            .iter()
+            .map(|(oid, location)| format!("{oid} {}\n", location.display()))
+            .collect();
+        write_file(&target.join("tablespace_map"), map.as_bytes())?;
+    }
+    write_recovery_settings(&target, &manifest, &options.recovery)?;
+
+    let take_over = if options.take_over {
+        Some(record_takeover(repo, &manifest.id, &target).await?)
+    } else {
+        None
+    };
+    let marker = RestoreMarker {
+        restored_at: Utc::now(),
+        backup_id: manifest.id.clone(),
+        source_repository: repo.location().to_string(),
+        system_id: manifest.system_id,
+        take_over: take_over.clone(),
+        accepted_repositories: vec![],
+    };
+    write_marker(&target, &marker).map_err(|e| io_error(&target, e))?;
+
+    // One syncfs per file system instead of an fsync per file: everything restored is
+    // durable before restore reports success.
+    let mut synced = vec![target.clone()];
+    synced.extend(tablespaces.iter().map(|(_, location)| location.clone()));
+    tokio::task::spawn_blocking(move || {
+        for dir in synced {
+            let handle = fs::File::open(&dir).map_err(|e| io_error(&dir, e))?;
+            rustix::fs::syncfs(&handle).map_err(|e| io_error(&dir, e.into()))?;
+        }
+        Ok::<_, RestoreError>(())
+    })
+    .await
+    .expect("sync does not panic")?;
+
+    Ok(RestoreReport {
+        backup: manifest.id.clone(),
+        pgdata: target,
+        files: manifest.files.len(),
+        bytes: manifest.data_bytes(),
+        elapsed: started.elapsed(),
+        take_over: take_over.is_some(),
+    })
+}
+
+/// The target exists and is empty afterwards, mode 0700. A non-empty one is refused unless
+/// `force`, and even then while a postmaster.pid is there.
+fn prepare_target(target: &Path, force: bool) -> Result<(), RestoreError> {
+    match fs::read_dir(target) {
+        Ok(entries) => {
+            let entries: Vec<_> = entries
+                .collect::<io::Result<_>>()
+                .map_err(|e| io_error(target, e))?;
+            if !entries.is_empty() {
+                if !force {
+                    return Err(RestoreError::NotEmpty(target.display().to_string()));
+                }
+                if target.join("postmaster.pid").exists() {
+                    return Err(RestoreError::Running(target.display().to_string()));
+                }
+                for entry in entries {
+                    let path = entry.path();
+                    // Links are removed, never followed.
+                    let result = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                        fs::remove_dir_all(&path)
+                    } else {
+                        fs::remove_file(&path)
+                    };
+                    result.map_err(|e| io_error(&path, e))?;
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(target)
+                .map_err(|e| io_error(target, e))?;
+        }
+        Err(e) => return Err(io_error(target, e)),
+    }
+    fs::set_permissions(target, fs::Permissions::from_mode(0o700)).map_err(|e| io_error(target, e))
+}
+
+/// Creates each tablespace's location (empty or new) and the `pg_tblspc/<oid>` link to it.
+fn place_tablespaces(
+    target: &Path,
+    manifest: &Manifest,
+    mapping: &[(String, PathBuf)],
+    force: bool,
+) -> Result<Vec<(u32, PathBuf)>, RestoreError> {
+    for (key, _) in mapping {
+        if !manifest
+            .tablespaces
+            .iter()
+            .any(|t| t.oid.to_string() == *key || t.name == *key)
+        {
+            return Err(RestoreError::Invalid(format!(
+                "backup {} has no tablespace {key}",
+                manifest.id
+            )));
+        }
+    }
+    let links = target.join("pg_tblspc");
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&links)
+        .map_err(|e| io_error(&links, e))?;
+    let mut placed = Vec::new();
+    for space in &manifest.tablespaces {
+        let location = mapping
+            .iter()
+            .find(|(key, _)| *key == space.oid.to_string() || *key == space.name)
+            .map_or_else(|| space.location.clone(), |(_, dir)| dir.clone());
+        if !location.is_absolute() {
+            return Err(RestoreError::Invalid(format!(
+                "tablespace location {} is not absolute",
+                location.display()
+            )));
+        }
+        prepare_target(&location, force)?;
+        let link = links.join(space.oid.to_string());
+        std::os::unix::fs::symlink(&location, &link).map_err(|e| io_error(&link, e))?;
+        placed.push((space.oid, location));
+    }
+    Ok(placed)
+}
+
+fn create_directories(target: &Path, manifest: &Manifest) -> Result<(), RestoreError> {
+    let mut dirs: Vec<_> = manifest.directories.iter().collect();
+    dirs.sort_by(|a, b| a.path.cmp(&b.path));
+    for dir in dirs {
+        let path = target.join(super::safe_relative_path(&dir.path)?);
+        match fs::DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
+            Err(e) => return Err(io_error(&path, e)),
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(dir.mode & 0o7777 | 0o700))
+            .map_err(|e| io_error(&path, e))?;
+    }
+    for dir in ["pg_wal", "pg_wal/archive_status"] {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(target.join(dir))
+            .map_err(|e| io_error(&target.join(dir), e))?;
+    }
+    Ok(())
+}
+
+async fn unpack_parts(
+    repo: &Repository,
+    manifest: &Arc<Manifest>,
+    target: &Path,
+    parallel: usize,
+    progress: Arc<Progress>,
+) -> Result<(), RestoreError> {
+    let expected: HashMap<&str, (u32, u64, u32, u32)> = manifest
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), (f.part, f.size, f.crc32, f.mode)))
+        .collect();
+    let expected = Arc::new(
+        expected
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect::<HashMap<_, _>>(),
+    );
+    let restored = Arc::new(Mutex::new(0usize));
+    let next = Arc::new(Mutex::new(0u32));
+    let failed = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Handle::current();
+    let workers: Vec<_> = (0..parallel.min(manifest.parts.len().max(1)))
+        .map(|_| {
+            let (store, manifest, target) = (repo.store().clone(), manifest.clone(), target.to_owned());
+            let (expected, restored, next, failed, progress, runtime) =
+                (expected.clone(), restored.clone(), next.clone(), failed.clone(), progress.clone(), runtime.clone());
+            tokio::task::spawn_blocking(move || -> Result<(), RestoreError> {
+                let mut buffer = vec![0u8; 1 << 20];
+                loop {
+                    let index = {
+                        let mut next = next.lock().expect("lock");
+                        let index = *next;
+                        *next += 1;
+                        index
+                    };
+                    if index as usize >= manifest.parts.len() || failed.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    let mut count = 0usize;
+                    let result = read_part(&store, &runtime, &manifest, index, |kind, path, clean, data| {
+                        if kind == EntryKind::Directory {
+                            return if manifest.directories.iter().any(|d| d.path == path) {
+                                Ok(())
+                            } else {
+                                Err("directory not listed in the manifest".into())
+                            };
+                        }
+                        let Some(&(part, size, crc, mode)) = expected.get(path) else {
+                            return Err("file not listed in the manifest".into());
+                        };
+                        if part != index {
+                            return Err(format!("the manifest puts this file in part {part}"));
+                        }
+                        let dest = target.join(clean);
+                        let file = fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .mode(mode & 0o7777 | 0o600)
+                            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                            .open(&dest)
+                            .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+                        let mut file = file;
+                        let (written, actual) = copy_with_crc(data, &mut file, &mut buffer)
+                            .map_err(|e| format!("cannot restore {}: {e}", dest.display()))?;
+                        file.flush().map_err(|e| e.to_string())?;
+                        progress.add(written);
+                        if written != size || actual != crc {
+                            return Err(format!(
+                                "checksum mismatch: {written} bytes with CRC-32 {actual:08x}, the manifest says {size} bytes with {crc:08x}"
+                            ));
+                        }
+                        count += 1;
+                        Ok(())
+                    });
+                    if let Err(e) = result {
+                        failed.store(true, Ordering::Relaxed);
+                        return Err(e.into());
+                    }
+                    *restored.lock().expect("lock") += count;
+                }
+            })
+        })
+        .collect();
+    let mut first_error = None;
+    for worker in workers {
+        if let Err(e) = worker.await.expect("a restore worker does not panic") {
+            first_error.get_or_insert(e);
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let restored = *restored.lock().expect("lock");
+    if restored != manifest.files.len() {
+        let missing = manifest
+            .files
+            .iter()
+            .find(|f| fs::symlink_metadata(target.join(&f.path)).is_err())
+            .map_or_else(String::new, |f| format!(", e.g. {}", f.path));
+        return Err(RestoreError::Invalid(format!(
+            "the parts held {restored} of the manifest's {} files{missing}",
+            manifest.files.len()
+        )));
+    }
+    Ok(())
+}
+
+/// `recovery.signal` (or `standby.signal`) and the settings in `postgresql.auto.conf`
+/// (PostgreSQL 12+); `recovery.conf` before 12.
+fn write_recovery_settings(
+    target: &Path,
+    manifest: &Manifest,
+    recovery: &RecoverySettings,
+) -> Result<(), RestoreError> {
+    let quote = |value: &str| format!("'{}'", value.replace('\'', "''"));
+    let mut lines = format!("# added by walarch restore of backup {}\n", manifest.id);
+    lines.push_str(&format!(
+        "restore_command = {}\n",
+        quote(&recovery.restore_command)
+    ));
+    for (name, value) in &recovery.settings {
+        lines.push_str(&format!("{name} = {}\n", quote(value)));
+    }
+    if manifest.pg_major() >= 12 {
+        let signal = if recovery.standby {
+            "standby.signal"
+        } else {
+            "recovery.signal"
+        };
+        write_file(&target.join(signal), b"")?;
+        let auto = target.join("postgresql.auto.conf");
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&auto)
+            .map_err(|e| io_error(&auto, e))?;
+        file.write_all(lines.as_bytes())
+            .map_err(|e| io_error(&auto, e))?;
+    } else {
+        if recovery.standby {
+            lines.push_str("standby_mode = 'on'\n");
+        }
+        write_file(&target.join("recovery.conf"), lines.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), RestoreError> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_error(path, e))?;
+    file.write_all(bytes).map_err(|e| io_error(path, e))
+}
+
+fn io_error(path: &Path, source: io::Error) -> RestoreError {
+    RestoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RestoreError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Marker(#[from] MarkerError),
+    #[error("restore failed: {0}")]
+    Part(#[from] PartReadError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(
+        "{0} is not empty: restore into an empty directory, or pass --force to replace its contents"
+    )]
+    NotEmpty(String),
+    #[error("{0} holds postmaster.pid: stop the server that uses it before restoring over it")]
+    Running(String),
+    #[error("cannot write {path}: {source}")]
+    Io { path: String, source: io::Error },
+}

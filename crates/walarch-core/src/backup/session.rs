@@ -1,0 +1,248 @@
+//! The PostgreSQL side of a base backup: one connection that starts the non-exclusive backup,
+//! stays open while the files are copied, and stops it (DESIGN.md §4).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio_postgres::{Client, Config, NoTls};
+
+use super::manifest::Tablespace;
+use crate::wal::{Lsn, SystemId, WalSegmentSize};
+
+/// How to reach the server: a libpq-style connection string (`host=... port=...` or a
+/// `postgresql://` URL), completed from the `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE` and
+/// `PGPASSWORD` environment like libpq does. Connections are plain (unix socket or loopback);
+/// TLS is not offered.
+pub fn connection_config(conninfo: Option<&str>) -> Result<Config, SessionError> {
+    let mut config: Config = match conninfo {
+        Some(text) if !text.trim().is_empty() => text
+            .parse()
+            .map_err(|e| SessionError::Conninfo(format!("{e}")))?,
+        _ => Config::new(),
+    };
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if config.get_hosts().is_empty() {
+        let host = env("PGHOST").unwrap_or_else(|| {
+            ["/var/run/postgresql", "/tmp"]
+                .into_iter()
+                .find(|dir| std::path::Path::new(dir).is_dir())
+                .unwrap_or("/tmp")
+                .to_owned()
+        });
+        for host in host.split(',') {
+            if host.starts_with('/') {
+                config.host_path(host);
+            } else {
+                config.host(host);
+            }
+        }
+    }
+    if config.get_ports().is_empty()
+        && let Some(port) = env("PGPORT")
+    {
+        let port = port
+            .parse()
+            .map_err(|_| SessionError::Conninfo(format!("PGPORT={port} is not a port")))?;
+        config.port(port);
+    }
+    if config.get_user().is_none() {
+        let user = env("PGUSER")
+            .or_else(|| env("USER"))
+            .or_else(|| env("LOGNAME"))
+            .unwrap_or_else(|| "postgres".to_owned());
+        config.user(user);
+    }
+    if config.get_dbname().is_none()
+        && let Some(db) = env("PGDATABASE")
+    {
+        config.dbname(db);
+    }
+    if config.get_password().is_none()
+        && let Some(password) = env("PGPASSWORD")
+    {
+        config.password(password);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("walarch backup");
+    }
+    config.connect_timeout(Duration::from_secs(30));
+    Ok(config)
+}
+
+/// What the server says about itself.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub version_num: u32,
+    pub data_directory: PathBuf,
+    pub in_recovery: bool,
+    pub system_id: SystemId,
+    pub wal_segment_size: WalSegmentSize,
+    pub tablespaces: Vec<Tablespace>,
+}
+
+impl ServerInfo {
+    pub fn major(&self) -> u32 {
+        self.version_num / 10000
+    }
+}
+
+/// What `pg_backup_stop` returns.
+#[derive(Debug, Clone)]
+pub struct BackupStop {
+    pub stop_lsn: Lsn,
+    pub backup_label: String,
+    pub tablespace_map: Option<String>,
+}
+
+/// An open connection able to run one non-exclusive backup.
+#[derive(Debug)]
+pub struct BackupSession {
+    client: Client,
+    connection: tokio::task::JoinHandle<()>,
+    info: ServerInfo,
+}
+
+impl BackupSession {
+    pub async fn connect(config: &Config) -> Result<Self, SessionError> {
+        let (client, connection) = config.connect(NoTls).await.map_err(SessionError::Connect)?;
+        let connection = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "connection to PostgreSQL ended");
+            }
+        });
+        let info = read_server_info(&client).await?;
+        if info.major() < 10 {
+            return Err(SessionError::Unsupported(info.version_num));
+        }
+        Ok(BackupSession {
+            client,
+            connection,
+            info,
+        })
+    }
+
+    pub fn info(&self) -> &ServerInfo {
+        &self.info
+    }
+
+    /// Starts the backup (`pg_backup_start`, or `pg_start_backup` before 15) and returns the
+    /// start LSN. With `fast` the server checkpoints at once instead of spreading it.
+    pub async fn start(&self, label: &str, fast: bool) -> Result<Lsn, SessionError> {
+        let sql = if self.info.major() >= 15 {
+            "SELECT pg_backup_start($1, $2)::text"
+        } else {
+            "SELECT pg_start_backup($1, $2, false)::text"
+        };
+        let row = self
+            .client
+            .query_one(sql, &[&label, &fast])
+            .await
+            .map_err(|e| SessionError::Query("start the backup", e))?;
+        parse_lsn(row.get(0))
+    }
+
+    /// Stops the backup without waiting for PostgreSQL's own archiver: walarch waits for the
+    /// WAL to reach its repository instead, which is what makes the backup usable.
+    pub async fn stop(&self) -> Result<BackupStop, SessionError> {
+        let sql = if self.info.major() >= 15 {
+            "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)"
+        } else {
+            "SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)"
+        };
+        let row = self
+            .client
+            .query_one(sql, &[])
+            .await
+            .map_err(|e| SessionError::Query("stop the backup", e))?;
+        let tablespace_map: Option<String> = row.get(2);
+        Ok(BackupStop {
+            stop_lsn: parse_lsn(row.get(0))?,
+            backup_label: row.get(1),
+            tablespace_map: tablespace_map.filter(|m| !m.is_empty()),
+        })
+    }
+
+    /// The server's current WAL write position (its replay position on a standby).
+    pub async fn current_lsn(&self) -> Result<Lsn, SessionError> {
+        let sql = if self.info.in_recovery {
+            "SELECT pg_last_wal_replay_lsn()::text"
+        } else {
+            "SELECT pg_current_wal_lsn()::text"
+        };
+        let row = self
+            .client
+            .query_one(sql, &[])
+            .await
+            .map_err(|e| SessionError::Query("read the WAL position", e))?;
+        parse_lsn(row.get(0))
+    }
+
+    pub async fn close(self) {
+        drop(self.client);
+        let _ = self.connection.await;
+    }
+}
+
+async fn read_server_info(client: &Client) -> Result<ServerInfo, SessionError> {
+    let q = |what| move |e| SessionError::Query(what, e);
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int4, current_setting('data_directory'), \
+             pg_is_in_recovery(), (SELECT system_identifier::text FROM pg_control_system()), \
+             (SELECT setting::int8 * CASE unit WHEN 'B' THEN 1 WHEN 'kB' THEN 1024 WHEN '8kB' THEN 8192 \
+              WHEN 'MB' THEN 1048576 ELSE 1 END FROM pg_settings WHERE name = 'wal_segment_size')",
+            &[],
+        )
+        .await
+        .map_err(q("read the server's settings (the user needs pg_read_all_settings or superuser)"))?;
+    let version_num: i32 = row.get(0);
+    let system_id: String = row.get(3);
+    let segment_bytes: i64 = row.get(4);
+    let tablespaces = client
+        .query(
+            "SELECT oid::int8, spcname::text, pg_tablespace_location(oid) FROM pg_tablespace \
+             WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY oid",
+            &[],
+        )
+        .await
+        .map_err(q("list tablespaces"))?
+        .into_iter()
+        .map(|row| Tablespace {
+            oid: row.get::<_, i64>(0) as u32,
+            name: row.get(1),
+            location: PathBuf::from(row.get::<_, String>(2)),
+        })
+        .collect();
+    Ok(ServerInfo {
+        version_num: version_num as u32,
+        data_directory: PathBuf::from(row.get::<_, String>(1)),
+        in_recovery: row.get(2),
+        system_id: system_id
+            .parse()
+            .map_err(|_| SessionError::Unexpected(format!("system identifier {system_id:?}")))?,
+        wal_segment_size: WalSegmentSize::new(segment_bytes as u64).map_err(|e| {
+            SessionError::Unexpected(format!("wal_segment_size {segment_bytes}: {e}"))
+        })?,
+        tablespaces,
+    })
+}
+
+fn parse_lsn(text: String) -> Result<Lsn, SessionError> {
+    text.parse()
+        .map_err(|_| SessionError::Unexpected(format!("LSN {text:?}")))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    #[error("invalid connection string: {0}")]
+    Conninfo(String),
+    #[error("cannot connect to PostgreSQL: {0} (set --dbname or PGHOST/PGPORT/PGUSER)")]
+    Connect(#[source] tokio_postgres::Error),
+    #[error("cannot {0}: {1}")]
+    Query(&'static str, #[source] tokio_postgres::Error),
+    #[error("PostgreSQL {0} is too old: walarch backs up PostgreSQL 10 and later")]
+    Unsupported(u32),
+    #[error("PostgreSQL returned an unexpected {0}")]
+    Unexpected(String),
+}

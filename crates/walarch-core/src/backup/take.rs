@@ -1,0 +1,372 @@
+//! `take_backup`: an online base backup of a running cluster into the repository.
+//!
+//! Order matters for the contract (DESIGN.md §2.3): parts first, then `backup_label` and
+//! `tablespace_map`, then — only once the WAL from the start to the stop LSN is in the
+//! repository — the manifest. Until the manifest exists the backup does not.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures::StreamExt;
+
+use super::Progress;
+use super::label::BackupLabel;
+use super::manifest::{BackupId, MANIFEST_FORMAT, Manifest};
+use super::marker::{MarkerError, check_restored_copy};
+use super::parts::{Item, PartError, PartsJob};
+use super::scan::scan;
+use super::session::{BackupSession, SessionError, connection_config};
+use crate::codec::Compression;
+use crate::repo::{Identity, PutOutcome, RepoError, Repository};
+use crate::store::keys;
+use crate::wal::{SegmentName, SystemId, WalFileName, system_id_from_pg_control};
+
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// The data directory to read; by default the server's `data_directory`. Either way it
+    /// must be the directory of the server connected to (checked by system identifier).
+    pub pgdata: Option<PathBuf>,
+    /// libpq-style connection string; PG* environment variables fill the rest.
+    pub conninfo: Option<String>,
+    pub compression: Compression,
+    /// Worker threads reading, compressing and uploading (each writes its own parts).
+    pub parallel: usize,
+    /// A part is closed once it holds this many bytes of tar.
+    pub part_size: u64,
+    /// Ask the server for an immediate checkpoint instead of a spread one.
+    pub fast_checkpoint: bool,
+    /// How long to wait for the WAL that makes the backup consistent to reach the repository.
+    pub wal_timeout: Duration,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            pgdata: None,
+            conninfo: None,
+            compression: Compression::default(),
+            parallel: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .min(8),
+            part_size: 256 << 20,
+            fast_checkpoint: true,
+            wal_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Takes a base backup; returns its manifest once the backup exists (manifest stored).
+/// `progress` counts file bytes copied against the scanned total.
+pub async fn take_backup(
+    repo: &Repository,
+    options: &BackupOptions,
+    progress: Arc<Progress>,
+) -> Result<Manifest, BackupError> {
+    let config = connection_config(options.conninfo.as_deref())?;
+    let session = BackupSession::connect(&config).await?;
+    let info = session.info().clone();
+    let data_dir = options
+        .pgdata
+        .clone()
+        .unwrap_or_else(|| info.data_directory.clone());
+    check_data_directory(&data_dir, info.system_id)?;
+
+    let proposed = Identity::new(info.system_id, info.wal_segment_size, info.major());
+    let identity = repo.ensure_identity(&proposed).await?;
+    if identity.system_id != info.system_id || identity.wal_segment_size != info.wal_segment_size {
+        return Err(BackupError::WrongRepository {
+            repo: repo.location().to_string(),
+            repo_system: identity.system_id,
+            server_system: info.system_id,
+        });
+    }
+    check_restored_copy(repo, &data_dir).await?;
+
+    let id = unused_backup_id(repo).await?;
+    let started_at = Utc::now();
+    let start_lsn = session
+        .start(&format!("walarch {id}"), options.fast_checkpoint)
+        .await?;
+    tracing::info!(backup = %id, %start_lsn, standby = info.in_recovery, "backup started");
+
+    let copied = copy_files(repo, options, &id, &data_dir, &info, progress).await;
+    // Stop even when copying failed, so the server does not keep the backup open.
+    let stop = session.stop().await;
+    let (parts, files, directories) = copied?;
+    let stop = stop?;
+    let stopped_at = Utc::now();
+    session.close().await;
+
+    let label = BackupLabel::parse(&stop.backup_label).map_err(BackupError::Label)?;
+    put_new(
+        repo,
+        &keys::backup_file(id.as_str(), "backup_label"),
+        stop.backup_label.clone().into(),
+    )
+    .await?;
+    if let Some(map) = &stop.tablespace_map {
+        put_new(
+            repo,
+            &keys::backup_file(id.as_str(), "tablespace_map"),
+            map.clone().into(),
+        )
+        .await?;
+    }
+
+    let mut manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        id: id.clone(),
+        kind: "full".into(),
+        tool_version: format!("walarch {}", env!("CARGO_PKG_VERSION")),
+        system_id: info.system_id,
+        pg_version_num: info.version_num,
+        wal_segment_size: info.wal_segment_size,
+        timeline: label.timeline,
+        start_lsn: label.start_lsn.min(start_lsn),
+        stop_lsn: stop.stop_lsn,
+        started_at,
+        stopped_at,
+        completed_at: stopped_at,
+        from_standby: label.from_standby || info.in_recovery,
+        codec: options.compression.codec(),
+        has_tablespace_map: stop.tablespace_map.is_some(),
+        tablespaces: info.tablespaces.clone(),
+        directories,
+        files,
+        parts,
+    };
+    wait_for_wal(repo, &manifest, options.wal_timeout).await?;
+    manifest.completed_at = Utc::now();
+    put_new(
+        repo,
+        &keys::backup_manifest(id.as_str()),
+        manifest.to_json().into(),
+    )
+    .await?;
+    tracing::info!(backup = %id, stop_lsn = %manifest.stop_lsn, "backup complete");
+    Ok(manifest)
+}
+
+/// The data directory read must belong to the server that started the backup: copying
+/// another cluster's files under this server's backup label would restore garbage.
+fn check_data_directory(data_dir: &Path, server: SystemId) -> Result<(), BackupError> {
+    let control = data_dir.join("global/pg_control");
+    let bytes = std::fs::read(&control).map_err(|source| BackupError::Read {
+        path: control.display().to_string(),
+        source,
+    })?;
+    let local = system_id_from_pg_control(&bytes).map_err(|e| BackupError::Read {
+        path: control.display().to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+    })?;
+    if local != server {
+        return Err(BackupError::WrongDataDirectory {
+            data_dir: data_dir.display().to_string(),
+            local,
+            server,
+        });
+    }
+    Ok(())
+}
+
+/// The id for a backup starting now; waits for the next second if one started this second.
+async fn unused_backup_id(repo: &Repository) -> Result<BackupId, BackupError> {
+    loop {
+        let id = BackupId::from_time(Utc::now());
+        let prefix = keys::backup_dir(id.as_str());
+        match repo.store().list(Some(&prefix)).next().await {
+            None => return Ok(id),
+            Some(Ok(_)) => tokio::time::sleep(Duration::from_millis(300)).await,
+            Some(Err(source)) => return Err(repo.store_error("list", &prefix, source).into()),
+        }
+    }
+}
+
+type Copied = (
+    Vec<super::PartEntry>,
+    Vec<super::FileEntry>,
+    Vec<super::DirectoryEntry>,
+);
+
+async fn copy_files(
+    repo: &Repository,
+    options: &BackupOptions,
+    id: &BackupId,
+    data_dir: &Path,
+    info: &super::ServerInfo,
+    progress: Arc<Progress>,
+) -> Result<Copied, BackupError> {
+    let tree = {
+        let (dir, spaces, major) = (data_dir.to_owned(), info.tablespaces.clone(), info.major());
+        tokio::task::spawn_blocking(move || scan(&dir, &spaces, major))
+            .await
+            .expect("scan does not panic")
+            .map_err(|source| BackupError::Read {
+                path: data_dir.display().to_string(),
+                source,
+            })?
+    };
+    progress.set_total(tree.total_bytes());
+    let directories = tree.directories.clone();
+    let mut queue: VecDeque<Item> = tree.directories.into_iter().map(Item::Directory).collect();
+    queue.extend(tree.files.into_iter().map(Item::File));
+    let job = Arc::new(PartsJob {
+        store: repo.store().clone(),
+        backup_id: id.to_string(),
+        compression: options.compression,
+        part_size: options.part_size.max(1 << 20),
+        queue: Mutex::new(queue),
+        next_part: AtomicU32::new(0),
+        failed: AtomicBool::new(false),
+        progress,
+        runtime: tokio::runtime::Handle::current(),
+    });
+    let workers: Vec<_> = (0..options.parallel.max(1))
+        .map(|_| {
+            let job = job.clone();
+            tokio::task::spawn_blocking(move || job.run_worker())
+        })
+        .collect();
+    let mut parts = Vec::new();
+    let mut files = Vec::new();
+    let mut first_error = None;
+    for worker in workers {
+        match worker.await.expect("a backup worker does not panic") {
+            Ok(written) => {
+                for w in written {
+                    parts.push(w.part);
+                    files.extend(w.files);
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e.into());
+    }
+    parts.sort_by_key(|p| p.index);
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok((parts, files, directories))
+}
+
+async fn put_new(
+    repo: &Repository,
+    key: &object_store::path::Path,
+    body: Bytes,
+) -> Result<(), BackupError> {
+    match repo.put_new(key, body).await? {
+        PutOutcome::Created => Ok(()),
+        PutOutcome::AlreadyExists => Err(BackupError::Exists(key.to_string())),
+    }
+}
+
+/// Waits until every WAL segment from the backup's start to its stop LSN is in the
+/// repository: before that, restoring the backup cannot reach a consistent state.
+async fn wait_for_wal(
+    repo: &Repository,
+    manifest: &Manifest,
+    timeout: Duration,
+) -> Result<(), BackupError> {
+    let size = manifest.wal_segment_size;
+    let first = manifest.start_segment().segment_no(size).expect("own name");
+    let last = manifest.stop_segment().segment_no(size).expect("own name");
+    let mut pending: Vec<WalFileName> = (first.as_u64()..=last.as_u64())
+        .map(|n| {
+            WalFileName::Segment(SegmentName::new(
+                manifest.timeline,
+                crate::wal::SegmentNo::new(n),
+                size,
+            ))
+        })
+        .collect();
+    let started = Instant::now();
+    let mut announced = false;
+    loop {
+        let mut still = Vec::new();
+        for name in pending {
+            if repo.find_wal(&name).await?.is_empty() {
+                still.push(name);
+            }
+        }
+        pending = still;
+        let Some(next) = pending.first() else {
+            return Ok(());
+        };
+        if started.elapsed() >= timeout {
+            return Err(BackupError::WalNotArchived {
+                segment: next.to_string(),
+                waited: timeout.as_secs(),
+            });
+        }
+        if !announced && started.elapsed() > Duration::from_secs(5) {
+            announced = true;
+            tracing::warn!(
+                segment = %next,
+                "waiting for WAL to reach the repository (on a standby the primary must finish the segment: pg_switch_wal() or archive_timeout)"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackupError {
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    RestoredCopy(#[from] MarkerError),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Part(String),
+    #[error(
+        "{data_dir} belongs to database system {local}, but the server connected to is {server}: \
+         give the data directory of that server (--pgdata) or connect to the right server (--dbname)"
+    )]
+    WrongDataDirectory {
+        data_dir: String,
+        local: SystemId,
+        server: SystemId,
+    },
+    #[error(
+        "{repo} belongs to database system {repo_system}, not to this server ({server_system}); use a \
+         repository of its own for each database system"
+    )]
+    WrongRepository {
+        repo: String,
+        repo_system: SystemId,
+        server_system: SystemId,
+    },
+    #[error("{0} already exists in the repository; not overwritten")]
+    Exists(String),
+    #[error("PostgreSQL returned an unreadable backup_label: {0}")]
+    Label(String),
+    #[error(
+        "WAL segment {segment} did not reach the repository within {waited} s, so the backup cannot be \
+         made consistent and is not complete (no manifest): check archive_command; on a standby the \
+         primary must switch segments (archive_timeout)"
+    )]
+    WalNotArchived { segment: String, waited: u64 },
+}
+
+impl From<PartError> for BackupError {
+    fn from(e: PartError) -> Self {
+        match e {
+            PartError::Read { path, source } => BackupError::Read { path, source },
+            other => BackupError::Part(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! `verify_backup`: reads every part of a backup back and checks each file's size and CRC-32
+//! against the manifest, that every manifest file is present, and that the WAL from the
+//! backup's start to its stop LSN is in the archive.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use super::Progress;
+use super::manifest::{BackupId, Manifest};
+use super::read::{EntryKind, copy_with_crc, read_part};
+use super::restore::RestoreError;
+use crate::repo::Repository;
+use crate::wal::{SegmentName, SegmentNo, WalFileName};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub backup: BackupId,
+    pub files_checked: usize,
+    pub bytes_checked: u64,
+    /// Everything wrong, each naming the part and file.
+    pub problems: Vec<String>,
+    /// WAL segments between start and stop that the archive lacks.
+    pub missing_wal: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty() && self.missing_wal.is_empty()
+    }
+}
+
+pub async fn verify_backup(
+    repo: &Repository,
+    manifest: &Manifest,
+    parallel: usize,
+    progress: Arc<Progress>,
+) -> Result<VerifyReport, RestoreError> {
+    progress.set_total(manifest.data_bytes());
+    let manifest = Arc::new(manifest.clone());
+    let seen: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let problems: Arc<Mutex<Vec<String>>> = Arc::default();
+    let next = Arc::new(Mutex::new(0u32));
+    let runtime = tokio::runtime::Handle::current();
+    let workers: Vec<_> = (0..parallel.max(1).min(manifest.parts.len().max(1)))
+        .map(|_| {
+            let (store, manifest, seen, problems, next, progress, runtime) =
+                (repo.store().clone(), manifest.clone(), seen.clone(), problems.clone(), next.clone(), progress.clone(), runtime.clone());
+            tokio::task::spawn_blocking(move || {
+                let expected: HashMap<&str, _> = manifest.files.iter().map(|f| (f.path.as_str(), f)).collect();
+                let mut buffer = vec![0u8; 1 << 20];
+                loop {
+                    let index = {
+                        let mut next = next.lock().expect("lock");
+                        *next += 1;
+                        *next - 1
+                    };
+                    if index as usize >= manifest.parts.len() {
+                        return;
+                    }
+                    let result = read_part(&store, &runtime, &manifest, index, |kind, path, _, data| {
+                        if kind == EntryKind::Directory {
+                            return Ok(());
+                        }
+                        let (size, crc) = copy_with_crc(data, &mut std::io::sink(), &mut buffer).map_err(|e| format!("damaged: {e}"))?;
+                        progress.add(size);
+                        *seen.lock().expect("lock").entry(path.to_owned()).or_default() += 1;
+                        match expected.get(path) {
+                            None => problems.lock().expect("lock").push(format!("part {index} holds {path}, which the manifest does not list")),
+                            Some(f) if f.size != size || f.crc32 != crc => problems.lock().expect("lock").push(format!(
+                                "{path} (part {index}): {size} bytes with CRC-32 {crc:08x}, the manifest says {} bytes with {:08x}",
+                                f.size, f.crc32
+                            )),
+                            Some(_) => {}
+                        }
+                        Ok(())
+                    });
+                    if let Err(e) = result {
+                        problems.lock().expect("lock").push(e.to_string());
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.expect("a verify worker does not panic");
+    }
+    let seen = std::mem::take(&mut *seen.lock().expect("lock"));
+    let mut problems = std::mem::take(&mut *problems.lock().expect("lock"));
+    for file in &manifest.files {
+        match seen.get(&file.path) {
+            None => problems.push(format!("{} (part {}) is missing", file.path, file.part)),
+            Some(n) if *n > 1 => problems.push(format!("{} is stored {n} times", file.path)),
+            Some(_) => {}
+        }
+    }
+
+    let size = manifest.wal_segment_size;
+    let first = manifest
+        .start_segment()
+        .segment_no(size)
+        .expect("own name")
+        .as_u64();
+    let last = manifest
+        .stop_segment()
+        .segment_no(size)
+        .expect("own name")
+        .as_u64();
+    let mut missing_wal = Vec::new();
+    for n in first..=last {
+        let name =
+            WalFileName::Segment(SegmentName::new(manifest.timeline, SegmentNo::new(n), size));
+        if repo.find_wal(&name).await?.is_empty() {
+            missing_wal.push(name.to_string());
+        }
+    }
+    Ok(VerifyReport {
+        backup: manifest.id.clone(),
+        files_checked: seen.len(),
+        bytes_checked: manifest.data_bytes(),
+        problems,
+        missing_wal,
+    })
+}
