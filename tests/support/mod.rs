@@ -160,6 +160,51 @@ pub fn walarch(bin: &Path, envs: &[(String, String)], args: &[&str]) -> WalarchR
     }
 }
 
+/// Runs `walarch` as the PostgreSQL OS user (when root), as a DBA would for backup and
+/// restore: the files it reads and writes belong to that user.
+pub fn walarch_as_postgres(bin: &Path, envs: &[(String, String)], args: &[&str]) -> WalarchRun {
+    let out = walarch_as_postgres_command(bin, envs, args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run walarch");
+    WalarchRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The command [`walarch_as_postgres`] runs, to spawn it instead.
+pub fn walarch_as_postgres_command(
+    bin: &Path,
+    envs: &[(String, String)],
+    args: &[&str],
+) -> Command {
+    let mut cmd = if running_as_root() {
+        let mut c = Command::new("runuser");
+        c.args([
+            "-u",
+            "postgres",
+            "--",
+            "env",
+            "-u",
+            "WALARCH_REPO",
+            "-u",
+            "WALARCH_CONFIG",
+        ]);
+        c
+    } else {
+        let mut c = Command::new("env");
+        c.args(["-u", "WALARCH_REPO", "-u", "WALARCH_CONFIG"]);
+        c
+    };
+    for (k, v) in envs {
+        cmd.arg(format!("{k}={v}"));
+    }
+    cmd.arg(bin).args(args);
+    cmd
+}
+
 /// A child process killed when dropped.
 #[derive(Debug)]
 pub struct KillOnDrop(pub Child);

@@ -198,6 +198,30 @@ impl Cluster {
         }
     }
 
+    /// `pgbench` against this server with `args` (database postgres); run or spawn it.
+    pub fn pgbench(&self, args: &[&str]) -> Command {
+        let mut cmd = pg_command("pgbench", &[]);
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+        ])
+        .args(args)
+        .arg("postgres");
+        cmd
+    }
+
+    /// A connection string for this server, for `walarch backup --dbname`.
+    pub fn conninfo(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
+    }
+
     pub fn system_identifier(&self) -> String {
         self.sql("select system_identifier from pg_control_system()")
     }

@@ -375,6 +375,16 @@ fn write_recovery_settings(
         lines.push_str(&format!("{name} = {}\n", quote(value)));
     }
     if manifest.pg_major() >= 12 {
+        // A backup of a standby carries its standby.signal: what the restored server does is
+        // decided here, not inherited.
+        for signal in ["standby.signal", "recovery.signal"] {
+            match fs::remove_file(target.join(signal)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(io_error(&target.join(signal), e));
+                }
+                _ => {}
+            }
+        }
         let signal = if recovery.standby {
             "standby.signal"
         } else {
