@@ -21,7 +21,7 @@ use chrono::Utc;
 use super::list::find_backup;
 use super::manifest::{BackupId, Manifest, ManifestError};
 use super::marker::{MarkerError, RestoreMarker, record_takeover, write_marker};
-use super::read::{EntryKind, PartReadError, copy_with_crc, read_part};
+use super::read::{EntryKind, PartReadError, copy_with_crc, copy_with_crc_pipelined, read_part};
 use super::{BackupSelector, Progress};
 use crate::repo::{RepoError, Repository};
 use crate::store::keys;
@@ -86,7 +86,9 @@ pub async fn restore_backup(
     progress.set_total(manifest.data_bytes());
 
     let manifest = Arc::new(manifest);
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "target prepared");
     unpack_parts(repo, &manifest, &target, options.parallel.max(1), progress).await?;
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "parts unpacked");
 
     let label = repo
         .get_if_exists(&keys::backup_file(manifest.id.as_str(), "backup_label"))
@@ -123,6 +125,10 @@ pub async fn restore_backup(
     // durable before restore reports success.
     let mut synced = vec![target.clone()];
     synced.extend(tablespaces.iter().map(|(_, location)| location.clone()));
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "recovery settings written"
+    );
     tokio::task::spawn_blocking(move || {
         for dir in synced {
             let handle = fs::File::open(&dir).map_err(|e| io_error(&dir, e))?;
@@ -272,9 +278,11 @@ async fn unpack_parts(
     let next = Arc::new(Mutex::new(0u32));
     let failed = Arc::new(AtomicBool::new(false));
     let runtime = tokio::runtime::Handle::current();
+    let background_sync = BackgroundSync::start(2);
     let workers: Vec<_> = (0..parallel.min(manifest.parts.len().max(1)))
         .map(|_| {
             let (store, manifest, target) = (repo.store().clone(), manifest.clone(), target.to_owned());
+            let syncer = background_sync.handle();
             let (expected, restored, next, failed, progress, runtime) =
                 (expected.clone(), restored.clone(), next.clone(), failed.clone(), progress.clone(), runtime.clone());
             tokio::task::spawn_blocking(move || -> Result<(), RestoreError> {
@@ -313,10 +321,18 @@ async fn unpack_parts(
                             .open(&dest)
                             .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
                         let mut file = file;
-                        let (written, actual) = copy_with_crc(data, &mut file, &mut buffer)
-                            .map_err(|e| format!("cannot restore {}: {e}", dest.display()))?;
+                        let copied = if size >= PIPELINED_MIN {
+                            copy_with_crc_pipelined(data, &mut file)
+                        } else {
+                            copy_with_crc(data, &mut file, &mut buffer)
+                        };
+                        let (written, actual) =
+                            copied.map_err(|e| format!("cannot restore {}: {e}", dest.display()))?;
                         file.flush().map_err(|e| e.to_string())?;
                         progress.add(written);
+                        if written >= BACKGROUND_SYNC_MIN {
+                            syncer.submit(dest, file);
+                        }
                         if written != size || actual != crc {
                             return Err(format!(
                                 "checksum mismatch: {written} bytes with CRC-32 {actual:08x}, the manifest says {size} bytes with {crc:08x}"
@@ -340,9 +356,13 @@ async fn unpack_parts(
             first_error.get_or_insert(e);
         }
     }
+    let synced = tokio::task::spawn_blocking(move || background_sync.finish())
+        .await
+        .expect("sync threads do not panic");
     if let Some(e) = first_error {
         return Err(e);
     }
+    synced?;
     let restored = *restored.lock().expect("lock");
     if restored != manifest.files.len() {
         let missing = manifest
@@ -356,6 +376,69 @@ async fn unpack_parts(
         )));
     }
     Ok(())
+}
+
+/// Files at least this large are written by a thread of their own while decompression goes on.
+const PIPELINED_MIN: u64 = 16 << 20;
+
+/// Files at least this large are flushed to disk in the background as soon as written.
+const BACKGROUND_SYNC_MIN: u64 = 1 << 20;
+
+/// Flushes restored files to disk on background threads while later files are still being
+/// decompressed and written, so that disk writes overlap with the rest of the restore and
+/// the final syncfs has little left to do.
+struct BackgroundSync {
+    sender: std::sync::mpsc::SyncSender<(PathBuf, fs::File)>,
+    threads: Vec<std::thread::JoinHandle<Result<(), RestoreError>>>,
+}
+
+#[derive(Clone)]
+struct SyncHandle(std::sync::mpsc::SyncSender<(PathBuf, fs::File)>);
+
+impl SyncHandle {
+    fn submit(&self, path: PathBuf, file: fs::File) {
+        // Only fails once the sync threads stopped on an error, which finish() reports.
+        let _ = self.0.send((path, file));
+    }
+}
+
+impl BackgroundSync {
+    fn start(threads: usize) -> Self {
+        // Bounded: at most this many written files wait with their handles open.
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<(PathBuf, fs::File)>(64);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let threads = (0..threads)
+            .map(|_| {
+                let receiver = receiver.clone();
+                std::thread::spawn(move || {
+                    loop {
+                        let next = receiver.lock().expect("lock").recv();
+                        let Ok((path, file)) = next else {
+                            return Ok(());
+                        };
+                        file.sync_data().map_err(|e| io_error(&path, e))?;
+                    }
+                })
+            })
+            .collect();
+        BackgroundSync { sender, threads }
+    }
+
+    fn handle(&self) -> SyncHandle {
+        SyncHandle(self.sender.clone())
+    }
+
+    fn finish(self) -> Result<(), RestoreError> {
+        drop(self.sender);
+        let mut result = Ok(());
+        for thread in self.threads {
+            let outcome = thread.join().expect("a sync thread does not panic");
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
+        result
+    }
 }
 
 /// `recovery.signal` (or `standby.signal`) and the settings in `postgresql.auto.conf`
