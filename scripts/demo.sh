@@ -4,8 +4,8 @@
 # recovers from the backup plus the archive to the moment before the mistake and shows the
 # data back. Everything runs on 127.0.0.1 and is removed at the end (KEEP=1 keeps it).
 #
-# Until `walarch backup` lands, the base backup is taken with pg_basebackup -X none, so the WAL
-# that makes it consistent, and all WAL after it, comes from walarch's archive.
+# The base backup is `walarch backup` into the same repository; `walarch restore` brings it
+# back with restore_command and the recovery target written for PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,8 +49,8 @@ echo "archive_command = '$WALARCH wal-push --repo $REPO %p'"
 say "2. some data, then a base backup"
 sql $PORT_A "create table accounts (id int primary key, owner text, balance numeric)"
 sql $PORT_A "insert into accounts select g, 'owner ' || g, 100 from generate_series(1, 50000) g"
-as_pg "$PGBIN/pg_basebackup" -h 127.0.0.1 -p $PORT_A -U postgres -X none -c fast -D "$DEMO/backup"
-echo "base backup in $DEMO/backup (its WAL lives only in the archive)"
+as_pg "$WALARCH" --repo "$REPO" backup --dbname "host=127.0.0.1 port=$PORT_A user=postgres"
+as_pg "$WALARCH" --repo "$REPO" backups
 
 say "3. more work after the backup"
 sql $PORT_A "update accounts set balance = balance + id % 10 where id % 3 = 0"
@@ -75,15 +75,12 @@ echo "archived through $LAST; the primary is stopped"
 echo "repository: $(find "$REPO/wal" -type f | wc -l) WAL files, $(du -sh "$REPO" | cut -f1) stored"
 
 say "5. recover a copy to $TARGET, one second before the mistake"
-cp -a "$DEMO/backup" "$DEMO/restored"
+as_pg "$WALARCH" --repo "$REPO" restore --pgdata "$DEMO/restored" --backup latest \
+  --target-time "$TARGET" --target-action promote
 cat >>"$DEMO/restored/postgresql.conf" <<CONF
 port = $PORT_B
 archive_mode = off
-restore_command = '$WALARCH wal-fetch --repo $REPO %f %p'
-recovery_target_time = '$TARGET'
-recovery_target_action = 'promote'
 CONF
-as_pg touch "$DEMO/restored/recovery.signal"
 START=$(date +%s.%N)
 as_pg "$PGBIN/pg_ctl" -D "$DEMO/restored" -l "$DEMO/restored.log" -w -t 300 start >/dev/null
 for _ in $(seq 600); do
