@@ -313,6 +313,10 @@ fn backup_and_restore_refuse_bad_input() {
             && run.stderr.contains("(at "),
         "names the part and the file: {run:?}"
     );
+    assert!(
+        !target.join("global/pg_control").exists(),
+        "a failed restore leaves no pg_control, so PostgreSQL cannot be started on it"
+    );
     let verify = walarch_as_postgres(
         &bin,
         &[],

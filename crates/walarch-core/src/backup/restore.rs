@@ -80,22 +80,32 @@ pub async fn restore_backup(
     }
     let target = options.pgdata.clone();
     prepare_target(&target, options.force)?;
-    let tablespaces =
-        place_tablespaces(&target, &manifest, &options.tablespace_map, options.force)?;
+    let tablespaces = place_tablespaces(&target, &manifest, &options.tablespace_map)?;
     create_directories(&target, &manifest)?;
     progress.set_total(manifest.data_bytes());
-
-    let manifest = Arc::new(manifest);
-    tracing::debug!(ms = started.elapsed().as_millis() as u64, "target prepared");
-    unpack_parts(repo, &manifest, &target, options.parallel.max(1), progress).await?;
-    tracing::debug!(ms = started.elapsed().as_millis() as u64, "parts unpacked");
-
     let label = repo
         .get_if_exists(&keys::backup_file(manifest.id.as_str(), "backup_label"))
         .await?
         .ok_or_else(|| {
             RestoreError::Invalid(format!("backup {} has no backup_label", manifest.id))
         })?;
+    // Opened before any file is written: syncfs reports write-back errors only to handles
+    // that were open when they happened.
+    let mut sync_dirs = vec![target.clone()];
+    sync_dirs.extend(tablespaces.iter().map(|(_, location)| location.clone()));
+    let sync_handles = sync_dirs
+        .iter()
+        .map(|dir| fs::File::open(dir).map_err(|e| io_error(dir, e)))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let manifest = Arc::new(manifest);
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "target prepared");
+    unpack_parts(repo, &manifest, &target, options.parallel.max(1), progress).await?;
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "parts unpacked");
+    // pg_control was restored under another name: a restore that failed half-way leaves a
+    // directory PostgreSQL refuses to start, rather than one it would start and "recover".
+    let control = target.join(CONTROL_FILE);
+    fs::rename(target.join(CONTROL_FILE_HELD), &control).map_err(|e| io_error(&control, e))?;
     write_file(&target.join("backup_label"), &label)?;
     if manifest.has_tablespace_map {
         let map: String = tablespaces
@@ -104,7 +114,12 @@ pub async fn restore_backup(
             .collect();
         write_file(&target.join("tablespace_map"), map.as_bytes())?;
     }
-    write_recovery_settings(&target, &manifest, &options.recovery)?;
+    write_recovery_settings(
+        &target,
+        &manifest.id,
+        manifest.pg_major(),
+        &options.recovery,
+    )?;
 
     let take_over = if options.take_over {
         Some(record_takeover(repo, &manifest.id, &target).await?)
@@ -121,18 +136,12 @@ pub async fn restore_backup(
     };
     write_marker(&target, &marker).map_err(|e| io_error(&target, e))?;
 
-    // One syncfs per file system instead of an fsync per file: everything restored is
-    // durable before restore reports success.
-    let mut synced = vec![target.clone()];
-    synced.extend(tablespaces.iter().map(|(_, location)| location.clone()));
-    tracing::debug!(
-        ms = started.elapsed().as_millis() as u64,
-        "recovery settings written"
-    );
+    // One syncfs per file system for what the background flushes have not covered (small
+    // files, directories, the files written last): everything restored is durable before
+    // restore reports success.
     tokio::task::spawn_blocking(move || {
-        for dir in synced {
-            let handle = fs::File::open(&dir).map_err(|e| io_error(&dir, e))?;
-            rustix::fs::syncfs(&handle).map_err(|e| io_error(&dir, e.into()))?;
+        for (dir, handle) in sync_dirs.iter().zip(&sync_handles) {
+            rustix::fs::syncfs(handle).map_err(|e| io_error(dir, e.into()))?;
         }
         Ok::<_, RestoreError>(())
     })
@@ -193,7 +202,6 @@ fn place_tablespaces(
     target: &Path,
     manifest: &Manifest,
     mapping: &[(String, PathBuf)],
-    force: bool,
 ) -> Result<Vec<(u32, PathBuf)>, RestoreError> {
     for (key, _) in mapping {
         if !manifest
@@ -219,13 +227,29 @@ fn place_tablespaces(
             .iter()
             .find(|(key, _)| *key == space.oid.to_string() || *key == space.name)
             .map_or_else(|| space.location.clone(), |(_, dir)| dir.clone());
-        if !location.is_absolute() {
+        if !location.is_absolute()
+            || location.parent().is_none()
+            || location.components().any(|c| {
+                !matches!(
+                    c,
+                    std::path::Component::RootDir | std::path::Component::Normal(_)
+                )
+            })
+        {
             return Err(RestoreError::Invalid(format!(
-                "tablespace location {} is not absolute",
+                "tablespace location {} must be an absolute path below / without '..'",
                 location.display()
             )));
         }
-        prepare_target(&location, force)?;
+        // --force never empties a tablespace location: it may be the live original's.
+        prepare_target(&location, false).map_err(|e| match e {
+            RestoreError::NotEmpty(dir) => RestoreError::Invalid(format!(
+                "tablespace {} goes to {dir}, which is not empty: give it an empty directory \
+                 with --tablespace-map {}=DIR",
+                space.name, space.oid
+            )),
+            other => other,
+        })?;
         let link = links.join(space.oid.to_string());
         std::os::unix::fs::symlink(&location, &link).map_err(|e| io_error(&link, e))?;
         placed.push((space.oid, location));
@@ -312,7 +336,11 @@ async fn unpack_parts(
                         if part != index {
                             return Err(format!("the manifest puts this file in part {part}"));
                         }
-                        let dest = target.join(clean);
+                        let dest = if path == CONTROL_FILE {
+                            target.join(CONTROL_FILE_HELD)
+                        } else {
+                            target.join(clean)
+                        };
                         let file = fs::OpenOptions::new()
                             .write(true)
                             .create_new(true)
@@ -377,6 +405,10 @@ async fn unpack_parts(
     }
     Ok(())
 }
+
+/// pg_control, and the name it is restored under until every other file is in place.
+const CONTROL_FILE: &str = "global/pg_control";
+const CONTROL_FILE_HELD: &str = "global/pg_control.walarch-restoring";
 
 /// Files at least this large are written by a thread of their own while decompression goes on.
 const PIPELINED_MIN: u64 = 16 << 20;
@@ -445,19 +477,38 @@ impl BackgroundSync {
 /// (PostgreSQL 12+); `recovery.conf` before 12.
 fn write_recovery_settings(
     target: &Path,
-    manifest: &Manifest,
+    backup: &BackupId,
+    pg_major: u32,
     recovery: &RecoverySettings,
 ) -> Result<(), RestoreError> {
     let quote = |value: &str| format!("'{}'", value.replace('\'', "''"));
-    let mut lines = format!("# added by walarch restore of backup {}\n", manifest.id);
+    let mut lines = format!("# added by walarch restore of backup {backup}\n");
     lines.push_str(&format!(
         "restore_command = {}\n",
         quote(&recovery.restore_command)
     ));
+    // Every recovery setting is written, chosen or not: the backup's own postgresql.auto.conf
+    // may carry a target from an earlier restore, which would otherwise stop this recovery
+    // early without a word.
+    let defaults = [
+        ("recovery_target", ""),
+        ("recovery_target_lsn", ""),
+        ("recovery_target_name", ""),
+        ("recovery_target_time", ""),
+        ("recovery_target_xid", ""),
+        ("recovery_target_inclusive", "on"),
+        ("recovery_target_timeline", "latest"),
+        ("recovery_target_action", "pause"),
+    ];
+    for (name, default) in defaults {
+        if !recovery.settings.iter().any(|(n, _)| n == name) {
+            lines.push_str(&format!("{name} = {}\n", quote(default)));
+        }
+    }
     for (name, value) in &recovery.settings {
         lines.push_str(&format!("{name} = {}\n", quote(value)));
     }
-    if manifest.pg_major() >= 12 {
+    if pg_major >= 12 {
         // A backup of a standby carries its standby.signal: what the restored server does is
         // decided here, not inherited.
         for signal in ["standby.signal", "recovery.signal"] {
@@ -486,6 +537,13 @@ fn write_recovery_settings(
     } else {
         if recovery.standby {
             lines.push_str("standby_mode = 'on'\n");
+        }
+        // A standby's backup carries its recovery.conf; this restore decides.
+        match fs::remove_file(target.join("recovery.conf")) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io_error(&target.join("recovery.conf"), e));
+            }
+            _ => {}
         }
         write_file(&target.join("recovery.conf"), lines.as_bytes())?;
     }
@@ -532,4 +590,58 @@ pub enum RestoreError {
     Running(String),
     #[error("cannot write {path}: {source}")]
     Io { path: String, source: io::Error },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value PostgreSQL would use: the last assignment in postgresql.auto.conf.
+    fn setting(conf: &str, name: &str) -> Option<String> {
+        conf.lines()
+            .filter_map(|l| l.split_once(" = "))
+            .filter(|(n, _)| n.trim() == name)
+            .map(|(_, v)| v.trim().trim_matches('\'').to_owned())
+            .next_back()
+    }
+
+    #[test]
+    fn targets_inherited_from_the_backup_are_overridden() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("postgresql.auto.conf"),
+            "recovery_target = 'immediate'\nrecovery_target_action = 'shutdown'\n",
+        )
+        .unwrap();
+        fs::write(dir.path().join("standby.signal"), "").unwrap();
+        let recovery = RecoverySettings {
+            restore_command: "walarch --repo 'it's' wal-fetch %f %p".into(),
+            settings: vec![(
+                "recovery_target_time".into(),
+                "2026-11-21 11:32:00+00".into(),
+            )],
+            standby: false,
+        };
+        let id: BackupId = "20261121T142700Z".parse().unwrap();
+        write_recovery_settings(dir.path(), &id, 15, &recovery).unwrap();
+        let conf = fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();
+        assert_eq!(setting(&conf, "recovery_target").as_deref(), Some(""));
+        assert_eq!(
+            setting(&conf, "recovery_target_action").as_deref(),
+            Some("pause")
+        );
+        assert_eq!(
+            setting(&conf, "recovery_target_time").as_deref(),
+            Some("2026-11-21 11:32:00+00")
+        );
+        assert!(
+            conf.contains("restore_command = 'walarch --repo ''it''s'' wal-fetch %f %p'"),
+            "{conf}"
+        );
+        assert!(dir.path().join("recovery.signal").is_file());
+        assert!(
+            !dir.path().join("standby.signal").exists(),
+            "the inherited standby.signal is gone"
+        );
+    }
 }

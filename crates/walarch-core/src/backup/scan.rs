@@ -108,27 +108,29 @@ fn walk(dir: &Path, rel: &str, tree: &mut SourceTree, top: bool) -> io::Result<(
         if top && EXCLUDED_FILES.contains(&name.as_str()) {
             continue;
         }
-        let file_type = match entry.file_type() {
+        let mut file_type = match entry.file_type() {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
         if file_type.is_symlink() {
-            // pg_tblspc links are the tablespaces (walked separately); a pg_wal link (initdb
-            // -X) is kept as a directory, its contents left out like any WAL.
-            if top && name == "pg_wal" {
-                tree.directories.push(DirectoryEntry {
-                    path: path.clone(),
-                    mode: 0o700,
-                });
-                tree.directories.push(DirectoryEntry {
-                    path: format!("{path}/archive_status"),
-                    mode: 0o700,
-                });
-            } else if rel != "pg_tblspc" {
-                tracing::warn!(file = %entry.path().display(), "skipping a symbolic link in the data directory");
+            // pg_tblspc links are the tablespaces, walked separately. Any other link is
+            // followed and stored as what it points to (restore makes no links but the
+            // tablespaces'): a pg_wal made by `initdb -X`, or a symlinked pg_stat_tmp, becomes
+            // a directory, kept empty like the original. Dropping one instead would leave
+            // the restored copy without it.
+            if rel == "pg_tblspc" {
+                continue;
             }
-            continue;
+            file_type = match fs::metadata(entry.path()) {
+                Ok(meta) => meta.file_type(),
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot follow the link {}: {e}", entry.path().display()),
+                    ));
+                }
+            };
         }
         if file_type.is_dir() {
             tree.directories
@@ -147,7 +149,7 @@ fn walk(dir: &Path, rel: &str, tree: &mut SourceTree, top: bool) -> io::Result<(
             if is_temporary_relation(&name) || unlogged.iter().any(|r| is_fork_to_skip(&name, r)) {
                 continue;
             }
-            let meta = match entry.metadata() {
+            let meta = match fs::metadata(entry.path()) {
                 Ok(m) => m,
                 // Dropped while we walk: nothing to copy, WAL replay removes it anyway.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -313,6 +315,34 @@ mod tests {
             "{files:?}"
         );
         assert!(!files.iter().any(|f| f.contains("PG_16")), "{files:?}");
+    }
+
+    #[test]
+    fn links_are_followed_and_stored_as_what_they_point_to() {
+        let data = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        touch(&data.path().join("PG_VERSION"));
+        touch(&elsewhere.path().join("wal/000000010000000000000001"));
+        touch(&elsewhere.path().join("extra.conf"));
+        std::os::unix::fs::symlink(elsewhere.path().join("wal"), data.path().join("pg_wal"))
+            .unwrap();
+        std::os::unix::fs::symlink(
+            elsewhere.path().join("extra.conf"),
+            data.path().join("extra.conf"),
+        )
+        .unwrap();
+        let tree = scan(data.path(), &[], 15).unwrap();
+        let files: Vec<_> = tree.files.iter().map(|f| f.path.as_str()).collect();
+        let dirs: Vec<_> = tree.directories.iter().map(|d| d.path.as_str()).collect();
+        assert!(files.contains(&"extra.conf"), "{files:?}");
+        assert!(
+            dirs.contains(&"pg_wal") && dirs.contains(&"pg_wal/archive_status"),
+            "{dirs:?}"
+        );
+        assert!(
+            !files.iter().any(|f| f.starts_with("pg_wal")),
+            "WAL stays out: {files:?}"
+        );
     }
 
     #[test]

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
-use futures::StreamExt;
 
 use super::Progress;
 use super::label::BackupLabel;
@@ -157,7 +156,11 @@ pub async fn take_backup(
 fn check_data_directory(data_dir: &Path, server: SystemId) -> Result<(), BackupError> {
     let control = data_dir.join("global/pg_control");
     let bytes = std::fs::read(&control).map_err(|source| BackupError::Read {
-        path: control.display().to_string(),
+        path: format!(
+            "{} (walarch backup runs on the database host and reads the server's data directory; \
+             give it with --pgdata)",
+            control.display()
+        ),
         source,
     })?;
     let local = system_id_from_pg_control(&bytes).map_err(|e| BackupError::Read {
@@ -174,15 +177,20 @@ fn check_data_directory(data_dir: &Path, server: SystemId) -> Result<(), BackupE
     Ok(())
 }
 
-/// The id for a backup starting now; waits for the next second if one started this second.
+/// The id for a backup starting now, claimed with a create-only put of
+/// `backups/<id>/started` so that two backups starting in the same second never share (and
+/// overwrite) each other's parts; the later one moves to the next second.
 async fn unused_backup_id(repo: &Repository) -> Result<BackupId, BackupError> {
     loop {
         let id = BackupId::from_time(Utc::now());
-        let prefix = keys::backup_dir(id.as_str());
-        match repo.store().list(Some(&prefix)).next().await {
-            None => return Ok(id),
-            Some(Ok(_)) => tokio::time::sleep(Duration::from_millis(300)).await,
-            Some(Err(source)) => return Err(repo.store_error("list", &prefix, source).into()),
+        let claim = keys::backup_file(id.as_str(), "started");
+        let body = Bytes::from(format!(
+            "{{\"started_at\": \"{}\"}}\n",
+            Utc::now().to_rfc3339()
+        ));
+        match repo.put_new(&claim, body).await? {
+            PutOutcome::Created => return Ok(id),
+            PutOutcome::AlreadyExists => tokio::time::sleep(Duration::from_millis(300)).await,
         }
     }
 }
@@ -214,7 +222,14 @@ async fn copy_files(
     progress.set_total(tree.total_bytes());
     let directories = tree.directories.clone();
     let mut queue: VecDeque<Item> = tree.directories.into_iter().map(Item::Directory).collect();
-    queue.extend(tree.files.into_iter().map(Item::File));
+    // pg_control is copied last, alone, once every other file is: for a backup from a
+    // standby PostgreSQL takes the end of the backup from its minRecoveryPoint, which is only
+    // right if nothing was copied after it (basebackup.c sends it last for the same reason).
+    let (control, others): (Vec<_>, Vec<_>) = tree
+        .files
+        .into_iter()
+        .partition(|f| f.path == "global/pg_control");
+    queue.extend(others.into_iter().map(Item::File));
     let job = Arc::new(PartsJob {
         store: repo.store().clone(),
         backup_id: id.to_string(),
@@ -250,6 +265,24 @@ async fn copy_files(
     }
     if let Some(e) = first_error {
         return Err(e.into());
+    }
+    if control.is_empty() {
+        return Err(BackupError::Read {
+            path: data_dir.join("global/pg_control").display().to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "not found by the scan"),
+        });
+    }
+    job.queue
+        .lock()
+        .expect("queue lock")
+        .extend(control.into_iter().map(Item::File));
+    let last_job = job.clone();
+    let written = tokio::task::spawn_blocking(move || last_job.run_worker())
+        .await
+        .expect("a backup worker does not panic")?;
+    for w in written {
+        parts.push(w.part);
+        files.extend(w.files);
     }
     parts.sort_by_key(|p| p.index);
     files.sort_by(|a, b| a.path.cmp(&b.path));

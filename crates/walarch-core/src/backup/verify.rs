@@ -68,6 +68,10 @@ pub async fn verify_backup(
                         *seen.lock().expect("lock").entry(path.to_owned()).or_default() += 1;
                         match expected.get(path) {
                             None => problems.lock().expect("lock").push(format!("part {index} holds {path}, which the manifest does not list")),
+                            Some(f) if f.part != index => problems.lock().expect("lock").push(format!(
+                                "{path} is in part {index}, the manifest says part {}",
+                                f.part
+                            )),
                             Some(f) if f.size != size || f.crc32 != crc => problems.lock().expect("lock").push(format!(
                                 "{path} (part {index}): {size} bytes with CRC-32 {crc:08x}, the manifest says {} bytes with {:08x}",
                                 f.size, f.crc32
@@ -94,6 +98,17 @@ pub async fn verify_backup(
             Some(n) if *n > 1 => problems.push(format!("{} is stored {n} times", file.path)),
             Some(_) => {}
         }
+    }
+
+    if repo
+        .object_size(&crate::store::keys::backup_file(
+            manifest.id.as_str(),
+            "backup_label",
+        ))
+        .await?
+        .is_none()
+    {
+        problems.push(format!("backup {} has no backup_label", manifest.id));
     }
 
     let size = manifest.wal_segment_size;
