@@ -266,19 +266,7 @@ fn backup_from_a_standby_is_restorable() {
     run_ok(&mut primary.pgbench(&["-i", "-q", "-s", "3"]));
 
     let standby_data = scratch.subdir("standby").join("data");
-    run_ok(
-        pg_command("pg_basebackup", &[])
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &primary.port.to_string(),
-                "-U",
-                "postgres",
-            ])
-            .args(["-X", "stream", "-R", "-c", "fast", "-D"])
-            .arg(&standby_data),
-    );
+    primary.standby_copy(&standby_data);
     let mut standby = Cluster::from_data_dir(standby_data.clone());
     standby.start_and_wait();
     assert_eq!(standby.sql("select pg_is_in_recovery()"), "t");

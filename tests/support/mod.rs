@@ -136,6 +136,16 @@ pub struct WalarchRun {
     pub stderr: String,
 }
 
+impl From<Output> for WalarchRun {
+    fn from(out: Output) -> Self {
+        WalarchRun {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 impl WalarchRun {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(self.stdout.trim())
@@ -153,11 +163,7 @@ pub fn walarch(bin: &Path, envs: &[(String, String)], args: &[&str]) -> WalarchR
         .stdin(Stdio::null())
         .output()
         .expect("run walarch");
-    WalarchRun {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    WalarchRun::from(out)
 }
 
 /// Runs `walarch` as the PostgreSQL OS user (when root), as a DBA would for backup and
@@ -167,11 +173,7 @@ pub fn walarch_as_postgres(bin: &Path, envs: &[(String, String)], args: &[&str])
         .stdin(Stdio::null())
         .output()
         .expect("run walarch");
-    WalarchRun {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    WalarchRun::from(out)
 }
 
 /// The command [`walarch_as_postgres`] runs, to spawn it instead.

@@ -277,6 +277,15 @@ impl Cluster {
     /// Takes a plain base backup with `pg_basebackup -X none`: the WAL needed to make it
     /// consistent must come from the archive.
     pub fn base_backup(&self, dest: &Path) {
+        self.pg_basebackup(dest, &["-X", "none"]);
+    }
+
+    /// A copy that starts as a streaming standby of this server (`-X stream -R`).
+    pub fn standby_copy(&self, dest: &Path) {
+        self.pg_basebackup(dest, &["-X", "stream", "-R"]);
+    }
+
+    fn pg_basebackup(&self, dest: &Path, args: &[&str]) {
         run_ok(
             pg_command("pg_basebackup", &[])
                 .args([
@@ -286,12 +295,9 @@ impl Cluster {
                     &self.port.to_string(),
                     "-U",
                     "postgres",
-                    "-X",
-                    "none",
-                    "-c",
-                    "fast",
-                    "-D",
                 ])
+                .args(args)
+                .args(["-c", "fast", "-D"])
                 .arg(dest),
         );
     }

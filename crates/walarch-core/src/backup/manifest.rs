@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::Codec;
-use crate::wal::{Lsn, SegmentName, SystemId, TimelineId, WalSegmentSize};
+use crate::wal::{Lsn, SegmentName, SegmentNo, SystemId, TimelineId, WalFileName, WalSegmentSize};
 
 /// The manifest format this build writes and reads.
 pub const MANIFEST_FORMAT: u32 = 1;
@@ -164,6 +164,21 @@ impl Manifest {
             last_byte.segment(self.wal_segment_size),
             self.wal_segment_size,
         )
+    }
+
+    /// Every WAL segment from the start segment to the stop segment: what must be in the
+    /// archive for the backup to be restorable.
+    pub fn wal_segments(&self) -> Vec<WalFileName> {
+        let size = self.wal_segment_size;
+        let first = self.start_lsn.segment(size).as_u64();
+        let last = self
+            .stop_segment()
+            .segment_no(size)
+            .expect("a name made from this size")
+            .as_u64();
+        (first..=last)
+            .map(|n| WalFileName::Segment(SegmentName::new(self.timeline, SegmentNo::new(n), size)))
+            .collect()
     }
 
     /// Parses and checks a stored manifest: its format, and that every path in it is a
@@ -355,6 +370,15 @@ mod tests {
             "000000010000000000000003"
         );
         assert_eq!(manifest.pg_major(), 15);
+        let needed: Vec<String> = manifest
+            .wal_segments()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            needed,
+            ["000000010000000000000002", "000000010000000000000003"]
+        );
 
         let mut escaping = sample();
         escaping.files[0].path = "../../etc/cron.d/x".into();

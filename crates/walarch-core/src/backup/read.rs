@@ -4,6 +4,7 @@
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -86,6 +87,43 @@ pub(crate) fn read_part(
     io::copy(&mut rest, &mut io::sink())
         .map_err(|e| fail(last.as_deref(), format!("damaged: {e}")))?;
     Ok(())
+}
+
+/// Runs `work(part)` for every part index below `parts` on up to `parallel` blocking threads,
+/// each taking the next part nobody has taken. After a failure no further part is started;
+/// the first error is returned. Restore and verify share it.
+pub(crate) async fn for_each_part<E, F>(parts: usize, parallel: usize, work: F) -> Result<(), E>
+where
+    E: Send + 'static,
+    F: Fn(u32) -> Result<(), E> + Send + Sync + 'static,
+{
+    let work = Arc::new(work);
+    let next = Arc::new(AtomicU32::new(0));
+    let failed = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..parallel.max(1).min(parts.max(1)))
+        .map(|_| {
+            let (work, next, failed) = (work.clone(), next.clone(), failed.clone());
+            tokio::task::spawn_blocking(move || {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    if index as usize >= parts || failed.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    if let Err(e) = work(index) {
+                        failed.store(true, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut first_error = None;
+    for worker in workers {
+        if let Err(e) = worker.await.expect("a part worker does not panic") {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Copies `data` to `out` through a 1 MiB buffer, returning (bytes, CRC-32).

@@ -7,12 +7,12 @@
 //! the tablespace links restore makes itself. Every file's size and CRC-32 are checked
 //! against the manifest and every manifest file must come back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,9 @@ use chrono::Utc;
 use super::list::find_backup;
 use super::manifest::{BackupId, Manifest, ManifestError};
 use super::marker::{MarkerError, RestoreMarker, record_takeover, write_marker};
-use super::read::{EntryKind, PartReadError, copy_with_crc, copy_with_crc_pipelined, read_part};
+use super::read::{
+    EntryKind, PartReadError, copy_with_crc, copy_with_crc_pipelined, for_each_part, read_part,
+};
 use super::{BackupSelector, Progress};
 use crate::repo::{RepoError, Repository};
 use crate::store::keys;
@@ -287,111 +289,81 @@ async fn unpack_parts(
     parallel: usize,
     progress: Arc<Progress>,
 ) -> Result<(), RestoreError> {
-    let expected: HashMap<&str, (u32, u64, u32, u32)> = manifest
+    // Path → (part, size, CRC-32, mode), and the directories, built once for all workers.
+    let expected: HashMap<String, (u32, u64, u32, u32)> = manifest
         .files
         .iter()
-        .map(|f| (f.path.as_str(), (f.part, f.size, f.crc32, f.mode)))
+        .map(|f| (f.path.clone(), (f.part, f.size, f.crc32, f.mode)))
         .collect();
-    let expected = Arc::new(
-        expected
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect::<HashMap<_, _>>(),
-    );
-    let restored = Arc::new(Mutex::new(0usize));
-    let next = Arc::new(Mutex::new(0u32));
-    let failed = Arc::new(AtomicBool::new(false));
-    let runtime = tokio::runtime::Handle::current();
+    let directories: HashSet<String> = manifest
+        .directories
+        .iter()
+        .map(|d| d.path.clone())
+        .collect();
+    let restored = Arc::new(AtomicUsize::new(0));
     let background_sync = BackgroundSync::start(2);
-    let workers: Vec<_> = (0..parallel.min(manifest.parts.len().max(1)))
-        .map(|_| {
-            let (store, manifest, target) = (repo.store().clone(), manifest.clone(), target.to_owned());
-            let syncer = background_sync.handle();
-            let (expected, restored, next, failed, progress, runtime) =
-                (expected.clone(), restored.clone(), next.clone(), failed.clone(), progress.clone(), runtime.clone());
-            tokio::task::spawn_blocking(move || -> Result<(), RestoreError> {
-                let mut buffer = vec![0u8; 1 << 20];
-                loop {
-                    let index = {
-                        let mut next = next.lock().expect("lock");
-                        let index = *next;
-                        *next += 1;
-                        index
-                    };
-                    if index as usize >= manifest.parts.len() || failed.load(Ordering::Relaxed) {
-                        return Ok(());
-                    }
-                    let mut count = 0usize;
-                    let result = read_part(&store, &runtime, &manifest, index, |kind, path, clean, data| {
-                        if kind == EntryKind::Directory {
-                            return if manifest.directories.iter().any(|d| d.path == path) {
-                                Ok(())
-                            } else {
-                                Err("directory not listed in the manifest".into())
-                            };
-                        }
-                        let Some(&(part, size, crc, mode)) = expected.get(path) else {
-                            return Err("file not listed in the manifest".into());
-                        };
-                        if part != index {
-                            return Err(format!("the manifest puts this file in part {part}"));
-                        }
-                        let dest = if path == CONTROL_FILE {
-                            target.join(CONTROL_FILE_HELD)
-                        } else {
-                            target.join(clean)
-                        };
-                        let file = fs::OpenOptions::new()
-                            .write(true)
-                            .create_new(true)
-                            .mode(mode & 0o7777 | 0o600)
-                            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                            .open(&dest)
-                            .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
-                        let mut file = file;
-                        let copied = if size >= PIPELINED_MIN {
-                            copy_with_crc_pipelined(data, &mut file)
-                        } else {
-                            copy_with_crc(data, &mut file, &mut buffer)
-                        };
-                        let (written, actual) =
-                            copied.map_err(|e| format!("cannot restore {}: {e}", dest.display()))?;
-                        file.flush().map_err(|e| e.to_string())?;
-                        progress.add(written);
-                        if written >= BACKGROUND_SYNC_MIN {
-                            syncer.submit(dest, file);
-                        }
-                        if written != size || actual != crc {
-                            return Err(format!(
-                                "checksum mismatch: {written} bytes with CRC-32 {actual:08x}, the manifest says {size} bytes with {crc:08x}"
-                            ));
-                        }
-                        count += 1;
+    let unpacked = for_each_part(manifest.parts.len(), parallel, {
+        let (store, manifest, target) = (repo.store().clone(), manifest.clone(), target.to_owned());
+        let (restored, syncer) = (restored.clone(), background_sync.handle());
+        let runtime = tokio::runtime::Handle::current();
+        move |index| -> Result<(), RestoreError> {
+            let mut buffer = vec![0u8; 1 << 20];
+            read_part(&store, &runtime, &manifest, index, |kind, path, clean, data| {
+                if kind == EntryKind::Directory {
+                    return if directories.contains(path) {
                         Ok(())
-                    });
-                    if let Err(e) = result {
-                        failed.store(true, Ordering::Relaxed);
-                        return Err(e.into());
-                    }
-                    *restored.lock().expect("lock") += count;
+                    } else {
+                        Err("directory not listed in the manifest".into())
+                    };
                 }
-            })
-        })
-        .collect();
-    let mut first_error = None;
-    for worker in workers {
-        if let Err(e) = worker.await.expect("a restore worker does not panic") {
-            first_error.get_or_insert(e);
+                let Some(&(part, size, crc, mode)) = expected.get(path) else {
+                    return Err("file not listed in the manifest".into());
+                };
+                if part != index {
+                    return Err(format!("the manifest puts this file in part {part}"));
+                }
+                let dest = if path == CONTROL_FILE {
+                    target.join(CONTROL_FILE_HELD)
+                } else {
+                    target.join(clean)
+                };
+                let mut file = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(mode & 0o7777 | 0o600)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .open(&dest)
+                    .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+                let copied = if size >= PIPELINED_MIN {
+                    copy_with_crc_pipelined(data, &mut file)
+                } else {
+                    copy_with_crc(data, &mut file, &mut buffer)
+                };
+                let (written, actual) =
+                    copied.map_err(|e| format!("cannot restore {}: {e}", dest.display()))?;
+                file.flush().map_err(|e| e.to_string())?;
+                progress.add(written);
+                if written >= BACKGROUND_SYNC_MIN {
+                    syncer.submit(dest, file);
+                }
+                if written != size || actual != crc {
+                    return Err(format!(
+                        "checksum mismatch: {written} bytes with CRC-32 {actual:08x}, the manifest says {size} bytes with {crc:08x}"
+                    ));
+                }
+                restored.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            })?;
+            Ok(())
         }
-    }
+    })
+    .await;
     let synced = tokio::task::spawn_blocking(move || background_sync.finish())
         .await
         .expect("sync threads do not panic");
-    if let Some(e) = first_error {
-        return Err(e);
-    }
+    unpacked?;
     synced?;
-    let restored = *restored.lock().expect("lock");
+    let restored = restored.load(Ordering::Relaxed);
     if restored != manifest.files.len() {
         let missing = manifest
             .files

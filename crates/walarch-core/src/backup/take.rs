@@ -23,7 +23,7 @@ use super::session::{BackupSession, SessionError, connection_config};
 use crate::codec::Compression;
 use crate::repo::{Identity, PutOutcome, RepoError, Repository};
 use crate::store::keys;
-use crate::wal::{SegmentName, SystemId, WalFileName, system_id_from_pg_control};
+use crate::wal::{SystemId, system_id_from_pg_control};
 
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
@@ -307,18 +307,7 @@ async fn wait_for_wal(
     manifest: &Manifest,
     timeout: Duration,
 ) -> Result<(), BackupError> {
-    let size = manifest.wal_segment_size;
-    let first = manifest.start_segment().segment_no(size).expect("own name");
-    let last = manifest.stop_segment().segment_no(size).expect("own name");
-    let mut pending: Vec<WalFileName> = (first.as_u64()..=last.as_u64())
-        .map(|n| {
-            WalFileName::Segment(SegmentName::new(
-                manifest.timeline,
-                crate::wal::SegmentNo::new(n),
-                size,
-            ))
-        })
-        .collect();
+    let mut pending = manifest.wal_segments();
     let started = Instant::now();
     let mut announced = false;
     loop {

@@ -9,10 +9,9 @@ use serde::Serialize;
 
 use super::Progress;
 use super::manifest::{BackupId, Manifest};
-use super::read::{EntryKind, copy_with_crc, read_part};
+use super::read::{EntryKind, copy_with_crc, for_each_part, read_part};
 use super::restore::RestoreError;
 use crate::repo::Repository;
-use crate::wal::{SegmentName, SegmentNo, WalFileName};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
@@ -41,55 +40,45 @@ pub async fn verify_backup(
     let manifest = Arc::new(manifest.clone());
     let seen: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
     let problems: Arc<Mutex<Vec<String>>> = Arc::default();
-    let next = Arc::new(Mutex::new(0u32));
-    let runtime = tokio::runtime::Handle::current();
-    let workers: Vec<_> = (0..parallel.max(1).min(manifest.parts.len().max(1)))
-        .map(|_| {
-            let (store, manifest, seen, problems, next, progress, runtime) =
-                (repo.store().clone(), manifest.clone(), seen.clone(), problems.clone(), next.clone(), progress.clone(), runtime.clone());
-            tokio::task::spawn_blocking(move || {
-                let expected: HashMap<&str, _> = manifest.files.iter().map(|f| (f.path.as_str(), f)).collect();
-                let mut buffer = vec![0u8; 1 << 20];
-                loop {
-                    let index = {
-                        let mut next = next.lock().expect("lock");
-                        *next += 1;
-                        *next - 1
-                    };
-                    if index as usize >= manifest.parts.len() {
-                        return;
-                    }
-                    let result = read_part(&store, &runtime, &manifest, index, |kind, path, _, data| {
-                        if kind == EntryKind::Directory {
-                            return Ok(());
-                        }
-                        let (size, crc) = copy_with_crc(data, &mut std::io::sink(), &mut buffer).map_err(|e| format!("damaged: {e}"))?;
-                        progress.add(size);
-                        *seen.lock().expect("lock").entry(path.to_owned()).or_default() += 1;
-                        match expected.get(path) {
-                            None => problems.lock().expect("lock").push(format!("part {index} holds {path}, which the manifest does not list")),
-                            Some(f) if f.part != index => problems.lock().expect("lock").push(format!(
-                                "{path} is in part {index}, the manifest says part {}",
-                                f.part
-                            )),
-                            Some(f) if f.size != size || f.crc32 != crc => problems.lock().expect("lock").push(format!(
-                                "{path} (part {index}): {size} bytes with CRC-32 {crc:08x}, the manifest says {} bytes with {:08x}",
-                                f.size, f.crc32
-                            )),
-                            Some(_) => {}
-                        }
-                        Ok(())
-                    });
-                    if let Err(e) = result {
-                        problems.lock().expect("lock").push(e.to_string());
-                    }
+    // Problems are collected, not returned: verify reports everything it finds.
+    let _ = for_each_part(manifest.parts.len(), parallel, {
+        let (store, manifest, seen, problems) =
+            (repo.store().clone(), manifest.clone(), seen.clone(), problems.clone());
+        let runtime = tokio::runtime::Handle::current();
+        move |index| -> Result<(), std::convert::Infallible> {
+            let expected: HashMap<&str, _> =
+                manifest.files.iter().map(|f| (f.path.as_str(), f)).collect();
+            let mut buffer = vec![0u8; 1 << 20];
+            let problem = |text: String| problems.lock().expect("lock").push(text);
+            let result = read_part(&store, &runtime, &manifest, index, |kind, path, _, data| {
+                if kind == EntryKind::Directory {
+                    return Ok(());
                 }
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.await.expect("a verify worker does not panic");
-    }
+                let (size, crc) = copy_with_crc(data, &mut std::io::sink(), &mut buffer)
+                    .map_err(|e| format!("damaged: {e}"))?;
+                progress.add(size);
+                *seen.lock().expect("lock").entry(path.to_owned()).or_default() += 1;
+                match expected.get(path) {
+                    None => problem(format!("part {index} holds {path}, which the manifest does not list")),
+                    Some(f) if f.part != index => problem(format!(
+                        "{path} is in part {index}, the manifest says part {}",
+                        f.part
+                    )),
+                    Some(f) if f.size != size || f.crc32 != crc => problem(format!(
+                        "{path} (part {index}): {size} bytes with CRC-32 {crc:08x}, the manifest says {} bytes with {:08x}",
+                        f.size, f.crc32
+                    )),
+                    Some(_) => {}
+                }
+                Ok(())
+            });
+            if let Err(e) = result {
+                problem(e.to_string());
+            }
+            Ok(())
+        }
+    })
+    .await;
     let seen = std::mem::take(&mut *seen.lock().expect("lock"));
     let mut problems = std::mem::take(&mut *problems.lock().expect("lock"));
     for file in &manifest.files {
@@ -111,21 +100,8 @@ pub async fn verify_backup(
         problems.push(format!("backup {} has no backup_label", manifest.id));
     }
 
-    let size = manifest.wal_segment_size;
-    let first = manifest
-        .start_segment()
-        .segment_no(size)
-        .expect("own name")
-        .as_u64();
-    let last = manifest
-        .stop_segment()
-        .segment_no(size)
-        .expect("own name")
-        .as_u64();
     let mut missing_wal = Vec::new();
-    for n in first..=last {
-        let name =
-            WalFileName::Segment(SegmentName::new(manifest.timeline, SegmentNo::new(n), size));
+    for name in manifest.wal_segments() {
         if repo.find_wal(&name).await?.is_empty() {
             missing_wal.push(name.to_string());
         }
