@@ -9,8 +9,13 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use serde::Serialize;
 
+use crate::codec::Codec;
 use crate::repo::{RepoError, Repository};
-use crate::wal::{SegmentName, SegmentNo, WalFileName, WalSegmentSize};
+use crate::store::keys;
+use crate::wal::{
+    SegmentName, SegmentNo, TimelineHistory, TimelineId, TimelineSpan, WalFileName,
+    WalSegmentSize,
+};
 
 /// One stored WAL object, as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +70,71 @@ pub async fn list_wal(repo: &Repository) -> Result<Vec<ListedWal>, RepoError> {
             })
         })
         .collect())
+}
+
+/// The timeline history files of a repository, parsed: what recovery follows to reach a
+/// timeline. Timeline 1 has no history file; a timeline whose file is missing is unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Timelines {
+    histories: BTreeMap<TimelineId, TimelineHistory>,
+}
+
+impl Timelines {
+    pub fn new(histories: BTreeMap<TimelineId, TimelineHistory>) -> Self {
+        Timelines { histories }
+    }
+
+    /// Reads every history file in `listed`. A history file that cannot be parsed is an
+    /// error: planning around it could send recovery down the wrong branch.
+    pub async fn load(repo: &Repository, listed: &[ListedWal]) -> Result<Self, RepoError> {
+        let mut histories = BTreeMap::new();
+        for item in listed {
+            let WalFileName::History(timeline) = item.name else {
+                continue;
+            };
+            let key = keys::wal_file(&item.name, Codec::None);
+            let Some(content) = repo.get_if_exists(&key).await? else {
+                continue; // deleted since the listing
+            };
+            let history = TimelineHistory::parse(&content)
+                .and_then(|h| h.validate_for(timeline).map(|()| h))
+                .map_err(|e| RepoError::Store {
+                    action: "parse",
+                    key: key.to_string(),
+                    location: repo.location().to_string(),
+                    message: e.to_string(),
+                })?;
+            histories.insert(timeline, history);
+        }
+        Ok(Timelines { histories })
+    }
+
+    /// The path recovery follows to reach `timeline`, or `None` when that timeline's history
+    /// file is not in the repository (timeline 1 needs none).
+    pub fn spans(&self, timeline: TimelineId) -> Option<Vec<TimelineSpan>> {
+        match self.histories.get(&timeline) {
+            Some(history) => Some(history.spans(timeline)),
+            None if timeline.get() == 1 => Some(TimelineHistory::default().spans(timeline)),
+            None => None,
+        }
+    }
+
+    /// The newest timeline with a history file (what `recovery_target_timeline = latest`
+    /// finds), at least 1.
+    pub fn latest(&self) -> TimelineId {
+        self.histories
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(TimelineId::FIRST)
+    }
+
+    pub fn known(&self) -> impl Iterator<Item = TimelineId> + '_ {
+        std::iter::once(TimelineId::FIRST)
+            .chain(self.histories.keys().copied())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+    }
 }
 
 /// Summarises a listing (pure: no I/O).

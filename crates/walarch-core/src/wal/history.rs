@@ -79,6 +79,52 @@ impl TimelineHistory {
     }
 }
 
+/// The stretch of WAL that recovery reads from one timeline on its way to a target timeline:
+/// from `begin` (inclusive) to `end` (exclusive; `None` while the timeline is the newest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimelineSpan {
+    pub timeline: TimelineId,
+    pub begin: Lsn,
+    pub end: Option<Lsn>,
+}
+
+impl TimelineSpan {
+    pub fn contains(&self, lsn: Lsn) -> bool {
+        lsn >= self.begin && self.end.is_none_or(|end| lsn < end)
+    }
+}
+
+impl TimelineHistory {
+    /// The path recovery follows to reach `timeline`, oldest first: each ancestor up to the
+    /// point where the next timeline branched off, then `timeline` itself, open-ended.
+    pub fn spans(&self, timeline: TimelineId) -> Vec<TimelineSpan> {
+        let mut spans = Vec::with_capacity(self.entries.len() + 1);
+        let mut begin = Lsn::new(0);
+        for entry in &self.entries {
+            spans.push(TimelineSpan {
+                timeline: entry.parent,
+                begin,
+                end: Some(entry.switch_lsn),
+            });
+            begin = entry.switch_lsn;
+        }
+        spans.push(TimelineSpan {
+            timeline,
+            begin,
+            end: None,
+        });
+        spans
+    }
+}
+
+/// Whether a recovery that starts at `lsn` on `timeline` can follow `spans` (a target
+/// timeline's path): `timeline` is on the path and `lsn` lies before it branched off.
+pub fn path_passes(spans: &[TimelineSpan], timeline: TimelineId, lsn: Lsn) -> bool {
+    spans
+        .iter()
+        .any(|span| span.timeline == timeline && span.end.is_none_or(|end| lsn < end))
+}
+
 /// Splits off the first white-space separated field; the rest keeps its inner spacing.
 fn next_field(text: &[u8]) -> (&[u8], &[u8]) {
     let text = text.trim_ascii_start();
@@ -124,6 +170,41 @@ mod tests {
                 .reason
                 .starts_with("at restore point \"caf")
         );
+    }
+
+    #[test]
+    fn spans_follow_the_ancestry_up_to_each_switch_point() {
+        let history =
+            TimelineHistory::parse(b"1\t0/3000148\tx\n2\t0/5000000\ty\n").unwrap();
+        let tli = |n| TimelineId::new(n).unwrap();
+        let lsn = |s: &str| s.parse::<Lsn>().unwrap();
+        let spans = history.spans(tli(3));
+        assert_eq!(
+            spans,
+            vec![
+                TimelineSpan {
+                    timeline: tli(1),
+                    begin: lsn("0/0"),
+                    end: Some(lsn("0/3000148"))
+                },
+                TimelineSpan {
+                    timeline: tli(2),
+                    begin: lsn("0/3000148"),
+                    end: Some(lsn("0/5000000"))
+                },
+                TimelineSpan {
+                    timeline: tli(3),
+                    begin: lsn("0/5000000"),
+                    end: None
+                },
+            ]
+        );
+        assert!(spans[1].contains(lsn("0/3000148")) && !spans[1].contains(lsn("0/5000000")));
+        assert!(path_passes(&spans, tli(1), lsn("0/2000028")));
+        assert!(!path_passes(&spans, tli(1), lsn("0/3000148")), "TLI 1 left at the switch");
+        assert!(path_passes(&spans, tli(3), lsn("5/0")));
+        assert!(!path_passes(&spans, tli(4), lsn("0/1")));
+        assert_eq!(TimelineHistory::default().spans(tli(1)).len(), 1);
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod name;
 mod page;
 
 pub use control::system_id_from_pg_control;
-pub use history::{HistoryEntry, TimelineHistory};
+pub use history::{HistoryEntry, TimelineHistory, TimelineSpan, path_passes};
 pub use ids::{SegmentNo, SystemId, TimelineId, WalSegmentSize};
 pub use lsn::Lsn;
 pub use name::{SegmentName, WalFileName};
