@@ -13,8 +13,7 @@ use crate::codec::Codec;
 use crate::repo::{RepoError, Repository};
 use crate::store::keys;
 use crate::wal::{
-    SegmentName, SegmentNo, TimelineHistory, TimelineId, TimelineSpan, WalFileName,
-    WalSegmentSize,
+    SegmentName, SegmentNo, TimelineHistory, TimelineId, TimelineSpan, WalFileName, WalSegmentSize,
 };
 
 /// One stored WAL object, as listed.

@@ -8,6 +8,7 @@ mod ids;
 mod lsn;
 mod name;
 mod page;
+mod record;
 
 pub use control::system_id_from_pg_control;
 pub use history::{HistoryEntry, TimelineHistory, TimelineSpan, path_passes};
@@ -15,6 +16,7 @@ pub use ids::{SegmentNo, SystemId, TimelineId, WalSegmentSize};
 pub use lsn::Lsn;
 pub use name::{SegmentName, WalFileName};
 pub use page::{LongPageHeader, PgMajor, XLOG_LONG_PAGE_HEADER_LEN};
+pub use record::{DecodeEnd, RecordEvent, SegmentRecords, WalDecoder, WalRecord, postgres_micros};
 
 /// Everything that can be wrong with a WAL name, a history file or a page header.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -14,8 +14,10 @@ use super::{Lsn, SegmentName, SystemId, TimelineId, WalError, WalSegmentSize};
 /// `SizeOfXLogLongPHD`.
 pub const XLOG_LONG_PAGE_HEADER_LEN: usize = 40;
 
+/// `XLP_FIRST_IS_CONTRECORD`: the page begins with the rest of a record from earlier pages.
+pub(super) const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;
 /// `XLP_LONG_HEADER`: set on the first page of every segment.
-const XLP_LONG_HEADER: u16 = 0x0002;
+pub(super) const XLP_LONG_HEADER: u16 = 0x0002;
 /// `XLP_ALL_FLAGS`: `XLP_FIRST_IS_CONTRECORD` (1), `XLP_LONG_HEADER` (2),
 /// `XLP_BKP_REMOVABLE` (4) and `XLP_FIRST_IS_OVERWRITE_CONTRECORD` (8, written after a crash
 /// left a record unfinished at a page boundary). Any other bit means this is not a page
