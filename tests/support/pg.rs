@@ -90,6 +90,23 @@ impl Cluster {
         cluster
     }
 
+    /// A server some other program started on `data` (e.g. `walarch restore --start`),
+    /// listening on 127.0.0.1:`port`; stopped when dropped like any other.
+    pub fn adopt(data: PathBuf, port: u16) -> Self {
+        let socket_dir = data.parent().unwrap().to_path_buf();
+        let postmaster_pid = std::fs::read_to_string(data.join("postmaster.pid"))
+            .ok()
+            .and_then(|text| text.lines().next().and_then(|l| l.trim().parse().ok()));
+        Cluster {
+            data,
+            port,
+            socket_dir,
+            envs: Vec::new(),
+            running: true,
+            postmaster_pid,
+        }
+    }
+
     /// Environment given to the server (and so to archive_command / restore_command).
     pub fn with_env(mut self, envs: &[(String, String)]) -> Self {
         self.envs.extend_from_slice(envs);

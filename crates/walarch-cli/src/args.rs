@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
+use walarch_core::recovery::{self, RecoveryTarget, TargetSpec, TimelineChoice};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -176,8 +177,10 @@ pub enum Command {
     Backup(BackupArgs),
     /// List the backups in the repository
     Backups,
-    /// Restore a backup into an empty directory, set up to recover from the archive
+    /// Restore a backup into an empty directory, set up to recover from the archive (checked with `plan` first)
     Restore(RestoreArgs),
+    /// Can the repository recover to a target? Which backup, timelines and WAL, how much to fetch; nothing is restored
+    Plan(PlanArgs),
     /// Check backups against their manifests, and WAL continuity per timeline
     Verify(VerifyArgs),
     /// Background worker that pushes queued WAL files ahead of PostgreSQL (started by wal-push)
@@ -228,9 +231,9 @@ pub struct RestoreArgs {
     /// The directory to restore into: absent or empty (see --force).
     #[arg(long, value_name = "DIR")]
     pub pgdata: PathBuf,
-    /// Backup id (see `walarch backups`) or `latest`.
-    #[arg(long, value_name = "ID", default_value = "latest")]
-    pub backup: String,
+    /// Backup id (see `walarch backups`) or `latest` [default: for time and LSN targets the newest backup that finished before the target, else the newest]
+    #[arg(long, value_name = "ID")]
+    pub backup: Option<String>,
     /// Replace the contents of a non-empty directory.
     #[arg(long)]
     pub force: bool,
@@ -249,6 +252,27 @@ pub struct RestoreArgs {
     /// restore_command to write instead of this walarch with this repository.
     #[arg(long, value_name = "COMMAND")]
     pub restore_command: Option<String>,
+    /// A server setting for the restored copy, written to postgresql.auto.conf, e.g. port=5433 for a clone beside the original (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub settings: Vec<String>,
+    /// Start PostgreSQL on the restored directory and wait until recovery reaches the target; report where it stopped.
+    #[arg(long)]
+    pub start: bool,
+    /// Directory of pg_ctl for --start [default: PATH, then /usr/lib/postgresql/<major>/bin]
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+    /// Seconds --start waits for recovery to reach the target.
+    #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
+    pub start_timeout: u64,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Backup id or `latest` [default: chosen as restore would]
+    #[arg(long, value_name = "ID")]
+    pub backup: Option<String>,
     #[command(flatten)]
     pub target: TargetArgs,
 }
@@ -274,59 +298,55 @@ pub struct TargetArgs {
     /// Timeline to follow: a number, `current` or `latest`.
     #[arg(long, value_name = "TLI")]
     pub target_timeline: Option<String>,
+    /// Whether recovery stops just after the target (true, PostgreSQL's default) or just before it.
+    #[arg(long, value_name = "BOOL", value_parser = BoolishValueParser::new())]
+    pub target_inclusive: Option<bool>,
     /// What the server does at the target.
     #[arg(long, value_name = "ACTION", value_parser = ["promote", "pause", "shutdown"])]
     pub target_action: Option<String>,
 }
 
 impl TargetArgs {
-    /// The recovery settings these flags stand for; at most one target.
-    pub fn recovery_settings(&self) -> anyhow::Result<Vec<(String, String)>> {
-        let targets: Vec<(&str, &String)> = [
-            ("recovery_target_time", &self.target_time),
-            ("recovery_target_lsn", &self.target_lsn),
-            ("recovery_target_xid", &self.target_xid),
-            ("recovery_target_name", &self.target_name),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| value.as_ref().map(|v| (name, v)))
-        .collect();
-        if targets.len() + usize::from(self.target.is_some()) > 1 {
+    /// The recovery target these flags ask for; at most one target.
+    pub fn spec(&self) -> anyhow::Result<TargetSpec> {
+        let given = [
+            self.target_time.is_some(),
+            self.target_lsn.is_some(),
+            self.target_xid.is_some(),
+            self.target_name.is_some(),
+            self.target.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
             anyhow::bail!(
                 "give at most one of --target-time, --target-lsn, --target-xid, --target-name, --target"
             );
         }
-        let mut settings: Vec<(String, String)> = targets
-            .into_iter()
-            .map(|(n, v)| (n.to_owned(), v.clone()))
-            .collect();
-        if let Some(lsn) = &self.target_lsn {
-            lsn.parse::<walarch_core::wal::Lsn>()
-                .map_err(|e| anyhow::anyhow!("--target-lsn {lsn}: {e}"))?;
-        }
-        if let Some(xid) = &self.target_xid
-            && xid.parse::<u64>().is_err()
-        {
-            anyhow::bail!("--target-xid {xid}: not a transaction id");
-        }
-        if self.target.as_deref() == Some("immediate") {
-            settings.push(("recovery_target".into(), "immediate".into()));
-        }
-        if let Some(timeline) = &self.target_timeline {
-            if !(timeline == "latest"
-                || timeline == "current"
-                || timeline.parse::<u32>().is_ok_and(|t| t > 0))
-            {
-                anyhow::bail!(
-                    "--target-timeline {timeline}: expected a timeline number, current or latest"
-                );
-            }
-            settings.push(("recovery_target_timeline".into(), timeline.clone()));
-        }
-        if let Some(action) = &self.target_action {
-            settings.push(("recovery_target_action".into(), action.clone()));
-        }
-        Ok(settings)
+        let target = if let Some(time) = &self.target_time {
+            RecoveryTarget::Time(recovery::parse_time(time)?)
+        } else if let Some(lsn) = &self.target_lsn {
+            RecoveryTarget::Lsn(
+                lsn.parse()
+                    .map_err(|e| anyhow::anyhow!("--target-lsn {lsn}: {e}"))?,
+            )
+        } else if let Some(xid) = &self.target_xid {
+            RecoveryTarget::Xid(recovery::parse_xid(xid)?)
+        } else if let Some(name) = &self.target_name {
+            recovery::check_name(name)?;
+            RecoveryTarget::Name(name.clone())
+        } else if self.target.as_deref() == Some("immediate") {
+            RecoveryTarget::Immediate
+        } else {
+            RecoveryTarget::Latest
+        };
+        let timeline = match &self.target_timeline {
+            Some(text) => recovery::parse_timeline(text)?,
+            None => TimelineChoice::Latest,
+        };
+        Ok(TargetSpec {
+            target,
+            timeline,
+            inclusive: self.target_inclusive.unwrap_or(true),
+        })
     }
 }
 

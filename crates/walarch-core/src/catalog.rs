@@ -20,6 +20,7 @@ use crate::wal::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedWal {
     pub name: WalFileName,
+    pub codec: Codec,
     pub size: u64,
     pub last_modified: DateTime<Utc>,
 }
@@ -57,13 +58,17 @@ pub async fn list_wal(repo: &Repository) -> Result<Vec<ListedWal>, RepoError> {
         .into_iter()
         .filter_map(|meta| {
             let file = meta.location.filename()?;
-            let base = ["zst", "gz"]
+            let (base, codec) = [Codec::Zstd, Codec::Gzip]
                 .iter()
-                .find_map(|ext| file.strip_suffix(&format!(".{ext}")))
-                .unwrap_or(file);
+                .find_map(|&codec| {
+                    let ext = codec.extension()?;
+                    Some((file.strip_suffix(&format!(".{ext}"))?, codec))
+                })
+                .unwrap_or((file, Codec::None));
             let name = base.parse().ok()?;
             Some(ListedWal {
                 name,
+                codec,
                 size: meta.size,
                 last_modified: meta.last_modified,
             })
@@ -136,6 +141,94 @@ impl Timelines {
     }
 }
 
+/// The stored segments of a listing by timeline and number: what recovery can read.
+#[derive(Debug, Clone)]
+pub struct WalIndex {
+    size: WalSegmentSize,
+    segments: BTreeMap<(TimelineId, SegmentNo), ListedWal>,
+}
+
+impl WalIndex {
+    pub fn new(listed: &[ListedWal], size: WalSegmentSize) -> Self {
+        let segments = listed
+            .iter()
+            .filter_map(|item| match item.name {
+                WalFileName::Segment(segment) => {
+                    let number = segment.segment_no(size).ok()?;
+                    Some(((segment.timeline(), number), item.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        WalIndex { size, segments }
+    }
+
+    pub fn segment_size(&self) -> WalSegmentSize {
+        self.size
+    }
+
+    pub fn get(&self, timeline: TimelineId, segno: SegmentNo) -> Option<&ListedWal> {
+        self.segments.get(&(timeline, segno))
+    }
+
+    /// Timelines that hold at least one segment.
+    pub fn timelines(&self) -> Vec<TimelineId> {
+        let mut timelines: Vec<_> = self.segments.keys().map(|(t, _)| *t).collect();
+        timelines.dedup();
+        timelines
+    }
+
+    /// The timeline whose copy of segment `segno` recovery reads when following `path`: the
+    /// newest timeline on the path that had begun by that segment (PostgreSQL's
+    /// `XLogFileReadAnyTLI`). The segment holding a switch point is read from the new
+    /// timeline, which carries the old one's WAL up to the switch.
+    pub fn timeline_for(&self, path: &[TimelineSpan], segno: SegmentNo) -> TimelineId {
+        path.iter()
+            .rev()
+            .find(|span| span.begin.segment(self.size) <= segno)
+            .map_or(TimelineId::FIRST, |span| span.timeline)
+    }
+
+    /// The segment name recovery asks for at `segno` on `path`.
+    pub fn name_on_path(&self, path: &[TimelineSpan], segno: SegmentNo) -> SegmentName {
+        SegmentName::new(self.timeline_for(path, segno), segno, self.size)
+    }
+
+    /// Walks `path` from segment `from` while the segments are stored; returns the last one
+    /// present (`None` if `from` itself is missing) and the first missing one.
+    pub fn contiguous_from(
+        &self,
+        path: &[TimelineSpan],
+        from: SegmentNo,
+    ) -> (Option<SegmentNo>, SegmentName) {
+        let mut last = None;
+        let mut segno = from;
+        loop {
+            let timeline = self.timeline_for(path, segno);
+            if self.get(timeline, segno).is_none() {
+                return (last, SegmentName::new(timeline, segno, self.size));
+            }
+            last = Some(segno);
+            match segno.next() {
+                Some(next) => segno = next,
+                None => return (last, SegmentName::new(timeline, segno, self.size)),
+            }
+        }
+    }
+
+    /// Whether any segment on `path` after `segno` is stored (WAL beyond a gap).
+    pub fn any_after(&self, path: &[TimelineSpan], segno: SegmentNo) -> Option<SegmentName> {
+        path.iter().find_map(|span| {
+            let end = span.end.map(|end| end.segment(self.size));
+            self.segments
+                .range((span.timeline, segno)..)
+                .filter(|((t, n), _)| *t == span.timeline && *n > segno)
+                .find(|((_, n), _)| end.is_none_or(|end| *n <= end))
+                .map(|((t, n), _)| SegmentName::new(*t, *n, self.size))
+        })
+    }
+}
+
 /// Summarises a listing (pure: no I/O).
 pub fn summarize(listed: &[ListedWal], size: WalSegmentSize) -> WalSummary {
     let mut per_timeline: BTreeMap<u32, (Vec<SegmentNo>, u64, u64)> = BTreeMap::new();
@@ -205,6 +298,7 @@ mod tests {
             .enumerate()
             .map(|(i, n)| ListedWal {
                 name: n.parse().unwrap(),
+                codec: Codec::Zstd,
                 size: 100,
                 last_modified: DateTime::from_timestamp(1_700_000_000 + i as i64, 0).unwrap(),
             })

@@ -6,11 +6,14 @@
 //! - [`repo`]: the repository: its identity (`walarch.json`) and WAL objects.
 //! - [`archive`]: wal-push and wal-fetch with the data-safety contract, push-ahead and fetch-ahead.
 //! - [`catalog`]: what the repository holds (WAL per timeline, gaps, latest archive).
+//! - [`recovery`]: recovery targets, `plan` (backup, timelines, WAL, bytes), the recoverable
+//!   window, and starting a restored server until it reaches its target.
 
 pub mod archive;
 pub mod backup;
 pub mod catalog;
 pub mod codec;
+pub mod recovery;
 pub mod repo;
 pub mod store;
 #[doc(hidden)]

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use walarch_core::archive::{FetchSpool, FetchSpoolStatus, PushSpool, PushSpoolStatus};
 use walarch_core::catalog::{WalSummary, list_wal, summarize};
+use walarch_core::recovery::{RecoverableWindow, recoverable_windows};
 use walarch_core::repo::{Identity, Repository};
 
 use crate::Failure;
@@ -18,6 +19,10 @@ struct InfoResult {
     repository: String,
     identity: Option<Identity>,
     wal: Option<WalSummary>,
+    /// Per timeline: from the oldest usable backup's end to the last archived commit.
+    recoverable_windows: Vec<RecoverableWindow>,
+    /// Why the windows could not be computed (the rest of the report stands).
+    recoverable_windows_error: Option<String>,
     archiving: Option<PushSpoolStatus>,
     prefetch: Option<FetchSpoolStatus>,
 }
@@ -36,10 +41,20 @@ pub async fn run(settings: &Settings, args: &InfoArgs, out: &Output) -> Result<(
         .map(|p| PushSpool::for_pg_wal(p).status())
         .transpose()?;
     let prefetch = pg_wal.as_ref().map(|p| FetchSpool::for_pg_wal(p).status());
+    let (recoverable_windows, recoverable_windows_error) = if identity.is_some() {
+        match recoverable_windows(&repo).await {
+            Ok(windows) => (windows, None),
+            Err(error) => (Vec::new(), Some(error.to_string())),
+        }
+    } else {
+        (Vec::new(), None)
+    };
     let result = InfoResult {
         repository: repo.location().to_string(),
         identity,
         wal,
+        recoverable_windows,
+        recoverable_windows_error,
         archiving,
         prefetch,
     };
@@ -105,6 +120,30 @@ fn human(info: &InfoResult) -> String {
                 at.format("%Y-%m-%d %H:%M:%S UTC")
             );
         }
+    }
+    let time = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S%.6f UTC").to_string();
+    for w in &info.recoverable_windows {
+        let _ = writeln!(
+            text,
+            "recoverable  timeline {}: {} ({}, end of backup {}) .. {} ({}); WAL ends {} in {}, next missing {}",
+            w.timeline,
+            time(w.start_time),
+            w.start_lsn,
+            w.backup,
+            w.end_time.map_or("no commit archived".into(), time),
+            w.last_commit_lsn
+                .map_or("-".into(), |l| format!("last commit at {l}")),
+            w.end_lsn,
+            w.last_segment,
+            w.next_missing
+        );
+    }
+    if info.recoverable_windows.is_empty() && info.identity.is_some() {
+        let why = info
+            .recoverable_windows_error
+            .clone()
+            .unwrap_or_else(|| "no backup with its WAL (take one with `walarch backup`)".into());
+        let _ = writeln!(text, "recoverable  nothing: {why}");
     }
     if let Some(a) = &info.archiving {
         let oldest = a.oldest_ready_age.map_or(String::new(), |d| {

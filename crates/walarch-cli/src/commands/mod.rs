@@ -4,6 +4,7 @@ mod backup;
 mod backups;
 mod fetch_worker;
 mod info;
+mod plan;
 mod push_worker;
 mod restore;
 mod spawn;
@@ -23,7 +24,7 @@ pub fn run(cli: &Cli, out: &Output) -> Result<(), Failure> {
     // and restores move whole data directories: their network I/O gets threads of its own,
     // beside the blocking threads that read, compress and write files.
     let runtime = match cli.command {
-        Command::Backup(_) | Command::Restore(_) | Command::Verify(_) => {
+        Command::Backup(_) | Command::Restore(_) | Command::Verify(_) | Command::Plan(_) => {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -44,6 +45,7 @@ pub fn run(cli: &Cli, out: &Output) -> Result<(), Failure> {
             Command::Backups => backups::run(&settings, out).await,
             Command::Restore(args) => restore::run(&settings, &cli.global, args, out).await,
             Command::Verify(args) => verify::run(&settings, args, cli.global.json, out).await,
+            Command::Plan(args) => plan::run(&settings, args, out).await,
         }
     })
 }

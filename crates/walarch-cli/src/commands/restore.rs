@@ -3,7 +3,13 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use walarch_core::backup::{Progress, RecoverySettings, RestoreOptions, restore_backup};
+use std::time::Duration;
+
+use walarch_core::backup::{
+    BackupSelector, Progress, RecoverySettings, RestoreOptions, restore_backup,
+};
+use walarch_core::recovery::server::{RecoveryOutcome, StartOptions, start_and_wait};
+use walarch_core::recovery::{RecoveryPlan, RecoveryTarget, plan_recovery};
 use walarch_core::repo::Repository;
 
 use crate::Failure;
@@ -21,6 +27,8 @@ struct RestoreResult {
     seconds: f64,
     restore_command: String,
     take_over: bool,
+    plan: RecoveryPlan,
+    recovery: Option<RecoveryOutcome>,
 }
 
 pub async fn run(
@@ -34,9 +42,31 @@ pub async fn run(
         Some(command) => command.clone(),
         None => default_restore_command(settings, global)?,
     };
+    // The same check as `walarch plan`, before anything is downloaded: a restore that
+    // cannot reach its target must fail now, not after hours.
+    let spec = args.target.spec()?;
+    let selector: Option<BackupSelector> = args.backup.as_deref().map(str::parse).transpose()?;
+    let plan = plan_recovery(&repo, &spec, selector.as_ref()).await?;
+    let mut recovery_settings = plan.settings.clone();
+    let action = args.target.target_action.clone();
+    if let Some(action) = &action {
+        recovery_settings.push(("recovery_target_action".into(), action.clone()));
+    }
+    for setting in &args.settings {
+        let (name, value) = setting
+            .split_once('=')
+            .filter(|(name, _)| {
+                !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+            })
+            .ok_or_else(|| anyhow::anyhow!("--set {setting:?}: expected NAME=VALUE"))?;
+        recovery_settings.push((name.trim().to_owned(), value.trim().to_owned()));
+    }
     let options = RestoreOptions {
         pgdata: args.pgdata.clone(),
-        backup: args.backup.parse()?,
+        backup: BackupSelector::Id(plan.backup.id.parse()?),
         force: args.force,
         parallel: args.parallel.unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -56,7 +86,7 @@ pub async fn run(
             .collect::<Result<_, _>>()?,
         recovery: RecoverySettings {
             restore_command: restore_command.clone(),
-            settings: args.target.recovery_settings()?,
+            settings: recovery_settings,
             standby: args.standby,
         },
         take_over: args.take_over,
@@ -67,6 +97,31 @@ pub async fn run(
     drop(display);
     let report = report?;
     let seconds = report.elapsed.as_secs_f64();
+    let recovery = if args.start {
+        let start = StartOptions {
+            pgdata: args.pgdata.clone(),
+            pg_bin: args.pg_bin.clone(),
+            // PostgreSQL's own default: pause at a target (to inspect before promoting);
+            // without one, recovery ends at the end of WAL and promotes.
+            action: action.unwrap_or_else(|| {
+                if matches!(spec.target, RecoveryTarget::Latest) {
+                    "promote".into()
+                } else {
+                    "pause".into()
+                }
+            }),
+            timeout: Duration::from_secs(args.start_timeout),
+        };
+        if !global.json {
+            eprintln!(
+                "restored {} in {seconds:.1} s; starting PostgreSQL to recover to {}",
+                report.backup, plan.target
+            );
+        }
+        Some(start_and_wait(&start).await?)
+    } else {
+        None
+    };
     let result = RestoreResult {
         backup: report.backup.to_string(),
         pgdata: report.pgdata.display().to_string(),
@@ -75,16 +130,43 @@ pub async fn run(
         seconds,
         restore_command,
         take_over: report.take_over,
+        plan,
+        recovery,
     };
-    let human = format!(
-        "restored backup {} into {}: {} files, {} in {seconds:.1} s ({}/s)\nstart PostgreSQL on it to recover from the archive (restore_command = {})",
+    let mut human = format!(
+        "restored backup {} into {}: {} files, {} in {seconds:.1} s ({}/s)\nrecovery target: {}; {}",
         result.backup,
         result.pgdata,
         result.files,
         human_bytes(result.bytes),
         human_bytes((result.bytes as f64 / seconds.max(1e-3)) as u64),
-        result.restore_command
+        result.plan.target,
+        result.plan.stop.description,
     );
+    match &result.recovery {
+        None => human.push_str(&format!(
+            "\nstart PostgreSQL on it to recover from the archive (restore_command = {})",
+            result.restore_command
+        )),
+        Some(outcome) => human.push_str(&format!(
+            "\nrecovery {} after {:.1} s{}{}{}",
+            outcome.state,
+            outcome.seconds,
+            outcome
+                .stop_message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default(),
+            outcome
+                .replayed_to
+                .map(|lsn| format!("; replayed to {lsn}"))
+                .unwrap_or_default(),
+            outcome
+                .timeline
+                .map(|t| format!("; now on timeline {t}"))
+                .unwrap_or_default(),
+        )),
+    }
     out.result(&result, Some(human));
     Ok(())
 }

@@ -1,0 +1,75 @@
+//! `walarch plan`: whether the repository can recover to a target, and how.
+
+use std::fmt::Write as _;
+
+use walarch_core::recovery::{RecoveryPlan, plan_recovery};
+use walarch_core::repo::Repository;
+
+use crate::Failure;
+use crate::args::PlanArgs;
+use crate::output::{Output, human_bytes};
+use crate::settings::Settings;
+
+pub async fn run(settings: &Settings, args: &PlanArgs, out: &Output) -> Result<(), Failure> {
+    let repo = Repository::open(settings.repo.clone(), &settings.store)?;
+    let spec = args.target.spec()?;
+    let selector = args.backup.as_deref().map(str::parse).transpose()?;
+    let plan = plan_recovery(&repo, &spec, selector.as_ref()).await?;
+    out.result(&plan, Some(human(&plan)));
+    Ok(())
+}
+
+/// The plan as a DBA reads it before committing to a long restore.
+pub fn human(plan: &RecoveryPlan) -> String {
+    let mut text = String::new();
+    let b = &plan.backup;
+    let _ = writeln!(text, "recovery to {} is possible", plan.target);
+    let _ = writeln!(
+        text,
+        "  backup     {} (timeline {}, {} .. {}, finished {}), {}",
+        b.id,
+        b.timeline,
+        b.start_lsn,
+        b.stop_lsn,
+        b.stopped_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        human_bytes(b.stored_bytes)
+    );
+    if let Some(history) = &plan.history_file {
+        let path: Vec<String> = plan
+            .timelines
+            .iter()
+            .map(|t| t.timeline.to_string())
+            .collect();
+        let _ = writeln!(
+            text,
+            "  timelines  {} (follows {history})",
+            path.join(" -> ")
+        );
+    }
+    for (i, tl) in plan.timelines.iter().enumerate() {
+        let _ = writeln!(
+            text,
+            "  {}timeline {}: {} .. {} ({} segments, {}), all present",
+            if i == 0 { "WAL        " } else { "           " },
+            tl.timeline,
+            tl.first_segment,
+            tl.last_segment,
+            tl.segments,
+            human_bytes(tl.stored_bytes)
+        );
+    }
+    let stop = &plan.stop;
+    let _ = writeln!(
+        text,
+        "  stops      {}; LSN {} in {}",
+        stop.description, stop.lsn, stop.segment
+    );
+    let _ = write!(
+        text,
+        "  to fetch   {} (backup {} + WAL {})",
+        human_bytes(plan.fetch_bytes),
+        human_bytes(b.stored_bytes),
+        human_bytes(plan.wal_bytes)
+    );
+    text
+}

@@ -1,0 +1,62 @@
+//! Recovery planning: which backup and which WAL reach a target, whether all of it is in the
+//! repository, and the recoverable window per timeline. Everything here reads; nothing
+//! writes. `restore` uses [`plan_recovery`] before it downloads anything.
+
+mod plan;
+mod scan;
+pub mod server;
+mod target;
+mod window;
+
+pub use plan::{PlannedBackup, PlannedTimeline, RecoveryPlan, StopPoint, plan_recovery};
+pub use target::{
+    RecoveryTarget, TargetError, TargetSpec, TimelineChoice, check_name, parse_time,
+    parse_timeline, parse_xid, postgres_time_text,
+};
+pub use window::{RecoverableWindow, recoverable_windows};
+
+use crate::backup::{Manifest, list_backups};
+use crate::catalog::{Timelines, WalIndex, list_wal};
+use crate::repo::{RepoError, Repository};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{0}")]
+    NoBackup(String),
+    /// A piece recovery needs is not in the repository.
+    #[error("{name} is missing from the repository: {why}")]
+    Missing { name: String, why: String },
+    #[error("cannot reach the target: {0}")]
+    Unreachable(String),
+    #[error("{key} cannot be read: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("the repository has no identity (walarch.json): nothing was ever archived into it")]
+    Empty,
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Backup(#[from] crate::backup::RestoreError),
+}
+
+/// What planning reads from the repository: complete backups, stored WAL and history files.
+pub(crate) struct RepositoryView {
+    pub backups: Vec<Manifest>,
+    pub index: WalIndex,
+    pub timelines: Timelines,
+}
+
+impl RepositoryView {
+    pub async fn load(repo: &Repository) -> Result<Self, PlanError> {
+        let identity = repo.identity().await?.ok_or(PlanError::Empty)?;
+        let (backups, listed) = futures::try_join!(
+            async { list_backups(repo).await.map_err(PlanError::from) },
+            async { list_wal(repo).await.map_err(PlanError::from) },
+        )?;
+        let timelines = Timelines::load(repo, &listed).await?;
+        Ok(RepositoryView {
+            backups: backups.backups,
+            index: WalIndex::new(&listed, identity.wal_segment_size),
+            timelines,
+        })
+    }
+}
