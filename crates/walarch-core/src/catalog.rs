@@ -352,6 +352,47 @@ mod tests {
     }
 
     #[test]
+    fn the_index_follows_a_timeline_path_like_postgresql() {
+        // Timeline 2 branched from 1 inside segment 5 (1 MiB segments); segment 7 of
+        // timeline 2 is missing, and 8 is stored beyond the gap.
+        let size = WalSegmentSize::new(1 << 20).unwrap();
+        let index = WalIndex::new(
+            &listed(&[
+                "000000010000000000000003",
+                "000000010000000000000004",
+                "000000010000000000000005",
+                "000000010000000000000006",
+                "000000020000000000000005",
+                "000000020000000000000006",
+                "000000020000000000000008",
+            ]),
+            size,
+        );
+        let history = crate::wal::TimelineHistory::parse(b"1\t0/500100\tx\n").unwrap();
+        let tli = |n| TimelineId::new(n).unwrap();
+        let path = history.spans(tli(2));
+        let seg = SegmentNo::new;
+        assert_eq!(index.timeline_for(&path, seg(4)), tli(1));
+        assert_eq!(
+            index.timeline_for(&path, seg(5)),
+            tli(2),
+            "the switch segment comes from the new timeline"
+        );
+        let (last, missing) = index.contiguous_from(&path, seg(3));
+        assert_eq!(last, Some(seg(6)));
+        assert_eq!(missing.to_string(), "000000020000000000000007");
+        assert_eq!(
+            index.any_after(&path, seg(6)).map(|n| n.to_string()),
+            Some("000000020000000000000008".to_owned())
+        );
+        // Timeline 1 alone runs on through its own segment 6.
+        let own = crate::wal::TimelineHistory::default().spans(tli(1));
+        assert_eq!(index.contiguous_from(&own, seg(3)).0, Some(seg(6)));
+        assert_eq!(index.any_after(&own, seg(6)), None);
+        assert_eq!(index.timelines(), vec![tli(1), tli(2)]);
+    }
+
+    #[test]
     fn an_empty_repository_summarises_to_nothing() {
         let summary = summarize(&[], WalSegmentSize::DEFAULT);
         assert!(summary.timelines.is_empty() && summary.last_archived.is_none());

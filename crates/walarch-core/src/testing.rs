@@ -158,6 +158,7 @@ pub fn segments_with_records(segno: u64, records: &[SyntheticRecord]) -> Vec<Vec
             }
         }
     };
+    put(&mut wal, &[]); // the long header, even for a segment without records
     let mut prev = 0u64;
     for record in records {
         while !wal.len().is_multiple_of(8) {

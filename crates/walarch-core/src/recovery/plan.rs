@@ -483,3 +483,67 @@ async fn latest_end(
         xid: commit.map(|c| c.1),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(lsn: u64, event: Option<RecordEvent>) -> WalRecord {
+        WalRecord {
+            lsn: Lsn::new(lsn),
+            end: Lsn::new(lsn + 40),
+            rmid: 1,
+            info: 0,
+            xid: 0,
+            event,
+        }
+    }
+
+    fn at(second: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + second, 0).unwrap()
+    }
+
+    fn spec(target: RecoveryTarget, inclusive: bool) -> TargetSpec {
+        TargetSpec {
+            target,
+            timeline: TimelineChoice::Latest,
+            inclusive,
+        }
+    }
+
+    #[test]
+    fn stops_where_postgresql_stops() {
+        let commit = |xid, second| {
+            Some(RecordEvent::Commit {
+                xid,
+                time: at(second),
+            })
+        };
+        let at_10 = record(100, commit(7, 10));
+        // Time, inclusive: commits at the target time are replayed; the first later one stops it.
+        let inclusive = spec(RecoveryTarget::Time(at(10)), true);
+        assert!(stops_at(&at_10, &inclusive).is_none());
+        assert!(stops_at(&record(200, commit(8, 11)), &inclusive).is_some());
+        // Exclusive: a commit at exactly the target time already stops it.
+        assert!(stops_at(&at_10, &spec(RecoveryTarget::Time(at(10)), false)).is_some());
+        // Restore points and other records never stop a time target.
+        let point = record(
+            150,
+            Some(RecordEvent::RestorePoint {
+                name: "p".into(),
+                time: at(99),
+            }),
+        );
+        assert!(stops_at(&point, &inclusive).is_none());
+        assert!(stops_at(&point, &spec(RecoveryTarget::Name("p".into()), true)).is_some());
+        assert!(stops_at(&point, &spec(RecoveryTarget::Name("q".into()), true)).is_none());
+        // Xid: the commit (or abort) of that transaction only.
+        let xid = spec(RecoveryTarget::Xid(7), true);
+        assert!(stops_at(&at_10, &xid).is_some());
+        assert!(stops_at(&record(200, commit(8, 11)), &xid).is_none());
+        // LSN: the first record at or past it.
+        let lsn = spec(RecoveryTarget::Lsn(Lsn::new(120)), true);
+        assert!(stops_at(&record(100, None), &lsn).is_none());
+        assert!(stops_at(&record(120, None), &lsn).is_some());
+    }
+}

@@ -77,7 +77,11 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, TargetError> {
     if let Ok(time) = DateTime::parse_from_rfc3339(trimmed) {
         return Ok(time.with_timezone(&Utc));
     }
-    let normalised = trimmed.replace('T', " ");
+    // ISO 8601's `T` between date and time, as a space.
+    let normalised = match trimmed.split_at_checked(10) {
+        Some((date, rest)) if rest.starts_with('T') => format!("{date} {}", &rest[1..]),
+        _ => trimmed.to_owned(),
+    };
     let with_zone = |s: &str| -> Option<DateTime<FixedOffset>> {
         [
             "%Y-%m-%d %H:%M:%S%.f%#z",
