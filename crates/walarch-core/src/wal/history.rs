@@ -174,8 +174,7 @@ mod tests {
 
     #[test]
     fn spans_follow_the_ancestry_up_to_each_switch_point() {
-        let history =
-            TimelineHistory::parse(b"1\t0/3000148\tx\n2\t0/5000000\ty\n").unwrap();
+        let history = TimelineHistory::parse(b"1\t0/3000148\tx\n2\t0/5000000\ty\n").unwrap();
         let tli = |n| TimelineId::new(n).unwrap();
         let lsn = |s: &str| s.parse::<Lsn>().unwrap();
         let spans = history.spans(tli(3));
@@ -201,7 +200,10 @@ mod tests {
         );
         assert!(spans[1].contains(lsn("0/3000148")) && !spans[1].contains(lsn("0/5000000")));
         assert!(path_passes(&spans, tli(1), lsn("0/2000028")));
-        assert!(!path_passes(&spans, tli(1), lsn("0/3000148")), "TLI 1 left at the switch");
+        assert!(
+            !path_passes(&spans, tli(1), lsn("0/3000148")),
+            "TLI 1 left at the switch"
+        );
         assert!(path_passes(&spans, tli(3), lsn("5/0")));
         assert!(!path_passes(&spans, tli(4), lsn("0/1")));
         assert_eq!(TimelineHistory::default().spans(tli(1)).len(), 1);
