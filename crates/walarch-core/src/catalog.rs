@@ -13,14 +13,15 @@ use crate::codec::Codec;
 use crate::repo::{RepoError, Repository};
 use crate::store::keys;
 use crate::wal::{
-    SegmentName, SegmentNo, TimelineHistory, TimelineId, TimelineSpan, WalFileName,
-    WalSegmentSize,
+    SegmentName, SegmentNo, TimelineHistory, TimelineId, TimelineSpan, WalFileName, WalSegmentSize,
 };
 
 /// One stored WAL object, as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedWal {
     pub name: WalFileName,
+    /// The object's key, as listed (retention deletes exactly what it saw).
+    pub key: Path,
     pub size: u64,
     pub last_modified: DateTime<Utc>,
 }
@@ -65,6 +66,7 @@ pub async fn list_wal(repo: &Repository) -> Result<Vec<ListedWal>, RepoError> {
             let name = base.parse().ok()?;
             Some(ListedWal {
                 name,
+                key: meta.location.clone(),
                 size: meta.size,
                 last_modified: meta.last_modified,
             })
@@ -206,6 +208,7 @@ mod tests {
             .enumerate()
             .map(|(i, n)| ListedWal {
                 name: n.parse().unwrap(),
+                key: Path::from(format!("wal/{n}")),
                 size: 100,
                 last_modified: DateTime::from_timestamp(1_700_000_000 + i as i64, 0).unwrap(),
             })
