@@ -5,13 +5,16 @@
 //! - [`store`]: opening a repository's object store from a URL, and the key layout.
 //! - [`repo`]: the repository: its identity (`walarch.json`) and WAL objects.
 //! - [`archive`]: wal-push and wal-fetch with the data-safety contract, push-ahead and fetch-ahead.
+//! - [`backup`]: base backups: taking, listing, restoring and verifying them.
 //! - [`catalog`]: what the repository holds (WAL per timeline, gaps, latest archive).
+//! - [`retention`]: which backups and WAL a policy lets go, and deleting them safely.
 
 pub mod archive;
 pub mod backup;
 pub mod catalog;
 pub mod codec;
 pub mod repo;
+pub mod retention;
 pub mod store;
 #[doc(hidden)]
 pub mod testing;
