@@ -40,11 +40,7 @@ pub async fn load_inputs(repo: &Repository) -> Result<RetentionInputs, Retention
         Some(identity) => identity.wal_segment_size,
         // Without WAL there is no segment to plan for; the size is never used.
         None if wal.is_empty() => WalSegmentSize::DEFAULT,
-        None => {
-            return Err(RetentionError::NoIdentity {
-                location: repo.location().to_string(),
-            });
-        }
+        None => return Err(RetentionError::NoIdentity),
     };
     let timelines = Timelines::load(repo, &wal).await?;
     Ok(RetentionInputs {
@@ -68,15 +64,16 @@ pub enum RetentionError {
     #[error("invalid retention window {text:?}: {reason}")]
     InvalidWindow { text: String, reason: String },
     #[error(
-        "the repository holds {wal_files} WAL files and {incomplete} interrupted backups but no \
-         complete backup: retention deletes nothing until one exists (take one with `walarch backup`)"
+        "the repository holds no complete backup (but {wal_files} WAL objects and {incomplete} \
+         interrupted backups): retention deletes nothing until one exists (take one with \
+         `walarch backup`)"
     )]
     NoCompleteBackups { wal_files: usize, incomplete: usize },
     #[error(
-        "{location} holds WAL but no walarch.json, so its segment size is unknown: \
+        "the repository holds WAL but no walarch.json, so its segment size is unknown: \
          retention deletes nothing in a repository it cannot read"
     )]
-    NoIdentity { location: String },
+    NoIdentity,
     #[error(transparent)]
     Repo(#[from] RepoError),
     #[error(transparent)]

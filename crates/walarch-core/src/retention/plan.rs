@@ -116,7 +116,7 @@ impl fmt::Display for BackupReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BackupReason::Newest => f.write_str("newest backup"),
-            BackupReason::AmongNewest { rank, keep } => write!(f, "{rank} of the {keep} newest"),
+            BackupReason::AmongNewest { rank, keep } => write!(f, "#{rank} of the {keep} newest"),
             BackupReason::WithinWindow => f.write_str("completed within the window"),
             BackupReason::WindowAnchor => f.write_str("recovery to the window's start begins here"),
             BackupReason::NotAmongNewest { keep } => write!(f, "older than the {keep} newest"),
