@@ -6,6 +6,7 @@ mod fetch_worker;
 mod info;
 mod push_worker;
 mod restore;
+mod retention;
 mod spawn;
 mod verify;
 mod wal_fetch;
@@ -44,6 +45,7 @@ pub fn run(cli: &Cli, out: &Output) -> Result<(), Failure> {
             Command::Backups => backups::run(&settings, out).await,
             Command::Restore(args) => restore::run(&settings, &cli.global, args, out).await,
             Command::Verify(args) => verify::run(&settings, args, cli.global.json, out).await,
+            Command::Retention(args) => retention::run(&settings, args, cli.global.json, out).await,
         }
     })
 }
