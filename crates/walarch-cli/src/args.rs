@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use clap::builder::BoolishValueParser;
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use walarch_core::recovery::{self, RecoveryTarget, TargetSpec, TimelineChoice};
+use walarch_core::retention::{RetentionError, RetentionWindow};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -183,6 +184,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Check backups against their manifests, and WAL continuity per timeline
     Verify(VerifyArgs),
+    /// Delete the backups and WAL a policy no longer needs: --keep N, --window 30d, or both
+    Retention(RetentionArgs),
     /// Background worker that pushes queued WAL files ahead of PostgreSQL (started by wal-push)
     #[command(hide = true)]
     PushWorker(WorkerArgs),
@@ -355,6 +358,29 @@ pub struct VerifyArgs {
     /// Verify only this backup (an id or `latest`); by default all of them.
     #[arg(long, value_name = "ID")]
     pub backup: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("policy")
+        .required(true)
+        .multiple(true)
+        .args(["keep", "window"])
+))]
+pub struct RetentionArgs {
+    /// Keep the N newest complete backups (at least 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
+    /// Keep what recovery to any point of the last DURATION needs: 30d, 12h, 90m or 45s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_window)]
+    pub window: Option<RetentionWindow>,
+    /// Print what would be deleted, and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn parse_window(text: &str) -> Result<RetentionWindow, String> {
+    text.parse().map_err(|e: RetentionError| e.to_string())
 }
 
 #[derive(Debug, Args)]

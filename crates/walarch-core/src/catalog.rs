@@ -21,6 +21,8 @@ use crate::wal::{
 pub struct ListedWal {
     pub name: WalFileName,
     pub codec: Codec,
+    /// The object's key, as listed (retention deletes exactly what it saw).
+    pub key: Path,
     pub size: u64,
     pub last_modified: DateTime<Utc>,
 }
@@ -69,6 +71,7 @@ pub async fn list_wal(repo: &Repository) -> Result<Vec<ListedWal>, RepoError> {
             Some(ListedWal {
                 name,
                 codec,
+                key: meta.location.clone(),
                 size: meta.size,
                 last_modified: meta.last_modified,
             })
@@ -299,6 +302,7 @@ mod tests {
             .map(|(i, n)| ListedWal {
                 name: n.parse().unwrap(),
                 codec: Codec::Zstd,
+                key: Path::from(format!("wal/{n}")),
                 size: 100,
                 last_modified: DateTime::from_timestamp(1_700_000_000 + i as i64, 0).unwrap(),
             })

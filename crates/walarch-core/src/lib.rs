@@ -5,9 +5,11 @@
 //! - [`store`]: opening a repository's object store from a URL, and the key layout.
 //! - [`repo`]: the repository: its identity (`walarch.json`) and WAL objects.
 //! - [`archive`]: wal-push and wal-fetch with the data-safety contract, push-ahead and fetch-ahead.
+//! - [`backup`]: base backups: taking, listing, restoring and verifying them.
 //! - [`catalog`]: what the repository holds (WAL per timeline, gaps, latest archive).
 //! - [`recovery`]: recovery targets, `plan` (backup, timelines, WAL, bytes), the recoverable
 //!   window, and starting a restored server until it reaches its target.
+//! - [`retention`]: which backups and WAL a policy lets go, and deleting them safely.
 
 pub mod archive;
 pub mod backup;
@@ -15,6 +17,7 @@ pub mod catalog;
 pub mod codec;
 pub mod recovery;
 pub mod repo;
+pub mod retention;
 pub mod store;
 #[doc(hidden)]
 pub mod testing;

@@ -7,6 +7,7 @@ mod info;
 mod plan;
 mod push_worker;
 mod restore;
+mod retention;
 mod spawn;
 mod verify;
 mod wal_fetch;
@@ -46,6 +47,7 @@ pub fn run(cli: &Cli, out: &Output) -> Result<(), Failure> {
             Command::Restore(args) => restore::run(&settings, &cli.global, args, out).await,
             Command::Verify(args) => verify::run(&settings, args, cli.global.json, out).await,
             Command::Plan(args) => plan::run(&settings, args, out).await,
+            Command::Retention(args) => retention::run(&settings, args, cli.global.json, out).await,
         }
     })
 }

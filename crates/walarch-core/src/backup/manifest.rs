@@ -30,6 +30,13 @@ impl BackupId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The time the id names: when the backup started, to the second.
+    pub fn time(&self) -> DateTime<Utc> {
+        NaiveDateTime::parse_from_str(&self.0, ID_FORMAT)
+            .expect("ids are checked to be times when made")
+            .and_utc()
+    }
 }
 
 impl FromStr for BackupId {
@@ -277,6 +284,10 @@ mod tests {
         assert_eq!(early.as_str(), "20261121T090500Z");
         assert!(early < late);
         assert_eq!("20261121T142700Z".parse::<BackupId>().unwrap(), late);
+        assert_eq!(
+            late.time(),
+            "2026-11-21T14:27:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
         for bad in [
             "",
             "latest",

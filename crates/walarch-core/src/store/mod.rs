@@ -5,7 +5,8 @@
 //! Every backend is an `object_store::ObjectStore`:
 //! - local paths use `LocalFileSystem` built `with_fsync(true)`: a put writes a staged file,
 //!   fsyncs it, links or renames it into place and fsyncs the directory, so success means
-//!   durable and a partial file is never visible under its final name;
+//!   durable and a partial file is never visible under its final name; a delete that empties
+//!   a folder removes it;
 //! - S3, GCS and Azure retry transient HTTP failures inside object_store's client with
 //!   exponential backoff, bounded by [`RetryOptions`].
 
@@ -267,7 +268,11 @@ fn open_local(path: &Path, create: bool) -> Result<Arc<dyn ObjectStore>, StoreEr
             location: format!("file://{}", path.display()),
             source,
         })?
-        .with_fsync(true);
+        .with_fsync(true)
+        // Deleting a folder's last file removes the folder: an empty `backups/<id>/` left by
+        // retention would otherwise be listed as an interrupted backup. A concurrent put into
+        // a folder being removed recreates it (object_store retries on a missing parent).
+        .with_automatic_cleanup(true);
     Ok(Arc::new(store))
 }
 

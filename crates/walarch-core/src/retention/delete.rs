@@ -1,0 +1,557 @@
+//! Carrying out a retention plan. The order is what keeps an interrupted run safe:
+//!
+//! 1. the manifests of the backups to delete: each of those backups then no longer exists
+//!    (DESIGN.md §3), so nothing lists it while its parts go;
+//! 2. the rest of those backups' folders, and the folders of interrupted backups;
+//! 3. WAL, oldest segment first.
+//!
+//! Each step finishes before the next begins, and backups go before WAL, so a run stopped at
+//! any point never leaves a listed backup without its files or the WAL it needs. Deletes go
+//! through `ObjectStore::delete_stream`, which batches (S3: 1000 keys per request) and bounds
+//! its own concurrency per backend. An object already gone counts as deleted: a rerun plans
+//! again from what is left and finishes.
+
+use std::collections::HashMap;
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectMeta;
+use object_store::path::Path;
+use serde::Serialize;
+
+use super::{RetentionError, RetentionPlan};
+use crate::backup::{BackupId, Progress};
+use crate::repo::Repository;
+use crate::store::{keys, redact_secrets};
+
+/// What a retention run deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RetentionReport {
+    pub backups_deleted: Vec<BackupId>,
+    pub incomplete_deleted: Vec<BackupId>,
+    /// Interrupted-looking backups left alone because their manifest appeared after the
+    /// plan was made: they were still running and are complete now.
+    pub completed_since_planned: Vec<BackupId>,
+    /// Objects deleted from backup folders, manifests included.
+    pub backup_objects_deleted: u64,
+    pub wal_files_deleted: u64,
+    /// Bytes of the deleted objects whose size was known (manifests are not counted).
+    pub bytes_deleted: u64,
+}
+
+/// Deletes what `plan` says, in the safe order. `progress` counts bytes deleted.
+pub async fn apply_retention(
+    repo: &Repository,
+    plan: &RetentionPlan,
+    progress: &Progress,
+) -> Result<RetentionReport, RetentionError> {
+    let mut report = RetentionReport::default();
+    let mut deleter = Deleter {
+        repo,
+        progress,
+        deleted: 0,
+    };
+
+    let doomed: Vec<BackupId> = plan.backups_to_delete().map(|b| b.id.clone()).collect();
+    let manifests = doomed
+        .iter()
+        .map(|id| (keys::backup_manifest(id.as_str()), 0))
+        .collect();
+    let (manifests_deleted, _) = deleter.delete(manifests, "backup manifests").await?;
+    report.backups_deleted = doomed.clone();
+
+    let mut folders = doomed;
+    for id in plan.incomplete_to_delete() {
+        // The plan judged this backup interrupted; if it completed since, it is a backup now.
+        if repo
+            .object_size(&keys::backup_manifest(id.as_str()))
+            .await?
+            .is_some()
+        {
+            report.completed_since_planned.push(id.clone());
+        } else {
+            folders.push(id.clone());
+        }
+    }
+    let folder_objects = list_folders(repo, &folders).await?;
+    let wal: Vec<(Path, u64)> = plan
+        .wal_to_delete()
+        .iter()
+        .map(|w| (w.key.clone(), w.size))
+        .collect();
+    progress.set_total(
+        folder_objects.iter().map(|(_, size)| size).sum::<u64>()
+            + wal.iter().map(|(_, size)| size).sum::<u64>(),
+    );
+    let (files_deleted, folder_bytes) = deleter.delete(folder_objects, "backup files").await?;
+    report.incomplete_deleted = folders.split_off(report.backups_deleted.len());
+    report.backup_objects_deleted = manifests_deleted + files_deleted;
+
+    let (wal_deleted, wal_bytes) = deleter.delete(wal, "WAL files").await?;
+    report.wal_files_deleted = wal_deleted;
+    report.bytes_deleted = folder_bytes + wal_bytes;
+    Ok(report)
+}
+
+/// Every object under the given backup folders, with its size.
+async fn list_folders(
+    repo: &Repository,
+    ids: &[BackupId],
+) -> Result<Vec<(Path, u64)>, RetentionError> {
+    let listings: Vec<Vec<ObjectMeta>> = futures::stream::iter(ids)
+        .map(|id| async move {
+            let folder = keys::backup_dir(id.as_str());
+            repo.store()
+                .list(Some(&folder))
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(|e| repo.store_error("list", &folder, e))
+        })
+        .buffered(8)
+        .try_collect()
+        .await?;
+    Ok(listings
+        .into_iter()
+        .flatten()
+        .map(|meta| (meta.location, meta.size))
+        .collect())
+}
+
+#[derive(Debug)]
+struct Deleter<'a> {
+    repo: &'a Repository,
+    progress: &'a Progress,
+    /// Objects deleted by this run so far, for the failure message.
+    deleted: u64,
+}
+
+impl Deleter<'_> {
+    /// Deletes `objects` (key, size) in the order given, as far as the store's batching
+    /// allows; stops at the first failure other than "not found". Returns how many objects
+    /// are gone and the bytes of those this call deleted.
+    async fn delete(
+        &mut self,
+        objects: Vec<(Path, u64)>,
+        what: &'static str,
+    ) -> Result<(u64, u64), RetentionError> {
+        let sizes: HashMap<Path, u64> = objects.iter().cloned().collect();
+        let keys = futures::stream::iter(objects.into_iter().map(|(key, _)| Ok(key))).boxed();
+        let mut results = self.repo.store().delete_stream(keys);
+        let (mut gone, mut bytes) = (0, 0);
+        while let Some(result) = results.next().await {
+            match result {
+                Ok(key) => {
+                    let size = sizes.get(&key).copied().unwrap_or(0);
+                    self.progress.add(size);
+                    bytes += size;
+                }
+                // Already gone: deleted by an earlier, interrupted run.
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => {
+                    return Err(RetentionError::DeleteFailed {
+                        what,
+                        location: self.repo.location().to_string(),
+                        message: redact_secrets(&source.to_string()),
+                        deleted: self.deleted,
+                    });
+                }
+            }
+            gone += 1;
+            self.deleted += 1;
+        }
+        Ok((gone, bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::fmt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use chrono::{DateTime, TimeDelta, Utc};
+    use futures::stream::BoxStream;
+    use object_store::memory::InMemory;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectStore,
+        PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    };
+
+    use super::*;
+    use crate::backup::{MANIFEST_FORMAT, Manifest, PartEntry, list_backups};
+    use crate::catalog::list_wal;
+    use crate::codec::Codec;
+    use crate::repo::Identity;
+    use crate::retention::{RetentionPolicy, load_inputs, plan_retention};
+    use crate::store::RepoLocation;
+    use crate::wal::{
+        Lsn, SegmentName, SegmentNo, SystemId, TimelineId, WalFileName, WalSegmentSize,
+    };
+
+    /// A store whose deletes start failing after `allowed` objects: a store going down, or
+    /// a run killed part-way, as far as the repository can tell.
+    #[derive(Debug)]
+    struct FailingDeletes {
+        inner: Arc<dyn ObjectStore>,
+        allowed: Arc<AtomicUsize>,
+    }
+
+    impl fmt::Display for FailingDeletes {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "FailingDeletes({})", self.inner)
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for FailingDeletes {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            let allowed = self.allowed.clone();
+            let passed = locations
+                .map(move |location| {
+                    let location = location?;
+                    let granted = allowed
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    if granted {
+                        Ok(location)
+                    } else {
+                        Err(object_store::Error::Generic {
+                            store: "test",
+                            source: format!("store down, {location} not deleted").into(),
+                        })
+                    }
+                })
+                .boxed();
+            // Refused keys never reach the inner store; granted ones are deleted by it.
+            let inner = self.inner.clone();
+            passed
+                .then(move |location| {
+                    let inner = inner.clone();
+                    async move {
+                        let location = location?;
+                        inner
+                            .delete_stream(futures::stream::iter([Ok(location)]).boxed())
+                            .next()
+                            .await
+                            .expect("one result per key")
+                    }
+                })
+                .boxed()
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    const SIZE: WalSegmentSize = WalSegmentSize::DEFAULT;
+
+    fn t0() -> DateTime<Utc> {
+        "2026-11-01T00:00:00Z".parse().unwrap()
+    }
+
+    fn segment(timeline: u32, n: u64) -> SegmentName {
+        SegmentName::new(TimelineId::new(timeline).unwrap(), SegmentNo::new(n), SIZE)
+    }
+
+    async fn put(repo: &Repository, key: Path, data: &'static [u8]) {
+        repo.put_new(&key, Bytes::from_static(data)).await.unwrap();
+    }
+
+    async fn put_wal(repo: &Repository, name: WalFileName) {
+        let codec = if matches!(name, WalFileName::History(_)) {
+            Codec::None
+        } else {
+            Codec::Zstd
+        };
+        let content: &'static [u8] = match name {
+            WalFileName::History(_) => b"1\t0/C800000\tpromoted\n",
+            _ => b"wal",
+        };
+        put(repo, keys::wal_file(&name, codec), content).await;
+    }
+
+    /// A complete backup started `day` days after t0, 0x28 into segment `start` of timeline 1.
+    async fn put_backup(repo: &Repository, day: i64, start: u64) -> BackupId {
+        let started_at = t0() + TimeDelta::days(day);
+        let id = BackupId::from_time(started_at);
+        let start_lsn = Lsn::new(start * SIZE.bytes() + 0x28);
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT,
+            id: id.clone(),
+            kind: "full".into(),
+            tool_version: "test".into(),
+            system_id: SystemId::new(7),
+            pg_version_num: 150_000,
+            wal_segment_size: SIZE,
+            timeline: TimelineId::FIRST,
+            start_lsn,
+            stop_lsn: Lsn::new(start_lsn.as_u64() + SIZE.bytes()),
+            started_at,
+            stopped_at: started_at + TimeDelta::minutes(5),
+            completed_at: started_at + TimeDelta::minutes(6),
+            from_standby: false,
+            codec: Codec::Zstd,
+            has_tablespace_map: false,
+            tablespaces: vec![],
+            directories: vec![],
+            files: vec![],
+            parts: vec![
+                PartEntry {
+                    index: 0,
+                    tar_bytes: 10,
+                    stored_bytes: 5,
+                    files: 0,
+                },
+                PartEntry {
+                    index: 1,
+                    tar_bytes: 10,
+                    stored_bytes: 5,
+                    files: 0,
+                },
+            ],
+        };
+        let folder = id.as_str();
+        put(repo, keys::backup_file(folder, "started"), b"{}").await;
+        put(repo, keys::backup_part(folder, 0, Codec::Zstd), b"part0").await;
+        put(repo, keys::backup_part(folder, 1, Codec::Zstd), b"part1").await;
+        put(repo, keys::backup_file(folder, "backup_label"), b"label").await;
+        put_wal(
+            repo,
+            WalFileName::Backup {
+                segment: segment(1, start),
+                offset: 0x28,
+            },
+        )
+        .await;
+        repo.put_new(&keys::backup_manifest(folder), manifest.to_json().into())
+            .await
+            .unwrap();
+        id
+    }
+
+    /// Four backups on timeline 1 (segments 2, 5, 8, 11), an interrupted one before them,
+    /// timeline 2 branching off at 0/C800000, and WAL up to segment 14.
+    async fn populate(repo: &Repository) {
+        repo.ensure_identity(&Identity::new(SystemId::new(7), SIZE, 15))
+            .await
+            .unwrap();
+        let interrupted = BackupId::from_time(t0() - TimeDelta::days(1));
+        put(
+            repo,
+            keys::backup_file(interrupted.as_str(), "started"),
+            b"{}",
+        )
+        .await;
+        put(
+            repo,
+            keys::backup_part(interrupted.as_str(), 0, Codec::Zstd),
+            b"p",
+        )
+        .await;
+        for (day, start) in [(0, 2), (1, 5), (2, 8), (3, 11)] {
+            put_backup(repo, day, start).await;
+        }
+        for n in 1..=12 {
+            put_wal(repo, WalFileName::Segment(segment(1, n))).await;
+        }
+        put_wal(repo, WalFileName::Partial(segment(1, 12))).await;
+        put_wal(repo, WalFileName::History(TimelineId::new(2).unwrap())).await;
+        for n in 12..=14 {
+            put_wal(repo, WalFileName::Segment(segment(2, n))).await;
+        }
+    }
+
+    async fn all_keys(store: &Arc<dyn ObjectStore>) -> BTreeSet<Path> {
+        store
+            .list(None)
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await
+            .unwrap()
+    }
+
+    /// What the repository promises after any run, finished or not: every listed backup has
+    /// its files, and every WAL file it needs that was there before is still there.
+    async fn assert_consistent(repo: &Repository, before: &BTreeSet<Path>, context: &str) {
+        let now = all_keys(repo.store()).await;
+        let listed = list_backups(repo).await.unwrap();
+        assert!(
+            !listed.backups.is_empty(),
+            "{context}: the newest backup stays"
+        );
+        for manifest in &listed.backups {
+            let id = manifest.id.as_str();
+            for key in [
+                keys::backup_part(id, 0, Codec::Zstd),
+                keys::backup_part(id, 1, Codec::Zstd),
+                keys::backup_file(id, "backup_label"),
+            ] {
+                assert!(
+                    now.contains(&key),
+                    "{context}: listed backup {id} lost {key}"
+                );
+            }
+            let first = manifest.start_lsn.segment(SIZE);
+            for wal in list_wal_keys(before) {
+                let needed = wal.0.segment().is_none_or(|s| {
+                    s.timeline() == manifest.timeline && s.segment_no(SIZE).unwrap() >= first
+                });
+                assert!(
+                    !needed || now.contains(&wal.1),
+                    "{context}: {} needed by listed backup {id} is gone",
+                    wal.1
+                );
+            }
+        }
+    }
+
+    /// The WAL names among `keys`.
+    fn list_wal_keys(keys: &BTreeSet<Path>) -> Vec<(WalFileName, Path)> {
+        keys.iter()
+            .filter(|k| k.as_ref().starts_with("wal/"))
+            .map(|k| {
+                let file = k.filename().unwrap();
+                let base = file.strip_suffix(".zst").unwrap_or(file);
+                (base.parse().unwrap(), k.clone())
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_run_leaves_a_consistent_repository_and_a_rerun_finishes() {
+        let policy = RetentionPolicy::new(Some(2), None).unwrap();
+        let now = t0() + TimeDelta::days(10);
+        for allowed in [0, 1, 2, 3, 4, 6, 9, 12, 15, 18, 25, usize::MAX] {
+            let memory: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+            let budget = Arc::new(AtomicUsize::new(usize::MAX));
+            let failing: Arc<dyn ObjectStore> = Arc::new(FailingDeletes {
+                inner: memory.clone(),
+                allowed: budget.clone(),
+            });
+            let repo = Repository::from_store(failing, RepoLocation::Local("/mem".into()));
+            populate(&repo).await;
+            let before = all_keys(&memory).await;
+
+            let plan = plan_retention(&load_inputs(&repo).await.unwrap(), &policy, now).unwrap();
+            let doomed: Vec<&str> = plan
+                .backups_to_delete()
+                .map(|b| b.id.as_str())
+                .chain(plan.incomplete_to_delete().map(BackupId::as_str))
+                .collect();
+            assert_eq!(doomed.len(), 3, "two backups and the interrupted one");
+            let planned: BTreeSet<Path> = before
+                .iter()
+                .filter(|k| {
+                    doomed
+                        .iter()
+                        .any(|id| k.as_ref().starts_with(&format!("backups/{id}/")))
+                })
+                .cloned()
+                .chain(plan.wal_to_delete().iter().map(|w| w.key.clone()))
+                .collect();
+            // Backups 0 and 1 (3 + 5 objects), the interrupted one (2), WAL 1..=7 and the
+            // .backup files in segments 2 and 5.
+            assert_eq!(planned.len(), 5 + 5 + 2 + 7 + 2, "{planned:#?}");
+
+            budget.store(allowed, Ordering::SeqCst);
+            let first = apply_retention(&repo, &plan, &Progress::default()).await;
+            let context = format!("stopped after {allowed} deletes");
+            if allowed >= planned.len() {
+                let report = first.unwrap();
+                assert_eq!(report.backups_deleted.len(), 2);
+                assert_eq!(report.incomplete_deleted.len(), 1);
+                assert_eq!(report.wal_files_deleted, 9);
+            } else {
+                let error = first.expect_err(&context);
+                assert!(
+                    matches!(&error, RetentionError::DeleteFailed { deleted, .. } if *deleted == allowed as u64),
+                    "{context}: {error}"
+                );
+                assert!(error.to_string().contains("run retention again"), "{error}");
+            }
+            assert_consistent(&repo, &before, &context).await;
+
+            // Store back: plan again from what is left and finish.
+            budget.store(usize::MAX, Ordering::SeqCst);
+            let replan = plan_retention(&load_inputs(&repo).await.unwrap(), &policy, now).unwrap();
+            apply_retention(&repo, &replan, &Progress::default())
+                .await
+                .unwrap();
+            let after = all_keys(&memory).await;
+            let expected: BTreeSet<Path> = before.difference(&planned).cloned().collect();
+            assert_eq!(
+                after, expected,
+                "{context}: exactly the planned set is gone"
+            );
+            assert_consistent(&repo, &before, &context).await;
+            assert!(
+                plan_retention(&load_inputs(&repo).await.unwrap(), &policy, now)
+                    .unwrap()
+                    .deletes_nothing(),
+                "{context}: a third run has nothing left to do"
+            );
+            let wal_left = list_wal(&repo).await.unwrap();
+            assert_eq!(
+                wal_left.len(),
+                21 - 9,
+                "{context}: the rest of the WAL stays"
+            );
+            assert!(
+                wal_left
+                    .iter()
+                    .any(|w| matches!(w.name, WalFileName::History(_))),
+                "{context}: history files are never deleted"
+            );
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Retention: which backups and WAL a policy lets go, and deleting them without ever touching
+//! what a kept backup needs (DESIGN.md §2.7).
+//!
+//! Three steps, each its own piece:
+//! - [`load_inputs`] reads what the repository holds (backups, WAL listing, history files);
+//! - [`plan_retention`] is pure: inputs, policy and the current time in, a [`RetentionPlan`]
+//!   out, which `--dry-run` prints as it is;
+//! - [`apply_retention`] carries a plan out: manifests first, then the rest of those backups'
+//!   folders, then WAL, oldest first. A run stopped at any point leaves a repository in
+//!   which every listed backup is whole and has its WAL; running again finishes the job.
+//!
+//! History files (`wal/<TLI>.history`) are never deleted. They are tiny, and PostgreSQL
+//! chooses the timeline id at a promotion by probing the archive for history files: deleting
+//! one could let a later promotion reuse that timeline id, and two different histories would
+//! then share one name.
+
+mod delete;
+mod plan;
+mod policy;
+
+use crate::backup::{RestoreError, list_backups};
+use crate::catalog::{Timelines, list_wal};
+use crate::repo::{RepoError, Repository};
+use crate::wal::WalSegmentSize;
+
+pub use delete::{RetentionReport, apply_retention};
+pub use plan::{
+    Action, BackupDecision, BackupFacts, BackupReason, IncompleteDecision, IncompleteReason,
+    PlanTotals, RetentionInputs, RetentionPlan, TimelineStatus, TimelineWalPlan, plan_retention,
+};
+pub use policy::{RetentionPolicy, RetentionWindow};
+
+/// Reads everything the planner looks at: the complete and interrupted backups, one listing
+/// of `wal/` and the history files in it, and the segment size from `walarch.json`.
+pub async fn load_inputs(repo: &Repository) -> Result<RetentionInputs, RetentionError> {
+    let (identity, backups, wal) =
+        futures::join!(repo.identity(), list_backups(repo), list_wal(repo));
+    let (identity, backups, wal) = (identity?, backups?, wal?);
+    let segment_size = match identity {
+        Some(identity) => identity.wal_segment_size,
+        // Without WAL there is no segment to plan for; the size is never used.
+        None if wal.is_empty() => WalSegmentSize::DEFAULT,
+        None => return Err(RetentionError::NoIdentity),
+    };
+    let timelines = Timelines::load(repo, &wal).await?;
+    Ok(RetentionInputs {
+        backups: backups.backups.iter().map(BackupFacts::from).collect(),
+        incomplete: backups.incomplete,
+        wal,
+        timelines,
+        segment_size,
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RetentionError {
+    #[error(
+        "a retention policy keeps a number of newest backups, a time window, or both: neither was given"
+    )]
+    NoPolicy,
+    #[error("the number of backups to keep must be at least 1: the newest backup is never deleted")]
+    KeepZero,
+    #[error("invalid retention window {text:?}: {reason}")]
+    InvalidWindow { text: String, reason: String },
+    #[error(
+        "the repository holds no complete backup (but {wal_files} WAL objects and {incomplete} \
+         interrupted backups): retention deletes nothing until one exists (take one with \
+         `walarch backup`)"
+    )]
+    NoCompleteBackups { wal_files: usize, incomplete: usize },
+    #[error(
+        "the repository holds WAL but no walarch.json, so its segment size is unknown: \
+         retention deletes nothing in a repository it cannot read"
+    )]
+    NoIdentity,
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Backups(#[from] RestoreError),
+    /// A delete failed and retention stopped. What was deleted so far was not needed by any
+    /// kept backup, and the rest can be deleted by running retention again.
+    #[error(
+        "cannot delete {what} in {location}: {message} ({deleted} objects deleted before the \
+         failure; every kept backup and its WAL are intact: run retention again to finish)"
+    )]
+    DeleteFailed {
+        what: &'static str,
+        location: String,
+        message: String,
+        deleted: u64,
+    },
+}
