@@ -575,6 +575,7 @@ mod tests {
         ListedWal {
             name,
             key: keys::wal_file(&name, codec),
+            codec,
             size: 100,
             last_modified: t0(),
         }
