@@ -130,6 +130,10 @@ fn human_plan(plan: &RetentionPlan) -> String {
                 "keep all {} (its history file is missing)",
                 plural(timeline.kept_files, "file", "files")
             ),
+            TimelineStatus::NewerThanBackups => format!(
+                "keep all {} (the newest timeline, with no backup of its own yet)",
+                plural(timeline.kept_files, "file", "files")
+            ),
         };
         let _ = writeln!(
             text,

@@ -140,6 +140,17 @@ pub async fn take_backup(
         parts,
     };
     wait_for_wal(repo, &manifest, options.wal_timeout).await?;
+    // Retention removes folders without a manifest that started before every kept backup;
+    // a backup that ran that long must not then write a manifest over deleted parts.
+    if repo
+        .object_size(&keys::backup_file(id.as_str(), "started"))
+        .await?
+        .is_none()
+    {
+        return Err(BackupError::Part(format!(
+            "backups/{id} was removed while the backup ran (retention took it for an interrupted backup); run the backup again"
+        )));
+    }
     manifest.completed_at = Utc::now();
     put_new(
         repo,

@@ -172,6 +172,10 @@ pub enum TimelineStatus {
     Unreachable,
     /// The timeline's history file is missing, so its ancestry is unknown: all of it stays.
     HistoryMissing,
+    /// No kept backup reaches this timeline, but it is the repository's newest and newer
+    /// than every kept backup's: it may be the live timeline of a copy that took the
+    /// repository over and has no backup of its own yet (one may be running). All of it stays.
+    NewerThanBackups,
 }
 
 /// One timeline's WAL files (segments, `.partial` and `.backup` files) before and after.
@@ -388,6 +392,7 @@ fn decide_backups(
 struct WalNeeds<'a> {
     lowest_needed: BTreeMap<TimelineId, (SegmentNo, &'a BackupId)>,
     history_missing: BTreeSet<TimelineId>,
+    newer_than_backups: BTreeSet<TimelineId>,
 }
 
 impl<'a> WalNeeds<'a> {
@@ -404,8 +409,11 @@ impl<'a> WalNeeds<'a> {
         let mut needs = WalNeeds {
             lowest_needed: BTreeMap::new(),
             history_missing: BTreeSet::new(),
+            newer_than_backups: BTreeSet::new(),
         };
-        for target in targets {
+        let newest_backup_timeline = kept.iter().map(|b| b.timeline).max();
+        let newest_timeline = targets.iter().next_back().copied();
+        for &target in &targets {
             let Some(spans) = inputs.timelines.spans(target) else {
                 needs.history_missing.insert(target);
                 continue;
@@ -433,6 +441,12 @@ impl<'a> WalNeeds<'a> {
                 }
             }
         }
+        needs.newer_than_backups = targets
+            .into_iter()
+            .filter(|t| !needs.lowest_needed.contains_key(t) && !needs.history_missing.contains(t))
+            .filter(|t| Some(*t) == newest_timeline)
+            .filter(|t| newest_backup_timeline.is_some_and(|newest| *t > newest))
+            .collect();
         needs
     }
 
@@ -442,7 +456,7 @@ impl<'a> WalNeeds<'a> {
             return true; // history files are never deleted (see the module of `retention`)
         };
         let timeline = segment.timeline();
-        if self.history_missing.contains(&timeline) {
+        if self.history_missing.contains(&timeline) || self.newer_than_backups.contains(&timeline) {
             return true;
         }
         let Ok(number) = segment.segment_no(size) else {
@@ -456,6 +470,9 @@ impl<'a> WalNeeds<'a> {
     fn status(&self, timeline: TimelineId, size: WalSegmentSize) -> TimelineStatus {
         if self.history_missing.contains(&timeline) {
             return TimelineStatus::HistoryMissing;
+        }
+        if self.newer_than_backups.contains(&timeline) {
+            return TimelineStatus::NewerThanBackups;
         }
         match self.lowest_needed.get(&timeline) {
             Some((lowest, by)) => TimelineStatus::Needed {
@@ -962,6 +979,23 @@ mod tests {
                         listed(WalFileName::Segment(name(2, 4))),
                     ]))
                     .collect(),
+            },
+            Case {
+                name: "the newest timeline, unreachable and newer than every backup, stays whole (a take-over awaiting its first backup)",
+                backups: vec![backup(0, 1, 2, 1), backup(24, 1, 5, 25)],
+                incomplete: vec![],
+                // Timeline 2 branched at 0/3800000, before the kept backup: a copy restored
+                // to an earlier point that took the repository over.
+                wal: with(
+                    segments(1, 1..=7),
+                    with(segments(2, 3..=6), [history_file(2)]),
+                ),
+                histories: vec![(2, "1\t0/3800000\ttake-over\n")],
+                policy: keep(1),
+                now: hours(50),
+                kept: vec![24],
+                incomplete_deleted: vec![],
+                wal_deleted: names(&segments(1, 1..=4)),
             },
             Case {
                 name: "a timeline without its history file keeps all of its WAL",
