@@ -223,6 +223,59 @@ fn keep_two_deletes_the_oldest_backup_and_the_wal_only_it_needed() {
     let verify = walarch_as_postgres(&bin, &[], &["--repo", &repo, "--json", "verify"]);
     assert_eq!(verify.code, 0, "verify after retention: {verify:?}");
 
+    // Every point of the remaining window is still reachable: `plan` from its start (just
+    // after the second backup finished) through its middle to just before the last commit;
+    // a time before it, whose backup was deleted, is not.
+    let info = walarch_as_postgres(&bin, &[], &["--repo", &repo, "--json", "info"]).json();
+    let windows = info["recoverable_windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 1, "{info}");
+    let window = &windows[0];
+    assert_eq!(window["backup"], ids[1].as_str(), "{info}");
+    let time = |key: &str| {
+        chrono::DateTime::parse_from_rfc3339(window[key].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let (first, last) = (time("start_time"), time("end_time"));
+    let millis = chrono::TimeDelta::milliseconds;
+    let third_stopped =
+        chrono::DateTime::parse_from_rfc3339(backups[2]["stopped_at"].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+    for point in [
+        first + millis(1),
+        first + (last - first) / 2,
+        last - millis(1),
+    ] {
+        // The newest backup that finished before the point.
+        let expected = if third_stopped < point {
+            &ids[2]
+        } else {
+            &ids[1]
+        };
+        let point = point.to_rfc3339();
+        let plan = walarch_as_postgres(
+            &bin,
+            &[],
+            &["--repo", &repo, "--json", "plan", "--target-time", &point],
+        );
+        assert_eq!(plan.code, 0, "{point} lies in the window: {plan:?}");
+        assert_eq!(plan.json()["backup"]["id"], expected.as_str(), "{point}");
+    }
+    let latest = walarch_as_postgres(&bin, &[], &["--repo", &repo, "plan"]);
+    assert_eq!(latest.code, 0, "{latest:?}");
+    let before_window = (first - millis(1)).to_rfc3339();
+    let gone = walarch_as_postgres(
+        &bin,
+        &[],
+        &["--repo", &repo, "plan", "--target-time", &before_window],
+    );
+    assert_eq!(gone.code, 1, "{gone:?}");
+    assert!(
+        gone.stderr.contains("no backup finished before"),
+        "{gone:?}"
+    );
+
     let again = walarch_as_postgres(
         &bin,
         &[],
