@@ -16,7 +16,7 @@ use criterion::{
 };
 use walarch_core::archive::validate_wal_content;
 use walarch_core::codec::{Codec, Compression};
-use walarch_core::wal::WalFileName;
+use walarch_core::wal::{RecordEvent, WalDecoder, WalFileName};
 
 /// How many completed segments the benches run over.
 const SEGMENTS: usize = 4;
@@ -343,6 +343,38 @@ fn codecs(c: &mut Criterion) {
         })
     });
     validate.finish();
+
+    // Record decoding (plan, the recoverable window): what finding commit times costs per
+    // segment once it is downloaded and decompressed.
+    let mut records = c.benchmark_group("records");
+    records.throughput(Throughput::Bytes(total));
+    records.sampling_mode(SamplingMode::Flat);
+    let mut counted = (0, 0);
+    let mut decoder = WalDecoder::new();
+    for segment in &segments {
+        let decoded = decoder.decode_segment(&segment.bytes).unwrap();
+        counted.0 += decoded.records.len();
+        counted.1 += decoded
+            .records
+            .iter()
+            .filter(|r| matches!(r.event, Some(RecordEvent::Commit { .. })))
+            .count();
+    }
+    eprintln!(
+        "records: {} records, {} commits in {} segments",
+        counted.0,
+        counted.1,
+        segments.len()
+    );
+    records.bench_function("decode_segments", |b| {
+        b.iter(|| {
+            let mut decoder = WalDecoder::new();
+            for segment in &segments {
+                std::hint::black_box(decoder.decode_segment(&segment.bytes).unwrap());
+            }
+        })
+    });
+    records.finish();
 }
 
 criterion_group! {

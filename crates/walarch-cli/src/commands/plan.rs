@@ -61,7 +61,7 @@ pub fn human(plan: &RecoveryPlan) -> String {
     let stop = &plan.stop;
     let _ = writeln!(
         text,
-        "  stops      {}; LSN {} in {}",
+        "  recovery   {}; LSN {} in {}",
         stop.description, stop.lsn, stop.segment
     );
     let _ = write!(

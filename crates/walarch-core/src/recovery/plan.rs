@@ -122,7 +122,12 @@ pub async fn plan_recovery(
             let (last_stored, _) = index.contiguous_from(&path, start);
             let last_stored = last_stored.expect("checked present");
             let scan_from = match target {
-                RecoveryTarget::Time(time) => first_segment_after(index, &path, consistent, *time),
+                // One segment earlier, so that a commit record crossing into the first
+                // candidate segment is decoded whole.
+                RecoveryTarget::Time(time) => {
+                    let first = first_segment_after(index, &path, consistent, *time);
+                    SegmentNo::new(first.as_u64().saturating_sub(1).max(start.as_u64()))
+                }
                 RecoveryTarget::Lsn(lsn) => lsn.segment(size).max(start).min(last_stored),
                 _ => start,
             };
