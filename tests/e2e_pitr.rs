@@ -367,11 +367,22 @@ fn pitr_drills_by_time_lsn_xid_name_immediate_and_across_a_promotion() {
     );
     let good = setup.walarch(&["plan", "--target-time", &time1]);
     assert_eq!(good.code, 0, "{good:?}");
-    let first = good.json()["timelines"][0]["first_segment"]
+    let good = good.json();
+    let first = good["timelines"][0]["first_segment"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let last = good["timelines"][0]["last_segment"]
         .as_str()
         .unwrap()
         .to_owned();
     let victim = next_segment_name(&first);
+    let damaged = previous_segment_name(&last);
+    assert!(
+        damaged > victim,
+        "the drill spans enough segments: {first} .. {last}"
+    );
+    damaged_segment_is_refused(&setup, &repo_dir, &damaged, &time1);
     let victim_path = broken_dir
         .join("wal")
         .join(&victim[..16])
@@ -411,8 +422,62 @@ fn pitr_drills_by_time_lsn_xid_name_immediate_and_across_a_promotion() {
     );
 }
 
+/// A segment on the way to a target whose WAL is damaged (a valid zstd frame, a record with
+/// a bad CRC inside): PostgreSQL would end recovery there, so plan must refuse, naming it.
+fn damaged_segment_is_refused(setup: &Setup, repo_dir: &std::path::Path, victim: &str, time: &str) {
+    let damaged_dir = setup.scratch.path().join("damaged-repo");
+    run_ok(
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(repo_dir)
+            .arg(&damaged_dir),
+    );
+    let path = damaged_dir
+        .join("wal")
+        .join(&victim[..16])
+        .join(format!("{victim}.zst"));
+    let compressed = std::fs::read(&path).unwrap();
+    let out = run_ok(
+        std::process::Command::new("zstd")
+            .args(["-d", "-q", "-c"])
+            .arg(&path),
+    );
+    let mut segment = out.stdout;
+    assert_eq!(
+        segment.len(),
+        compressed.len().max(1 << 20),
+        "a 1 MiB segment"
+    );
+    segment[300_000] ^= 0x5A;
+    let raw = damaged_dir.join("raw");
+    std::fs::write(&raw, &segment).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    run_ok(
+        std::process::Command::new("zstd")
+            .args(["-q", "-1", "-o"])
+            .arg(&path)
+            .arg(&raw),
+    );
+    let damaged = format!("file://{}", damaged_dir.display());
+    let plan = walarch(
+        &setup.bin,
+        &[],
+        &["--repo", &damaged, "plan", "--target-time", time],
+    );
+    assert_eq!(plan.code, 1, "{plan:?}");
+    assert!(
+        plan.stderr.contains(victim) && plan.stderr.contains("valid"),
+        "plan names the damaged segment: {plan:?}"
+    );
+}
+
 /// The WAL file name after `name` (same timeline; 1 MiB segments never wrap in this test).
 fn next_segment_name(name: &str) -> String {
     let segment = u32::from_str_radix(&name[16..], 16).unwrap();
     format!("{}{:08X}", &name[..16], segment + 1)
+}
+
+fn previous_segment_name(name: &str) -> String {
+    let segment = u32::from_str_radix(&name[16..], 16).unwrap();
+    format!("{}{:08X}", &name[..16], segment - 1)
 }

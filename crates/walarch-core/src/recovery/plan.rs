@@ -3,7 +3,7 @@
 //! history files and the decoded WAL, without restoring anything. `restore` runs the same
 //! check before it downloads a byte.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::scan::{Scan, ScanEnd, scan_path};
@@ -14,11 +14,6 @@ use crate::repo::Repository;
 use crate::wal::{
     Lsn, RecordEvent, SegmentName, SegmentNo, TimelineId, TimelineSpan, WalRecord, path_passes,
 };
-
-/// A commit's archive upload time is after its commit time. Segments uploaded this long
-/// before a target time cannot hold the commit recovery stops at, so a time target's search
-/// starts after them; the margin absorbs clock differences between database and store.
-const UPLOAD_CLOCK_MARGIN: Duration = Duration::minutes(10);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedBackup {
@@ -102,39 +97,18 @@ pub async fn plan_recovery(
     let index = &view.index;
     let size = index.segment_size();
     let start = manifest.start_lsn.segment(size);
-    let consistent = manifest.stop_lsn.segment(size);
 
-    // Where recovery ends, and the segment holding that point.
-    let stop = match &spec.target {
-        RecoveryTarget::Immediate => StopPoint {
-            description: format!(
-                "stops once consistent, at the end of the backup ({})",
-                manifest.stop_lsn
-            ),
-            lsn: manifest.stop_lsn,
-            segment: index.name_on_path(&path, consistent).to_string(),
-            time: Some(manifest.stopped_at),
-            xid: None,
-        },
-        RecoveryTarget::Latest => latest_end(repo, index, &path, manifest).await?,
-        target => {
-            require_present(index, &path, start, consistent, &manifest.id)?;
-            let (last_stored, _) = index.contiguous_from(&path, start);
-            let last_stored = last_stored.expect("checked present");
-            let scan_from = match target {
-                // One segment earlier, so that a commit record crossing into the first
-                // candidate segment is decoded whole.
-                RecoveryTarget::Time(time) => {
-                    let first = first_segment_after(index, &path, consistent, *time);
-                    SegmentNo::new(first.as_u64().saturating_sub(1).max(start.as_u64()))
-                }
-                RecoveryTarget::Lsn(lsn) => lsn.segment(size).max(start).min(last_stored),
-                _ => start,
-            };
-            find_stop(repo, index, &path, scan_from, spec, manifest).await?
-        }
-    };
-    let stop_segment: SegmentNo = stop.lsn.segment(size).max(consistent);
+    // Every segment from the backup's start to where recovery stops is stored, and its
+    // records decode (CRC, back links) up to there: PostgreSQL ends recovery at the first
+    // invalid record, so a damaged segment on the way is as fatal as a missing one.
+    require_present(
+        index,
+        &path,
+        start,
+        end_segment(manifest.stop_lsn, size),
+        &manifest.id,
+    )?;
+    let (stop, stop_segment) = walk_to_stop(repo, index, &path, spec, manifest).await?;
     require_present(index, &path, start, stop_segment, &manifest.id)?;
 
     let mut timelines: Vec<PlannedTimeline> = Vec::new();
@@ -282,30 +256,9 @@ fn require_present(
     Ok(())
 }
 
-/// The first segment that may hold a commit after `time`: segments uploaded well before
-/// `time` cannot (see [`UPLOAD_CLOCK_MARGIN`]). Never past the last stored segment.
-fn first_segment_after(
-    index: &crate::catalog::WalIndex,
-    path: &[TimelineSpan],
-    from: SegmentNo,
-    time: DateTime<Utc>,
-) -> SegmentNo {
-    let cutoff = time - UPLOAD_CLOCK_MARGIN;
-    let stored = |segno: SegmentNo| index.get(index.timeline_for(path, segno), segno);
-    let mut segno = from;
-    while let Some(listed) = stored(segno)
-        && listed.last_modified < cutoff
-        && let Some(next) = segno.next()
-        && stored(next).is_some()
-    {
-        segno = next;
-    }
-    segno
-}
-
 /// Whether recovery stops at `record` for `spec` (PostgreSQL's `recoveryStopsBefore` /
-/// `recoveryStopsAfter`), with a description of what it does there.
-fn stops_at(record: &WalRecord, spec: &TargetSpec) -> Option<String> {
+/// `recoveryStopsAfter`): what it does there, and whether it replays the record first.
+fn stops_at(record: &WalRecord, spec: &TargetSpec) -> Option<(String, bool)> {
     let event = record.event.as_ref();
     let xact = match event {
         Some(RecordEvent::Commit { xid, time }) => Some(("commit", *xid, *time)),
@@ -321,42 +274,75 @@ fn stops_at(record: &WalRecord, spec: &TargetSpec) -> Option<String> {
                 time >= *target
             };
             stops.then(|| {
-                format!(
-                    "stops before the {what} of transaction {xid} at {} (the first after the target)",
-                    time.to_rfc3339()
+                (
+                    format!(
+                        "stops before the {what} of transaction {xid} at {} (the first after the target)",
+                        time.to_rfc3339()
+                    ),
+                    false,
                 )
             })
         }
-        (RecoveryTarget::Xid(target), Some((what, xid, _)), _) if xid == *target => Some(format!(
-            "stops {before_after} the {what} of transaction {xid}"
+        (RecoveryTarget::Xid(target), Some((what, xid, _)), _) if xid == *target => Some((
+            format!("stops {before_after} the {what} of transaction {xid}"),
+            spec.inclusive,
         )),
         (RecoveryTarget::Name(name), _, Some(RecordEvent::RestorePoint { name: found, .. }))
             if found == name =>
         {
-            Some(format!("stops at restore point {name:?}"))
+            Some((format!("stops at restore point {name:?}"), true))
         }
-        (RecoveryTarget::Lsn(target), _, _) if record.lsn >= *target => Some(format!(
-            "stops {before_after} the record at {} (the first at or past the target)",
-            record.lsn
+        (RecoveryTarget::Lsn(target), _, _) if record.lsn >= *target => Some((
+            format!(
+                "stops {before_after} the record at {} (the first at or past the target)",
+                record.lsn
+            ),
+            spec.inclusive,
         )),
         _ => None,
     }
 }
 
-/// Scans WAL from `from` for the record recovery stops at.
-async fn find_stop(
+/// The segment holding the last byte before `end` (an end position exactly on a segment
+/// boundary needs nothing of the next segment).
+fn end_segment(end: Lsn, size: crate::wal::WalSegmentSize) -> SegmentNo {
+    Lsn::new(end.as_u64().saturating_sub(1)).segment(size)
+}
+
+/// Decodes the WAL along `path` from the backup's start, as recovery will replay it, to the
+/// record where recovery stops (for `latest` and `immediate`: the end of the stored WAL, or
+/// the backup's end). Returns the stop and the last segment recovery reads.
+async fn walk_to_stop(
     repo: &Repository,
     index: &crate::catalog::WalIndex,
     path: &[TimelineSpan],
-    from: SegmentNo,
     spec: &TargetSpec,
     manifest: &Manifest,
-) -> Result<StopPoint, PlanError> {
-    let mut last_commit: Option<(Lsn, DateTime<Utc>)> = None;
-    let mut wal_end = manifest.stop_lsn;
-    let found = scan_path(repo, index, path, from, None, |name, segment| {
-        for record in &segment.records {
-            if let Some(description) = stops_at(record, spec) {
+) -> Result<(StopPoint, SegmentNo), PlanError> {
+    let size = index.segment_size();
+    let start = manifest.start_lsn.segment(size);
+    let mut last: Option<(Lsn, SegmentName)> = None;
+    let mut last_commit: Option<(Lsn, DateTime<Utc>, u32)> = None;
+    let found = scan_path(repo, index, path, start, None, |name, segment| {
+        for record in segment
+            .records
+            .iter()
+            .filter(|r| r.lsn >= manifest.start_lsn)
+        {
+            let stop = match &spec.target {
+                RecoveryTarget::Immediate => (record.end >= manifest.stop_lsn).then(|| {
+                    (
+                        format!(
+                            "stops once consistent, at the end of the backup ({})",
+                            manifest.stop_lsn
+                        ),
+                        true,
+                    )
+                }),
+                RecoveryTarget::Latest => None,
+                _ => stops_at(record, spec),
+            };
+            if let Some((description, after)) = stop {
                 let (time, xid) = match &record.event {
                     Some(RecordEvent::Commit { xid, time } | RecordEvent::Abort { xid, time }) => {
                         (Some(*time), Some(*xid))
@@ -364,49 +350,85 @@ async fn find_stop(
                     Some(RecordEvent::RestorePoint { time, .. }) => (Some(*time), None),
                     _ => (None, None),
                 };
-                return Scan::Stop(StopPoint {
-                    description,
-                    lsn: record.lsn,
-                    segment: name.to_string(),
-                    time,
-                    xid,
-                });
+                let reached = if after { record.end } else { record.lsn };
+                return Scan::Stop((
+                    StopPoint {
+                        description,
+                        lsn: record.lsn,
+                        segment: name.to_string(),
+                        time,
+                        xid,
+                    },
+                    reached,
+                    *name,
+                ));
             }
-            if let Some(RecordEvent::Commit { time, .. } | RecordEvent::Abort { time, .. }) =
+            if let Some(RecordEvent::Commit { time, xid } | RecordEvent::Abort { time, xid }) =
                 &record.event
             {
-                last_commit = Some((record.lsn, *time));
+                last_commit = Some((record.lsn, *time, *xid));
             }
-            wal_end = record.end;
+            last = Some((record.end, *name));
         }
         Scan::Continue
     })
     .await?;
-    let stop = match found {
-        Ok(stop) => stop,
+    let segno = |name: &SegmentName| {
+        name.segment_no(size)
+            .expect("names on the path are in range")
+    };
+    let (stop, reached, segment) = match found {
+        Ok(found) => found,
         Err(end) => {
+            // The stored WAL ends (or stops being valid) before the target.
+            let (end_name, invalid) = match end {
+                ScanEnd::Missing(name) => (name, None),
+                ScanEnd::Invalid { segment, reason } => (segment, Some(reason)),
+            };
+            if let Some(beyond) = index.any_after(path, segno(&end_name)) {
+                return Err(match invalid {
+                    None => PlanError::Missing {
+                        name: end_name.to_string(),
+                        why: format!(
+                            "recovery to {} reads it; the archive holds WAL after it ({beyond}), so it was lost or deleted",
+                            spec.target
+                        ),
+                    },
+                    Some(reason) => PlanError::Corrupt {
+                        key: end_name.to_string(),
+                        reason: format!(
+                            "its WAL stops being valid ({reason}), so recovery would end there although the archive holds WAL after it ({beyond})"
+                        ),
+                    },
+                });
+            }
+            let (wal_end, last_segment) = last.unwrap_or((manifest.stop_lsn, end_name));
+            if matches!(spec.target, RecoveryTarget::Latest) {
+                if wal_end < manifest.stop_lsn {
+                    return Err(PlanError::Unreachable(format!(
+                        "the archived WAL ends at {wal_end}, before backup {} becomes consistent at {}",
+                        manifest.id, manifest.stop_lsn
+                    )));
+                }
+                let stop = StopPoint {
+                    description: format!("replays all archived WAL, to {wal_end}"),
+                    lsn: wal_end,
+                    segment: last_segment.to_string(),
+                    time: last_commit.map(|c| c.1),
+                    xid: last_commit.map(|c| c.2),
+                };
+                return Ok((stop, segno(&last_segment)));
+            }
             let last = match last_commit {
-                Some((lsn, time)) => {
+                Some((lsn, time, _)) => {
                     format!("; its last commit is at {} ({lsn})", time.to_rfc3339())
                 }
                 None => String::new(),
             };
-            let reason = match end {
-                ScanEnd::Missing(name) => {
-                    let segno = name.segment_no(index.segment_size()).expect("in range");
-                    if let Some(beyond) = index.any_after(path, segno) {
-                        return Err(PlanError::Missing {
-                            name: name.to_string(),
-                            why: format!(
-                                "recovery to {} reads it; the archive holds WAL after it ({beyond}), so it was lost or deleted",
-                                spec.target
-                            ),
-                        });
-                    }
-                    format!("the archived WAL ends before segment {name}")
-                }
-                ScanEnd::Invalid { segment, reason } => {
-                    format!("the WAL stops being valid in segment {segment}: {reason}")
+            let reason = match invalid {
+                None => format!("the archived WAL ends before segment {end_name}"),
+                Some(reason) => {
+                    format!("the WAL stops being valid in segment {end_name}: {reason}")
                 }
             };
             let hint = match spec.target {
@@ -421,72 +443,13 @@ async fn find_stop(
             )));
         }
     };
-    if stop.lsn < manifest.stop_lsn {
+    if reached < manifest.stop_lsn {
         return Err(PlanError::Unreachable(format!(
             "{} lies before backup {} became consistent ({}): recovery would stop at {} — choose an older backup",
             spec.target, manifest.id, manifest.stop_lsn, stop.lsn
         )));
     }
-    Ok(stop)
-}
-
-/// For `latest`: the end of the WAL that follows the backup without a gap. WAL stored beyond
-/// a gap would silently not be replayed, so a gap is a missing piece, not an end.
-async fn latest_end(
-    repo: &Repository,
-    index: &crate::catalog::WalIndex,
-    path: &[TimelineSpan],
-    manifest: &Manifest,
-) -> Result<StopPoint, PlanError> {
-    let size = index.segment_size();
-    let start = manifest.start_lsn.segment(size);
-    let (last, first_missing) = index.contiguous_from(path, start);
-    let consistent = manifest.stop_lsn.segment(size);
-    let Some(last) = last.filter(|last| *last >= consistent) else {
-        return Err(PlanError::Missing {
-            name: first_missing.to_string(),
-            why: format!("recovery from backup {} reads it", manifest.id),
-        });
-    };
-    if let Some(beyond) = index.any_after(path, last) {
-        return Err(PlanError::Missing {
-            name: first_missing.to_string(),
-            why: format!(
-                "WAL after it ({beyond} and on) would not be replayed; recover to a target before the gap, or find the segment"
-            ),
-        });
-    }
-    let from = last.as_u64().saturating_sub(1).max(start.as_u64());
-    let mut end: Option<(Lsn, SegmentName)> = None;
-    let mut last_commit: Option<(DateTime<Utc>, u32)> = None;
-    let _ = scan_path::<()>(
-        repo,
-        index,
-        path,
-        SegmentNo::new(from),
-        Some(last),
-        |name, segment| {
-            for record in &segment.records {
-                if let Some(RecordEvent::Commit { xid, time } | RecordEvent::Abort { xid, time }) =
-                    &record.event
-                {
-                    last_commit = Some((*time, *xid));
-                }
-                end = Some((record.end, *name));
-            }
-            Scan::Continue
-        },
-    )
-    .await?;
-    let (lsn, segment) = end.unwrap_or((manifest.stop_lsn, index.name_on_path(path, last)));
-    let commit = last_commit;
-    Ok(StopPoint {
-        description: format!("replays all archived WAL, to {lsn}"),
-        lsn,
-        segment: segment.to_string(),
-        time: commit.map(|c| c.0),
-        xid: commit.map(|c| c.1),
-    })
+    Ok((stop, segno(&segment)))
 }
 
 #[cfg(test)]

@@ -18,6 +18,9 @@ pub const XLOG_LONG_PAGE_HEADER_LEN: usize = 40;
 pub(super) const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;
 /// `XLP_LONG_HEADER`: set on the first page of every segment.
 pub(super) const XLP_LONG_HEADER: u16 = 0x0002;
+/// `XLP_FIRST_IS_OVERWRITE_CONTRECORD` (PostgreSQL 14+): the record left unfinished before
+/// this page was abandoned after a crash.
+pub(super) const XLP_FIRST_IS_OVERWRITE_CONTRECORD: u16 = 0x0008;
 /// `XLP_ALL_FLAGS`: `XLP_FIRST_IS_CONTRECORD` (1), `XLP_LONG_HEADER` (2),
 /// `XLP_BKP_REMOVABLE` (4) and `XLP_FIRST_IS_OVERWRITE_CONTRECORD` (8, written after a crash
 /// left a record unfinished at a page boundary). Any other bit means this is not a page

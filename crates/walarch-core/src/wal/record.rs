@@ -17,7 +17,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::page::{XLP_FIRST_IS_CONTRECORD, XLP_LONG_HEADER};
+use super::page::{XLP_FIRST_IS_CONTRECORD, XLP_FIRST_IS_OVERWRITE_CONTRECORD, XLP_LONG_HEADER};
 use super::{LongPageHeader, Lsn, PgMajor, WalError};
 
 /// `SizeOfXLogRecord`.
@@ -163,6 +163,7 @@ struct SegmentRun<'a> {
 struct PageHeader {
     len: usize,
     continuation: bool,
+    overwrites_contrecord: bool,
     rem_len: u32,
 }
 
@@ -196,8 +197,16 @@ impl SegmentRun<'_> {
                 page.continuation && page.rem_len as usize == partial.total - partial.bytes.len()
             });
             if !resumes && self.decoder.partial.is_some() {
-                // The record was never finished (PostgreSQL writes an overwrite-contrecord
-                // record after such a crash): drop it and read on from this page.
+                if !page.overwrites_contrecord {
+                    // PostgreSQL ends WAL here: the record it was reading is not continued.
+                    return self.invalid(
+                        page_start,
+                        "the record begun on the previous page is not continued here",
+                    );
+                }
+                // A crash left the record unfinished and PostgreSQL wrote on after it,
+                // marking the page (XLP_FIRST_IS_OVERWRITE_CONTRECORD): drop the record and
+                // read on, as recovery does.
                 self.decoder.partial = None;
                 self.decoder.last_record = None;
             }
@@ -299,6 +308,7 @@ impl SegmentRun<'_> {
                 SHORT_PAGE_HEADER_LEN
             },
             continuation: info & XLP_FIRST_IS_CONTRECORD != 0,
+            overwrites_contrecord: info & XLP_FIRST_IS_OVERWRITE_CONTRECORD != 0,
             rem_len: u32_at(bytes, 16),
         })
     }
