@@ -75,7 +75,7 @@ impl Setup {
     }
 
     /// Restores for `drill` with `--start`, checks the rows, and reports the times.
-    fn run_drill(&self, drill: &Drill) -> (f64, f64) {
+    fn run_drill(&self, drill: &Drill) {
         let dir = self.scratch.subdir(drill.name);
         let data = dir.join("data");
         let port = walarch_tests::free_port();
@@ -119,6 +119,20 @@ impl Setup {
             "{}\n{result}",
             drill.name
         );
+        if drill.expected_state == "shut down" {
+            assert!(
+                !data.join("postmaster.pid").exists(),
+                "{}: the server stopped at the target",
+                drill.name
+            );
+            eprintln!(
+                "drill {:<10} restore {:.2} s + recovery {:.2} s (walarch wall {wall:.2} s): shut down at the target",
+                drill.name,
+                result["seconds"].as_f64().unwrap(),
+                result["recovery"]["seconds"].as_f64().unwrap(),
+            );
+            return;
+        }
         let rows = restored.sql(SNAPSHOT_SQL);
         assert_eq!(
             rows, drill.expected_rows,
@@ -135,7 +149,6 @@ impl Setup {
             result["recovery"]["stop_message"]
         );
         drop(restored);
-        (result["seconds"].as_f64().unwrap(), recovery_seconds)
     }
 }
 
@@ -339,6 +352,18 @@ fn pitr_drills_by_time_lsn_xid_name_immediate_and_across_a_promotion() {
             expected_rows: expected_immediate,
             expected_backup: &backup1,
             expected_state: "paused",
+        },
+        Drill {
+            name: "shutdown",
+            args: vec![
+                "--target-lsn".into(),
+                lsn.clone(),
+                "--target-action".into(),
+                "shutdown".into(),
+            ],
+            expected_rows: String::new(),
+            expected_backup: &backup1,
+            expected_state: "shut down",
         },
         Drill {
             name: "timeline2",

@@ -52,6 +52,12 @@ pub async fn run(
     if let Some(action) = &action {
         recovery_settings.push(("recovery_target_action".into(), action.clone()));
     }
+    if args.start && args.standby {
+        return Err(anyhow::anyhow!(
+            "--start waits for recovery to end at a target; a --standby never ends it: start the standby yourself"
+        )
+        .into());
+    }
     for setting in &args.settings {
         let (name, value) = setting
             .split_once('=')
@@ -62,6 +68,12 @@ pub async fn run(
                         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
             })
             .ok_or_else(|| anyhow::anyhow!("--set {setting:?}: expected NAME=VALUE"))?;
+        if name.trim().starts_with("recovery_target") || name.trim() == "restore_command" {
+            return Err(anyhow::anyhow!(
+                "--set {name}: recovery settings come from the checked plan; use the --target* flags (or --restore-command)"
+            )
+            .into());
+        }
         recovery_settings.push((name.trim().to_owned(), value.trim().to_owned()));
     }
     let options = RestoreOptions {

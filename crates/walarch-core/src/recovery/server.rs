@@ -51,12 +51,13 @@ pub enum ServerError {
         last_lines: Option<String>,
     },
     #[error(
-        "recovery has not reached its target after {seconds} s; the server is still running (see {log}); stop it with pg_ctl stop -D {pgdata}"
+        "recovery has not reached its target after {seconds} s; the server is still running (see {log}){last_error}; stop it with pg_ctl stop -D {pgdata}"
     )]
     Timeout {
         seconds: u64,
         log: String,
         pgdata: String,
+        last_error: String,
     },
 }
 
@@ -90,12 +91,18 @@ pub async fn start_and_wait(options: &StartOptions) -> Result<RecoveryOutcome, S
         last_lines: last_log_lines(&log_file),
     };
     let mut seen_running = false;
+    // Why the server could not be asked, if it could not: said on timeout, since a server
+    // that accepts no connection from this user (pg_hba) would otherwise look stuck.
+    let mut last_error: Option<String> = None;
     loop {
         if started.elapsed() > options.timeout {
             return Err(ServerError::Timeout {
                 seconds: options.timeout.as_secs(),
                 log: log_file.display().to_string(),
                 pgdata: pgdata.display().to_string(),
+                last_error: last_error
+                    .map(|e| format!("; last connection attempt: {e}"))
+                    .unwrap_or_default(),
             });
         }
         let pid_file = std::fs::read_to_string(pgdata.join("postmaster.pid")).ok();
@@ -103,7 +110,10 @@ pub async fn start_and_wait(options: &StartOptions) -> Result<RecoveryOutcome, S
             None if seen_running || started.elapsed() > Duration::from_secs(10) => {
                 // The server is gone: that is the goal only for the shutdown action.
                 let message = stop_message(&log_file);
-                let shut_down_at_target = log_contains(&log_file, "shutdown at recovery target");
+                // The log may go elsewhere (logging_collector); pg_control says it too.
+                let shut_down_at_target = log_contains(&log_file, "shutdown at recovery target")
+                    || control_state(&pg_ctl, pgdata)
+                        .is_some_and(|state| state == "shut down in recovery");
                 if options.action == "shutdown" && shut_down_at_target {
                     return Ok(RecoveryOutcome {
                         state: "shut down".into(),
@@ -120,9 +130,15 @@ pub async fn start_and_wait(options: &StartOptions) -> Result<RecoveryOutcome, S
             None => {}
             Some(pid) => {
                 seen_running = true;
-                if pid.ready
-                    && let Some(status) = query_status(&pid).await
-                {
+                let status = if pid.ready {
+                    query_status(&pid)
+                        .await
+                        .map_err(|e| last_error = Some(e))
+                        .ok()
+                } else {
+                    None
+                };
+                if let Some(status) = status {
                     let done = match options.action.as_str() {
                         "pause" => status.paused,
                         "shutdown" => false,
@@ -167,6 +183,17 @@ fn find_pg_ctl(pg_bin: Option<&Path>, pgdata: &Path) -> PathBuf {
     })
 }
 
+/// The cluster state `pg_controldata` reports ("shut down in recovery" after a shutdown at
+/// the recovery target), from the directory `pg_ctl` is in.
+fn control_state(pg_ctl: &Path, pgdata: &Path) -> Option<String> {
+    let program = pg_ctl.with_file_name("pg_controldata");
+    let output = Command::new(program).arg("-D").arg(pgdata).output().ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("Database cluster state:"))
+        .map(|state| state.trim().to_owned())
+}
+
 /// The lines of `postmaster.pid` that say where and whether the server listens.
 struct PidFile {
     port: u16,
@@ -199,31 +226,48 @@ struct ServerStatus {
     timeline: Option<u32>,
 }
 
-/// Asks the server how far recovery has come; `None` while it does not answer yet.
-async fn query_status(pid: &PidFile) -> Option<ServerStatus> {
+/// Asks the server how far recovery has come; an error while it does not answer (yet).
+async fn query_status(pid: &PidFile) -> Result<ServerStatus, String> {
     let host = pid.socket_dir.clone().unwrap_or_else(|| "localhost".into());
     let quoted = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
     let conninfo = format!("host={} port={} dbname=postgres", quoted(&host), pid.port);
-    let mut config = connection_config(Some(&conninfo)).ok()?;
+    let mut config = connection_config(Some(&conninfo)).map_err(|e| e.to_string())?;
     config.application_name("walarch restore --start");
     config.connect_timeout(Duration::from_secs(5));
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.ok()?;
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| e.to_string())?;
     let driver = tokio::spawn(connection);
+    // Paused means "paused", not "pause requested": PostgreSQL 14 added the state function;
+    // before it, pg_is_wal_replay_paused() said exactly that.
+    let version: Option<i32> = client
+        .query_one("select current_setting('server_version_num')::int4", &[])
+        .await
+        .ok()
+        .map(|row| row.get(0));
+    let paused = if version.is_some_and(|v| v >= 140_000) {
+        "pg_get_wal_replay_pause_state() = 'paused'"
+    } else {
+        "pg_is_wal_replay_paused()"
+    };
     let row = client
         .query_one(
-            "select pg_is_in_recovery(),
-                    pg_is_in_recovery() and pg_get_wal_replay_pause_state() = 'paused',
-                    pg_last_wal_replay_lsn()::text,
-                    pg_last_xact_replay_timestamp(),
-                    (select timeline_id from pg_control_checkpoint())::int4",
+            &format!(
+                "select pg_is_in_recovery(),
+                        pg_is_in_recovery() and {paused},
+                        pg_last_wal_replay_lsn()::text,
+                        pg_last_xact_replay_timestamp(),
+                        (select timeline_id from pg_control_checkpoint())::int4"
+            ),
             &[],
         )
         .await
-        .ok();
+        .map_err(|e| e.to_string());
     drop(client);
     let _ = driver.await;
     let row = row?;
-    Some(ServerStatus {
+    Ok(ServerStatus {
         in_recovery: row.get(0),
         paused: row.get(1),
         replay_lsn: row

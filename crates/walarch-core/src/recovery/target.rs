@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, FixedOffset, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDateTime, SecondsFormat, Timelike, Utc};
 
 use crate::wal::{Lsn, TimelineId};
 
@@ -73,6 +73,14 @@ pub enum TargetError {
 /// server's `timezone`, which walarch cannot know when planning: refusing is safer than
 /// planning for a different instant than the server will stop at.
 pub fn parse_time(text: &str) -> Result<DateTime<Utc>, TargetError> {
+    // PostgreSQL keeps microseconds: plan for the instant the server will compare against.
+    parse_time_exact(text).map(|time| {
+        time.with_nanosecond(time.nanosecond() / 1000 * 1000)
+            .unwrap_or(time)
+    })
+}
+
+fn parse_time_exact(text: &str) -> Result<DateTime<Utc>, TargetError> {
     let trimmed = text.trim();
     if let Ok(time) = DateTime::parse_from_rfc3339(trimmed) {
         return Ok(time.with_timezone(&Utc));
@@ -217,6 +225,11 @@ mod tests {
         ] {
             assert_eq!(parse_time(text).unwrap(), expect, "{text}");
         }
+        assert_eq!(
+            parse_time("2026-11-21T11:32:00.250000999Z").unwrap(),
+            expect,
+            "truncated to microseconds, as PostgreSQL reads it"
+        );
         for bad in ["2026-11-21 11:32:00", "11:32", "yesterday", ""] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }
