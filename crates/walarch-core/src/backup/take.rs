@@ -158,6 +158,17 @@ pub async fn take_backup(
         manifest.to_json().into(),
     )
     .await?;
+    // The claim is withdrawn by retention before it deletes a folder it takes for
+    // interrupted: if that happened while the manifest was being written, say so loudly.
+    if repo
+        .object_size(&keys::backup_file(id.as_str(), "started"))
+        .await?
+        .is_none()
+    {
+        return Err(BackupError::Part(format!(
+            "backups/{id} was claimed by retention while its manifest was written: do not rely on backup {id} (walarch verify --backup {id}); run the backup again"
+        )));
+    }
     tracing::info!(backup = %id, stop_lsn = %manifest.stop_lsn, "backup complete");
     Ok(manifest)
 }

@@ -72,28 +72,39 @@ pub async fn plan_recovery(
     backup: Option<&BackupSelector>,
 ) -> Result<RecoveryPlan, PlanError> {
     let view = RepositoryView::load(repo).await?;
-    let manifest = choose_backup(&view.backups, spec, backup)?;
-    let target_timeline = resolve_timeline(&view, spec.timeline, manifest.timeline);
-    let path = view
-        .timelines
-        .spans(target_timeline)
-        .ok_or_else(|| PlanError::Missing {
-            name: format!("{:08X}.history", target_timeline.get()),
-            why: format!("recovery to timeline {target_timeline} follows it"),
-        })?;
-    if !path_passes(&path, manifest.timeline, manifest.start_lsn) {
-        return Err(PlanError::Unreachable(format!(
-            "backup {} (timeline {}, {}) is not an ancestor of timeline {target_timeline}: that timeline branched off earlier{}",
-            manifest.id,
-            manifest.timeline,
-            manifest.start_lsn,
-            if backup.is_some() {
-                "; choose an older backup or another --target-timeline"
-            } else {
-                "; give --target-timeline or --backup"
-            }
-        )));
+    // The newest suitable backup whose timeline the target timeline descends from (it must
+    // have ended before the target timeline branched off, as PostgreSQL checks).
+    let mut refused = None;
+    let mut chosen = None;
+    for manifest in candidate_backups(&view.backups, spec, backup)? {
+        let target_timeline = resolve_timeline(&view, spec.timeline, manifest.timeline);
+        let Some(path) = view.timelines.spans(target_timeline) else {
+            return Err(PlanError::Missing {
+                name: format!("{:08X}.history", target_timeline.get()),
+                why: format!("recovery to timeline {target_timeline} follows it"),
+            });
+        };
+        if path_passes(&path, manifest.timeline, manifest.stop_lsn) {
+            chosen = Some((manifest, target_timeline, path));
+            break;
+        }
+        refused.get_or_insert_with(|| {
+            format!(
+                "backup {} (timeline {}, ending at {}) is not an ancestor of timeline {target_timeline}: that timeline branched off before the backup ended; {}",
+                manifest.id,
+                manifest.timeline,
+                manifest.stop_lsn,
+                if backup.is_some() {
+                    "choose an older backup or another --target-timeline"
+                } else {
+                    "no older backup is either; give --target-timeline"
+                }
+            )
+        });
     }
+    let Some((manifest, target_timeline, path)) = chosen else {
+        return Err(PlanError::Unreachable(refused.unwrap_or_default()));
+    };
     let index = &view.index;
     let size = index.segment_size();
     let start = manifest.start_lsn.segment(size);
@@ -163,57 +174,63 @@ pub async fn plan_recovery(
     })
 }
 
-/// The backup to restore: the one named, or the newest suited to the target.
-fn choose_backup<'a>(
+/// The backups to restore from, best first: the one named, or those suited to the target
+/// (time, LSN: finished before it), newest first.
+fn candidate_backups<'a>(
     backups: &'a [Manifest],
     spec: &TargetSpec,
     selector: Option<&BackupSelector>,
-) -> Result<&'a Manifest, PlanError> {
+) -> Result<Vec<&'a Manifest>, PlanError> {
     if backups.is_empty() {
         return Err(PlanError::NoBackup(
             "the repository holds no complete backup (take one with `walarch backup`)".into(),
         ));
     }
-    let newest_first = {
-        let mut sorted: Vec<&Manifest> = backups.iter().collect();
-        sorted.sort_by_key(|m| std::cmp::Reverse((m.stopped_at, m.stop_lsn)));
-        sorted
-    };
+    // By real time (completion, then position), not by id.
+    let mut newest_first: Vec<&Manifest> = backups.iter().collect();
+    newest_first.sort_by_key(|m| std::cmp::Reverse((m.stopped_at, m.stop_lsn)));
     match selector {
         Some(BackupSelector::Id(id)) => {
-            return backups.iter().find(|m| &m.id == id).ok_or_else(|| {
-                PlanError::NoBackup(format!("no complete backup {id} (see `walarch backups`)"))
-            });
+            return backups
+                .iter()
+                .find(|m| &m.id == id)
+                .map(|m| vec![m])
+                .ok_or_else(|| {
+                    PlanError::NoBackup(format!("no complete backup {id} (see `walarch backups`)"))
+                });
         }
-        Some(BackupSelector::Latest) => return Ok(newest_first[0]),
+        Some(BackupSelector::Latest) => return Ok(vec![newest_first[0]]),
         None => {}
     }
     let oldest = newest_first[newest_first.len() - 1];
-    match &spec.target {
+    let suited: Vec<&Manifest> = match &spec.target {
         RecoveryTarget::Time(time) => newest_first
             .iter()
-            .find(|m| m.stopped_at < *time)
+            .filter(|m| m.stopped_at < *time)
             .copied()
-            .ok_or_else(|| {
-                PlanError::NoBackup(format!(
-                    "no backup finished before {}: the oldest, {}, finished at {}",
-                    time.to_rfc3339(),
-                    oldest.id,
-                    oldest.stopped_at.to_rfc3339()
-                ))
-            }),
+            .collect(),
         RecoveryTarget::Lsn(lsn) => newest_first
             .iter()
-            .find(|m| m.stop_lsn <= *lsn)
+            .filter(|m| m.stop_lsn <= *lsn)
             .copied()
-            .ok_or_else(|| {
-                PlanError::NoBackup(format!(
-                    "no backup is consistent by {lsn}: the oldest, {}, ends at {}",
-                    oldest.id, oldest.stop_lsn
-                ))
-            }),
-        _ => Ok(newest_first[0]),
+            .collect(),
+        _ => newest_first.clone(),
+    };
+    if suited.is_empty() {
+        return Err(PlanError::NoBackup(match &spec.target {
+            RecoveryTarget::Time(time) => format!(
+                "no backup finished before {}: the oldest, {}, finished at {}",
+                time.to_rfc3339(),
+                oldest.id,
+                oldest.stopped_at.to_rfc3339()
+            ),
+            _ => format!(
+                "no backup is consistent by {}: the oldest, {}, ends at {}",
+                spec.target, oldest.id, oldest.stop_lsn
+            ),
+        }));
     }
+    Ok(suited)
 }
 
 /// `latest` follows history files upward from the backup's timeline, one by one, as

@@ -42,7 +42,7 @@ pub async fn recoverable_windows(repo: &Repository) -> Result<Vec<RecoverableWin
         let mut backups: Vec<_> = view
             .backups
             .iter()
-            .filter(|m| path_passes(&path, m.timeline, m.start_lsn))
+            .filter(|m| path_passes(&path, m.timeline, m.stop_lsn))
             .collect();
         backups.sort_by_key(|m| (m.stopped_at, m.stop_lsn));
         let mut seen_ends: Vec<SegmentNo> = Vec::new();

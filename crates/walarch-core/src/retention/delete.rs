@@ -61,7 +61,11 @@ pub async fn apply_retention(
 
     let mut folders = doomed;
     for id in plan.incomplete_to_delete() {
-        // The plan judged this backup interrupted; if it completed since, it is a backup now.
+        // Withdraw the folder's claim first: a backup that is in fact still running checks
+        // its claim before writing its manifest, and gives up without it. Then, if it
+        // completed in the meantime, it is a backup now and stays.
+        let claim = keys::backup_file(id.as_str(), "started");
+        deleter.delete(vec![(claim, 0)], "backup claims").await?;
         if repo
             .object_size(&keys::backup_manifest(id.as_str()))
             .await?

@@ -141,7 +141,13 @@ pub enum IncompleteReason {
     StartedBeforeOldestKept,
     /// It may still be running: a backup is left alone until it is older than every kept one.
     MayStillBeRunning,
+    /// It started less than [`INCOMPLETE_GRACE`] ago: a long backup may still be running.
+    StartedRecently,
 }
+
+/// How old a folder without a manifest must be before retention takes it for interrupted,
+/// whatever the kept backups: a backup still running must never lose its parts.
+pub const INCOMPLETE_GRACE: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
 impl fmt::Display for IncompleteReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -150,6 +156,7 @@ impl fmt::Display for IncompleteReason {
                 "interrupted before the oldest kept backup"
             }
             IncompleteReason::MayStillBeRunning => "may still be running",
+            IncompleteReason::StartedRecently => "started less than 24 hours ago",
         })
     }
 }
@@ -306,10 +313,12 @@ pub fn plan_retention(
     plan.incomplete = incomplete
         .into_iter()
         .map(|id| {
-            let (action, reason) = if id.time() < oldest_kept_start {
-                (Action::Delete, IncompleteReason::StartedBeforeOldestKept)
-            } else {
+            let (action, reason) = if id.time() >= oldest_kept_start {
                 (Action::Keep, IncompleteReason::MayStillBeRunning)
+            } else if id.time() > now - INCOMPLETE_GRACE {
+                (Action::Keep, IncompleteReason::StartedRecently)
+            } else {
+                (Action::Delete, IncompleteReason::StartedBeforeOldestKept)
             };
             IncompleteDecision {
                 id: id.clone(),
@@ -1005,6 +1014,18 @@ mod tests {
                 histories: vec![],
                 policy: keep(1),
                 now: hours(50),
+                kept: vec![24],
+                incomplete_deleted: vec![],
+                wal_deleted: names(&segments(1, 1..=4)),
+            },
+            Case {
+                name: "a folder without manifest younger than a day stays, even before the oldest kept backup",
+                backups: vec![backup(0, 1, 2, 1), backup(24, 1, 5, 25)],
+                incomplete: vec![id(20)],
+                wal: segments(1, 1..=7),
+                histories: vec![],
+                policy: keep(1),
+                now: hours(30),
                 kept: vec![24],
                 incomplete_deleted: vec![],
                 wal_deleted: names(&segments(1, 1..=4)),
