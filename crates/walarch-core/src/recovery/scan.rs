@@ -11,7 +11,7 @@ use crate::wal::{SegmentName, SegmentNo, SegmentRecords, TimelineSpan, WalDecode
 use super::PlanError;
 
 /// Segments downloaded ahead of the decoder.
-const READ_AHEAD: usize = 4;
+const READ_AHEAD: usize = 2;
 
 /// What the visitor of [`scan_path`] wants next.
 pub enum Scan<T> {
