@@ -319,54 +319,52 @@ pub async fn run_prefetch_worker(
         }
         // Idle: recovery has asked for nothing new for a while and nothing is in flight.
         let idle = last_progress.elapsed() >= options.idle_exit;
-        let Some(WalFileName::Segment(current)) = position else {
-            // PostgreSQL is asking for history files: nothing to guess yet.
-            if idle && in_flight.is_empty() {
+        // While PostgreSQL asks for history files (or nothing yet) there is nothing to guess,
+        // but what is in flight must still be driven to completion, or the worker never idles.
+        if let Some(WalFileName::Segment(current)) = position {
+            spool.prune_behind(&current, size);
+            let Ok(current_no) = current.segment_no(size) else {
                 return report;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        };
-        spool.prune_behind(&current, size);
-        let Ok(current_no) = current.segment_no(size) else {
-            return report;
-        };
-        // The window after the position that is neither spooled, in flight, nor past a miss.
-        let candidates = (1..=window)
-            .filter_map(|ahead| current_no.as_u64().checked_add(ahead))
-            .map(|n| SegmentName::new(current.timeline(), crate::wal::SegmentNo::new(n), size));
-        for segment in candidates {
-            if in_flight.len() >= parallelism {
-                break;
-            }
-            if let Some((miss, at)) = &missing {
-                let retry_after = if spool.recovery().is_some_and(|(_, standby)| standby) {
-                    Duration::from_secs(1)
-                } else {
-                    Duration::from_secs(5)
-                };
-                if segment >= *miss && at.elapsed() < retry_after {
+            };
+            // The window after the position that is neither spooled, in flight, nor past a miss.
+            let candidates = (1..=window)
+                .filter_map(|ahead| current_no.as_u64().checked_add(ahead))
+                .map(|n| SegmentName::new(current.timeline(), crate::wal::SegmentNo::new(n), size));
+            for segment in candidates {
+                if in_flight.len() >= parallelism {
                     break;
                 }
+                if let Some((miss, at)) = &missing {
+                    let retry_after = if spool.recovery().is_some_and(|(_, standby)| standby) {
+                        Duration::from_secs(1)
+                    } else {
+                        Duration::from_secs(5)
+                    };
+                    if segment >= *miss && at.elapsed() < retry_after {
+                        break;
+                    }
+                }
+                let name = WalFileName::Segment(segment);
+                let text = name.to_string();
+                if spool.is_spooled(&name)
+                    || in_flight_names.contains(&text)
+                    || failed.contains(&text)
+                {
+                    continue;
+                }
+                in_flight_names.insert(text);
+                in_flight.push(async move {
+                    let result = fetch_wal_file(
+                        repo,
+                        &name,
+                        &spool.data_path(&name),
+                        options.preferred,
+                        true,
+                    )
+                    .await;
+                    (segment, name, result)
+                });
             }
-            let name = WalFileName::Segment(segment);
-            let text = name.to_string();
-            if spool.is_spooled(&name) || in_flight_names.contains(&text) || failed.contains(&text)
-            {
-                continue;
-            }
-            in_flight_names.insert(text);
-            in_flight.push(async move {
-                let result = fetch_wal_file(
-                    repo,
-                    &name,
-                    &spool.data_path(&name),
-                    options.preferred,
-                    true,
-                )
-                .await;
-                (segment, name, result)
-            });
         }
         let Some((segment, name, result)) = in_flight.next().await else {
             // Nothing could be scheduled: the window is full, or ends at a miss.
@@ -494,6 +492,32 @@ mod tests {
             max_bytes: 3 << 20,
             idle_exit: Duration::from_millis(300),
         }
+    }
+
+    #[tokio::test]
+    async fn worker_exits_when_recovery_moves_on_to_history_files_mid_fetch() {
+        // After promotion PostgreSQL asks for .history files: downloads still in flight must
+        // complete and the worker go idle, not spin forever (seen as workers outliving
+        // restored test servers).
+        let fx = fixture(12).await;
+        let spool = FetchSpool::for_pg_wal(&fx.pg_wal);
+        spool.set_position(&fx.segments[0].0);
+        let history: WalFileName = "00000002.history".parse().unwrap();
+        let switch = async {
+            while !spool.is_spooled(&fx.segments[1].0) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            spool.set_position(&history);
+        };
+        let mut opts = options();
+        opts.max_bytes = 10 << 20;
+        let worker = tokio::time::timeout(
+            Duration::from_secs(30),
+            run_prefetch_worker(&fx.repo, &spool, opts),
+        );
+        let (report, ()) = tokio::join!(worker, switch);
+        let report = report.expect("the worker exits once idle");
+        assert!(report.fetched >= 1, "{report:?}");
     }
 
     #[tokio::test]
