@@ -298,7 +298,10 @@ pub fn plan_retention(
 
     let mut ordered: Vec<&BackupFacts> = inputs.backups.iter().collect();
     ordered.sort_by(|a, b| a.finish_order().cmp(&b.finish_order()));
-    plan.backups = decide_backups(&ordered, policy, window_start);
+    // The window is about the live timeline: its anchor must be a backup recovery to the
+    // newest timeline can start from (not one on an abandoned branch).
+    let live_path = inputs.timelines.spans(inputs.timelines.latest());
+    plan.backups = decide_backups(&ordered, policy, window_start, live_path.as_deref());
     let kept: Vec<BackupFacts> = plan.backups_to_keep().cloned().collect();
 
     // A folder whose id (its start time) is older than every kept backup's start is taken
@@ -348,6 +351,7 @@ fn decide_backups(
     ordered: &[&BackupFacts],
     policy: &RetentionPolicy,
     window_start: Option<DateTime<Utc>>,
+    live_path: Option<&[crate::wal::TimelineSpan]>,
 ) -> Vec<BackupDecision> {
     let count = ordered.len();
     let mut reasons: Vec<Vec<BackupReason>> = vec![Vec::new(); count];
@@ -363,7 +367,14 @@ fn decide_backups(
     if let Some(start) = window_start {
         // Ordered by completion, so every backup after the anchor completed within the
         // window. Without an anchor, every backup did.
-        let anchor = ordered.iter().rposition(|b| b.completed_at <= start);
+        let before = |b: &&BackupFacts| b.completed_at <= start;
+        let on_live_path = |b: &&BackupFacts| {
+            live_path.is_none_or(|path| path_passes(path, b.timeline, b.stop_lsn))
+        };
+        let anchor = ordered
+            .iter()
+            .rposition(|b| before(b) && on_live_path(b))
+            .or_else(|| ordered.iter().rposition(before));
         for (index, backup) in ordered.iter().enumerate() {
             if backup.completed_at > start {
                 reasons[index].push(BackupReason::WithinWindow);
@@ -1017,6 +1028,35 @@ mod tests {
                 kept: vec![24],
                 incomplete_deleted: vec![],
                 wal_deleted: names(&segments(1, 1..=4)),
+            },
+            Case {
+                name: "the window's anchor is a backup the live timeline descends from, not one on an abandoned branch",
+                // Backup at 0 h on TLI 1; TLI 2 branched at 0/3800000 and was abandoned, with a
+                // backup at 20 h; TLI 3 branched from TLI 1 at 0/7800000 and is live. Window 30 h
+                // at 50 h starts at 20 h: the anchor must be the TLI-1 backup.
+                backups: vec![
+                    backup(0, 1, 2, 1),
+                    backup(19, 2, 4, 20),
+                    backup(40, 3, 9, 41),
+                ],
+                incomplete: vec![],
+                wal: with(
+                    segments(1, 1..=8),
+                    with(
+                        segments(2, 3..=5),
+                        with(segments(3, 7..=10), [history_file(2), history_file(3)]),
+                    ),
+                ),
+                histories: vec![
+                    (2, "1\t0/3800000\tclone\n"),
+                    (3, "1\t0/7800000\tfailover\n"),
+                ],
+                policy: window("30h"),
+                now: hours(50),
+                kept: vec![0, 40],
+                incomplete_deleted: vec![],
+                // The TLI-1 backup can still recover onto TLI 2, so its WAL stays too.
+                wal_deleted: names(&segments(1, 1..=1)),
             },
             Case {
                 name: "a folder without manifest younger than a day stays, even before the oldest kept backup",
