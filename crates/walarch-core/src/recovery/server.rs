@@ -114,7 +114,8 @@ pub async fn start_and_wait(options: &StartOptions) -> Result<RecoveryOutcome, S
                 let shut_down_at_target = log_contains(&log_file, "shutdown at recovery target")
                     || control_state(&pg_ctl, pgdata)
                         .is_some_and(|state| state == "shut down in recovery");
-                if options.action == "shutdown" && shut_down_at_target {
+                // PostgreSQL shuts down instead of pausing when hot_standby is off.
+                if matches!(options.action.as_str(), "shutdown" | "pause") && shut_down_at_target {
                     return Ok(RecoveryOutcome {
                         state: "shut down".into(),
                         stop_message: message,
