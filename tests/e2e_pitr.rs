@@ -10,7 +10,8 @@
 use std::time::{Duration, Instant};
 
 use walarch_tests::{
-    Cluster, Scratch, run_ok, wait_for, walarch, walarch_as_postgres, walarch_binary,
+    Cluster, Scratch, run_ok, wait_for, walarch, walarch_as_postgres, walarch_backup,
+    walarch_binary,
 };
 
 /// Every row, in order, with its phase: the state a drill must get back exactly.
@@ -67,9 +68,7 @@ impl Setup {
     }
 
     fn backup(&self, cluster: &Cluster) -> String {
-        let data = cluster.data.to_str().unwrap().to_owned();
-        let conninfo = cluster.conninfo();
-        let run = self.walarch(&["backup", "--pgdata", &data, "--dbname", &conninfo]);
+        let run = walarch_backup(&self.bin, &[], &self.repo, cluster);
         assert_eq!(run.code, 0, "backup: {run:?}");
         run.json()["id"].as_str().unwrap().to_owned()
     }

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use walarch_tests::{
-    Cluster, Scratch, files_below, run_ok, wait_for, walarch_as_postgres, walarch_binary,
+    Cluster, Scratch, files_below, run_ok, wait_for, walarch_as_postgres, walarch_backup,
+    walarch_binary,
 };
 
 /// Segments per 4 GiB "log id" with 16 MiB segments: the middle 8 hex digits of a name.
@@ -99,26 +100,12 @@ fn keep_two_deletes_the_oldest_backup_and_the_wal_only_it_needed() {
     run_ok(&mut primary.pgbench(&["-i", "-q", "-s", "1"]));
     primary.sql("create table marks (n int)");
 
-    let data = primary.data.to_str().unwrap().to_owned();
     let mut ids = Vec::new();
     for n in 1..=3 {
         primary.sql(&format!("insert into marks values ({n})"));
         run_ok(&mut primary.pgbench(&["-n", "-t", "300"]));
         primary.switch_and_wait_archived(Duration::from_secs(60));
-        let run = walarch_as_postgres(
-            &bin,
-            &[],
-            &[
-                "--repo",
-                &repo,
-                "--json",
-                "backup",
-                "--pgdata",
-                &data,
-                "--dbname",
-                &primary.conninfo(),
-            ],
-        );
+        let run = walarch_backup(&bin, &[], &repo, &primary);
         assert_eq!(run.code, 0, "backup {n}: {run:?}\n{}", primary.log_tail());
         ids.push(run.json()["id"].as_str().unwrap().to_owned());
     }

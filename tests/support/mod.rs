@@ -176,6 +176,25 @@ pub fn walarch_as_postgres(bin: &Path, envs: &[(String, String)], args: &[&str])
     WalarchRun::from(out)
 }
 
+/// `walarch --repo REPO --json backup` of `cluster` (its data directory, its connection), as
+/// the PostgreSQL OS user.
+pub fn walarch_backup(
+    bin: &Path,
+    envs: &[(String, String)],
+    repo: &str,
+    cluster: &Cluster,
+) -> WalarchRun {
+    let data = cluster.data.to_str().unwrap().to_owned();
+    let conninfo = cluster.conninfo();
+    walarch_as_postgres(
+        bin,
+        envs,
+        &[
+            "--repo", repo, "--json", "backup", "--pgdata", &data, "--dbname", &conninfo,
+        ],
+    )
+}
+
 /// The command [`walarch_as_postgres`] runs, to spawn it instead.
 pub fn walarch_as_postgres_command(
     bin: &Path,

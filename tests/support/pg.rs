@@ -30,6 +30,13 @@ pub fn pg_command(program: &str, envs: &[(String, String)]) -> Command {
     cmd
 }
 
+/// The pid in `<data>/postmaster.pid`, while a server runs there.
+fn postmaster_pid(data: &Path) -> Option<u32> {
+    std::fs::read_to_string(data.join("postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().next().and_then(|l| l.trim().parse().ok()))
+}
+
 /// One PostgreSQL cluster on 127.0.0.1, stopped (immediate) when dropped.
 #[derive(Debug)]
 pub struct Cluster {
@@ -94,9 +101,7 @@ impl Cluster {
     /// listening on 127.0.0.1:`port`; stopped when dropped like any other.
     pub fn adopt(data: PathBuf, port: u16) -> Self {
         let socket_dir = data.parent().unwrap().to_path_buf();
-        let postmaster_pid = std::fs::read_to_string(data.join("postmaster.pid"))
-            .ok()
-            .and_then(|text| text.lines().next().and_then(|l| l.trim().parse().ok()));
+        let postmaster_pid = postmaster_pid(&data);
         Cluster {
             data,
             port,
@@ -150,9 +155,7 @@ impl Cluster {
             self.log_tail()
         );
         self.running = true;
-        self.postmaster_pid = std::fs::read_to_string(self.data.join("postmaster.pid"))
-            .ok()
-            .and_then(|text| text.lines().next().and_then(|l| l.trim().parse().ok()));
+        self.postmaster_pid = postmaster_pid(&self.data);
     }
 
     pub fn wait_ready(&self, timeout: Duration) {

@@ -11,7 +11,6 @@ use serde::Serialize;
 
 use crate::codec::Codec;
 use crate::repo::{RepoError, Repository};
-use crate::store::keys;
 use crate::wal::{
     SegmentName, SegmentNo, TimelineHistory, TimelineId, TimelineSpan, WalFileName, WalSegmentSize,
 };
@@ -99,8 +98,8 @@ impl Timelines {
             let WalFileName::History(timeline) = item.name else {
                 continue;
             };
-            let key = keys::wal_file(&item.name, Codec::None);
-            let Some(content) = repo.get_if_exists(&key).await? else {
+            let key = &item.key;
+            let Some(content) = repo.get_if_exists(key).await? else {
                 continue; // deleted since the listing
             };
             let history = TimelineHistory::parse(&content)

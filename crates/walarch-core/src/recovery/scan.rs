@@ -5,8 +5,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::catalog::WalIndex;
 use crate::repo::Repository;
-use crate::store::keys;
-use crate::wal::{SegmentName, SegmentNo, SegmentRecords, TimelineSpan, WalDecoder, WalFileName};
+use crate::wal::{SegmentName, SegmentNo, SegmentRecords, TimelineSpan, WalDecoder};
 
 use super::PlanError;
 
@@ -51,7 +50,7 @@ pub async fn scan_path<T>(
             else {
                 return Ok((name, None));
             };
-            let key = keys::wal_file(&WalFileName::Segment(name), listed.codec);
+            let key = listed.key.clone();
             let Some(stored) = repo.get_if_exists(&key).await? else {
                 return Ok((name, None)); // deleted since the listing
             };
