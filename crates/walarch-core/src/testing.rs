@@ -187,3 +187,96 @@ pub fn segments_with_records(segno: u64, records: &[SyntheticRecord]) -> Vec<Vec
     // Pages after the last record: headers, no data (as PostgreSQL initialises them).
     wal.chunks(SEGMENT).map(<[u8]>::to_vec).collect()
 }
+
+/// A backup written straight into `repo` without PostgreSQL, for tests of listing, restore and
+/// retention: one zstd part holding `files` (path, content) and `directories`, a
+/// `backup_label`, the `started` claim and, last, the manifest. `id` is the backup's id and
+/// start time; the backup covers `start_lsn..stop_lsn` on timeline 1.
+pub async fn synthetic_backup(
+    repo: &crate::repo::Repository,
+    id: &crate::backup::BackupId,
+    start_lsn: crate::wal::Lsn,
+    stop_lsn: crate::wal::Lsn,
+    directories: &[&str],
+    files: &[(&str, &[u8])],
+) -> crate::backup::Manifest {
+    use crate::backup::{DirectoryEntry, FileEntry, MANIFEST_FORMAT, Manifest, PartEntry};
+    use crate::codec::{Codec, Compression};
+    use crate::store::keys;
+
+    let mut tar = tar::Builder::new(Vec::new());
+    for dir in directories {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o700);
+        header.set_size(0);
+        tar.append_data(&mut header, format!("{dir}/"), std::io::empty())
+            .expect("tar into memory");
+    }
+    for (path, content) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o600);
+        header.set_size(content.len() as u64);
+        tar.append_data(&mut header, path, *content)
+            .expect("tar into memory");
+    }
+    let tar = tar.into_inner().expect("tar into memory");
+    let stored = Compression::default().encode(&tar).expect("zstd");
+    let stored_bytes = stored.len() as u64;
+    let put = |key: object_store::path::Path, body: Vec<u8>| async move {
+        repo.put_new(&key, body.into()).await.expect("put");
+    };
+    let started_at = id.time();
+    put(keys::backup_file(id.as_str(), "started"), b"{}".to_vec()).await;
+    put(keys::backup_part(id.as_str(), 0, Codec::Zstd), stored).await;
+    put(
+        keys::backup_file(id.as_str(), "backup_label"),
+        format!("START WAL LOCATION: {start_lsn} (file 000000010000000000000001)\n").into_bytes(),
+    )
+    .await;
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        id: id.clone(),
+        kind: "full".into(),
+        tool_version: "walarch test".into(),
+        system_id: SystemId::new(7_000_000_000_000_000_001),
+        pg_version_num: 150_000,
+        wal_segment_size: WalSegmentSize::DEFAULT,
+        timeline: TimelineId::FIRST,
+        start_lsn,
+        stop_lsn,
+        started_at,
+        stopped_at: started_at + chrono::TimeDelta::seconds(10),
+        completed_at: started_at + chrono::TimeDelta::seconds(11),
+        from_standby: false,
+        codec: Codec::Zstd,
+        has_tablespace_map: false,
+        tablespaces: vec![],
+        directories: directories
+            .iter()
+            .map(|d| DirectoryEntry {
+                path: (*d).to_owned(),
+                mode: 0o700,
+            })
+            .collect(),
+        files: files
+            .iter()
+            .map(|(path, content)| FileEntry {
+                path: (*path).to_owned(),
+                size: content.len() as u64,
+                crc32: crc32fast::hash(content),
+                mode: 0o600,
+                part: 0,
+            })
+            .collect(),
+        parts: vec![PartEntry {
+            index: 0,
+            tar_bytes: tar.len() as u64,
+            stored_bytes,
+            files: files.len() as u32,
+        }],
+    };
+    put(keys::backup_manifest(id.as_str()), manifest.to_json()).await;
+    manifest
+}

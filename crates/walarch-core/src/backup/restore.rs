@@ -104,10 +104,6 @@ pub async fn restore_backup(
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "target prepared");
     unpack_parts(repo, &manifest, &target, options.parallel.max(1), progress).await?;
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "parts unpacked");
-    // pg_control was restored under another name: a restore that failed half-way leaves a
-    // directory PostgreSQL refuses to start, rather than one it would start and "recover".
-    let control = target.join(CONTROL_FILE);
-    fs::rename(target.join(CONTROL_FILE_HELD), &control).map_err(|e| io_error(&control, e))?;
     write_file(&target.join("backup_label"), &label)?;
     if manifest.has_tablespace_map {
         let map: String = tablespaces
@@ -140,7 +136,7 @@ pub async fn restore_backup(
 
     // One syncfs per file system for what the background flushes have not covered (small
     // files, directories, the files written last): everything restored is durable before
-    // restore reports success.
+    // pg_control appears.
     tokio::task::spawn_blocking(move || {
         for (dir, handle) in sync_dirs.iter().zip(&sync_handles) {
             rustix::fs::syncfs(handle).map_err(|e| io_error(dir, e.into()))?;
@@ -149,6 +145,17 @@ pub async fn restore_backup(
     })
     .await
     .expect("sync does not panic")?;
+
+    // pg_control goes in last, durably. Until then PostgreSQL refuses to start in the
+    // directory: a restore that failed at any step before (a file, the recovery settings,
+    // the take-over record, the restore marker) cannot be started, promote, and archive a
+    // new timeline into its source's repository (DESIGN.md §2.5).
+    let control = target.join(CONTROL_FILE);
+    fs::rename(target.join(CONTROL_FILE_HELD), &control).map_err(|e| io_error(&control, e))?;
+    let global = target.join("global");
+    fs::File::open(&global)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|e| io_error(&global, e))?;
 
     Ok(RestoreReport {
         backup: manifest.id.clone(),
@@ -567,6 +574,7 @@ pub enum RestoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backup::BackupSelector;
 
     /// The value PostgreSQL would use: the last assignment in postgresql.auto.conf.
     fn setting(conf: &str, name: &str) -> Option<String> {
@@ -575,6 +583,80 @@ mod tests {
             .filter(|(n, _)| n.trim() == name)
             .map(|(_, v)| v.trim().trim_matches('\'').to_owned())
             .next_back()
+    }
+
+    fn restore_options(target: &Path) -> RestoreOptions {
+        RestoreOptions {
+            pgdata: target.to_owned(),
+            backup: BackupSelector::Latest,
+            force: false,
+            parallel: 2,
+            tablespace_map: vec![],
+            recovery: RecoverySettings {
+                restore_command: "walarch wal-fetch %f %p".into(),
+                ..Default::default()
+            },
+            take_over: false,
+        }
+    }
+
+    async fn repository_with_backup(directories: &[&str]) -> (tempfile::TempDir, Repository) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::open_for_write(
+            crate::store::RepoLocation::Local(dir.path().join("repo")),
+            &Default::default(),
+        )
+        .unwrap();
+        crate::testing::synthetic_backup(
+            &repo,
+            &"20261121T142700Z".parse().unwrap(),
+            crate::wal::Lsn::new(0x0100_0028),
+            crate::wal::Lsn::new(0x0100_0100),
+            directories,
+            &[
+                ("PG_VERSION", b"15\n"),
+                ("global/pg_control", &[7u8; 8192]),
+                ("base/1/1259", &[1u8; 20000]),
+            ],
+        )
+        .await;
+        (dir, repo)
+    }
+
+    #[tokio::test]
+    async fn pg_control_appears_last_and_only_on_success() {
+        let (dir, repo) = repository_with_backup(&["global", "base", "base/1"]).await;
+        let target = dir.path().join("restored");
+        restore_backup(&repo, &restore_options(&target), Arc::default())
+            .await
+            .unwrap();
+        assert_eq!(fs::read(target.join(CONTROL_FILE)).unwrap(), [7u8; 8192]);
+        assert!(!target.join(CONTROL_FILE_HELD).exists());
+        assert!(target.join(super::super::marker::MARKER_FILE).is_file());
+        assert!(target.join("recovery.signal").is_file());
+    }
+
+    #[tokio::test]
+    async fn a_restore_whose_marker_cannot_be_written_leaves_no_pg_control() {
+        // Issue 10, item 4. The marker's place is taken by a directory (from the backup), so
+        // writing the marker fails after every file, backup_label and the recovery settings
+        // are in place. Without pg_control PostgreSQL refuses to start in the directory; with
+        // it, the copy would start, promote and archive into its source's repository.
+        let (dir, repo) =
+            repository_with_backup(&["global", "base", "base/1", "walarch_restore.json"]).await;
+        let target = dir.path().join("restored");
+        let err = restore_backup(&repo, &restore_options(&target), Arc::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RestoreError::Io { .. }), "{err}");
+        assert!(
+            target.join("backup_label").is_file(),
+            "failed after the files"
+        );
+        assert!(
+            !target.join(CONTROL_FILE).exists(),
+            "pg_control in place although the restore failed"
+        );
     }
 
     #[test]
