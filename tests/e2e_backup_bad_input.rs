@@ -8,14 +8,18 @@
 //! - a backup whose WAL never reaches the repository times out without a manifest;
 //! - a backup killed with SIGKILL leaves no manifest, is not listed as a backup, and the
 //!   server is not left in backup mode (the next backup works);
-//! - a data directory that is not the connected server's is refused.
+//! - a data directory that is not the connected server's is refused: another system's, and
+//!   the primary's own paused standby (same system identifier, lagging files);
+//! - a restore whose take-over record cannot be stored leaves a directory PostgreSQL refuses
+//!   to start.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use walarch_tests::pg::pg_command;
 use walarch_tests::{
-    Cluster, Scratch, files_below, run_ok, wait_for, walarch_as_postgres,
+    Cluster, Scratch, files_below, free_port, run_ok, wait_for, walarch_as_postgres,
     walarch_as_postgres_command, walarch_binary,
 };
 
@@ -117,6 +121,31 @@ fn backup_and_restore_refuse_bad_input() {
     let run = walarch_as_postgres(&bin, &[], &wrong_dir_args);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("belongs to database system"), "{run:?}");
+
+    // Issue 10, item 3: the data directory of the primary's paused standby shares its system
+    // identifier, but its files lag behind: a backup of the primary that reads them would
+    // restore without the changes the standby has not replayed. Refused, naming the server
+    // the files belong to.
+    let standby_parent = scratch.subdir("standby");
+    let standby_data = standby_parent.join("data");
+    primary.standby_copy(&standby_data);
+    let mut standby = Cluster::from_data_dir(standby_data.clone());
+    standby.start_and_wait();
+    standby.sql("select pg_wal_replay_pause()");
+    primary.sql("create table after_pause as select 1 as x");
+    let standby_dir = standby_data.to_str().unwrap().to_owned();
+    let mut standby_args = backup_args;
+    standby_args[5] = standby_dir.as_str();
+    let run = walarch_as_postgres(&bin, &[], &standby_args);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "holds the files of the server in {standby_dir} on port {}",
+            standby.port
+        )) && run.stderr.contains("postmaster.pid"),
+        "says which server the files belong to: {run:?}"
+    );
+    drop(standby);
 
     // Restore into a non-empty directory: refused, the directory untouched.
     let occupied = scratch.subdir("occupied");
@@ -279,6 +308,62 @@ fn backup_and_restore_refuse_bad_input() {
     assert_eq!(
         run.code, 0,
         "a new backup works after the killed one: {run:?}"
+    );
+
+    // Issue 10, item 4: a restore that fails after its files are in place (here the store
+    // refuses the take-over record) leaves a directory PostgreSQL will not start, so the copy
+    // cannot promote and archive a new timeline into its source's repository.
+    let blocker = repo_dir.join("takeovers");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let target = scratch.subdir("takeover-refused").join("data");
+    let run = walarch_as_postgres(
+        &bin,
+        &[],
+        &[
+            "--repo",
+            &repo,
+            "restore",
+            "--take-over",
+            "--backup",
+            &good_id,
+            "--pgdata",
+            target.to_str().unwrap(),
+        ],
+    );
+    std::fs::remove_file(&blocker).unwrap();
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("takeovers/"), "{run:?}");
+    assert!(
+        target.join("backup_label").is_file(),
+        "the files were restored before the failure"
+    );
+    let log = scratch.path().join("takeover-refused/server.log");
+    let start = pg_command("pg_ctl", &[])
+        .arg("-D")
+        .arg(&target)
+        .arg("-l")
+        .arg(&log)
+        .args([
+            "-o",
+            &format!("-p {} -k /tmp", free_port()),
+            "-w",
+            "-t",
+            "20",
+            "start",
+        ])
+        .output()
+        .unwrap();
+    let server_log = std::fs::read_to_string(&log).unwrap_or_default();
+    if start.status.success() {
+        let _ = pg_command("pg_ctl", &[])
+            .arg("-D")
+            .arg(&target)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    }
+    assert!(
+        !start.status.success() && server_log.contains("pg_control"),
+        "PostgreSQL started on a failed restore: {server_log}"
     );
 
     // A corrupted part: restore fails naming the part and the file, verify reports it.

@@ -15,6 +15,7 @@ mod parts;
 mod read;
 mod restore;
 mod scan;
+mod server_files;
 mod session;
 mod take;
 mod verify;
@@ -29,7 +30,9 @@ pub use manifest::{
 };
 pub use read::PartReadError;
 pub use restore::{RecoverySettings, RestoreError, RestoreOptions, RestoreReport, restore_backup};
-pub use session::{BackupSession, BackupStop, ServerInfo, SessionError, connection_config};
+pub use session::{
+    BackupSession, BackupStop, ServerCheckpoint, ServerInfo, SessionError, connection_config,
+};
 pub use take::{BackupError, BackupOptions, take_backup};
 pub use verify::{VerifyReport, verify_backup};
 

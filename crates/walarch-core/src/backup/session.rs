@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_postgres::{Client, Config, NoTls};
 
 use super::manifest::Tablespace;
-use crate::wal::{Lsn, SystemId, WalSegmentSize};
+use crate::wal::{Lsn, SystemId, TimelineId, WalSegmentSize};
 
 /// How to reach the server: a libpq-style connection string (`host=... port=...` or a
 /// `postgresql://` URL), completed from the `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE` and
@@ -74,6 +74,10 @@ pub fn connection_config(conninfo: Option<&str>) -> Result<Config, SessionError>
 pub struct ServerInfo {
     pub version_num: u32,
     pub data_directory: PathBuf,
+    /// The port the server listens on (`port`).
+    pub port: u16,
+    /// `pg_postmaster_start_time()`, as seconds since the Unix epoch.
+    pub postmaster_start_epoch: f64,
     pub in_recovery: bool,
     pub system_id: SystemId,
     pub wal_segment_size: WalSegmentSize,
@@ -84,6 +88,14 @@ impl ServerInfo {
     pub fn major(&self) -> u32 {
         self.version_num / 10000
     }
+}
+
+/// The server's last checkpoint, from `pg_control_checkpoint()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerCheckpoint {
+    pub checkpoint: Lsn,
+    pub redo: Lsn,
+    pub timeline: TimelineId,
 }
 
 /// What `pg_backup_stop` returns.
@@ -177,6 +189,28 @@ impl BackupSession {
         parse_lsn(row.get(0))
     }
 
+    /// The last checkpoint as the server reads it from its own `global/pg_control`
+    /// (`pg_control_checkpoint()`).
+    pub async fn control_checkpoint(&self) -> Result<ServerCheckpoint, SessionError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT checkpoint_lsn::text, redo_lsn::text, timeline_id::int8 FROM pg_control_checkpoint()",
+                &[],
+            )
+            .await
+            .map_err(|e| SessionError::Query("read the server's last checkpoint", e))?;
+        let timeline: i64 = row.get(2);
+        Ok(ServerCheckpoint {
+            checkpoint: parse_lsn(row.get(0))?,
+            redo: parse_lsn(row.get(1))?,
+            timeline: u32::try_from(timeline)
+                .ok()
+                .and_then(|t| TimelineId::new(t).ok())
+                .ok_or_else(|| SessionError::Unexpected(format!("timeline {timeline}")))?,
+        })
+    }
+
     pub async fn close(self) {
         drop(self.client);
         let _ = self.connection.await;
@@ -190,7 +224,8 @@ async fn read_server_info(client: &Client) -> Result<ServerInfo, SessionError> {
             "SELECT current_setting('server_version_num')::int4, current_setting('data_directory'), \
              pg_is_in_recovery(), (SELECT system_identifier::text FROM pg_control_system()), \
              (SELECT setting::int8 * CASE unit WHEN 'B' THEN 1 WHEN 'kB' THEN 1024 WHEN '8kB' THEN 8192 \
-              WHEN 'MB' THEN 1048576 ELSE 1 END FROM pg_settings WHERE name = 'wal_segment_size')",
+              WHEN 'MB' THEN 1048576 ELSE 1 END FROM pg_settings WHERE name = 'wal_segment_size'), \
+             current_setting('port')::int4, extract(epoch from pg_postmaster_start_time())::float8",
             &[],
         )
         .await
@@ -198,6 +233,7 @@ async fn read_server_info(client: &Client) -> Result<ServerInfo, SessionError> {
     let version_num: i32 = row.get(0);
     let system_id: String = row.get(3);
     let segment_bytes: i64 = row.get(4);
+    let port: i32 = row.get(5);
     let tablespaces = client
         .query(
             "SELECT oid::int8, spcname::text, pg_tablespace_location(oid) FROM pg_tablespace \
@@ -216,6 +252,8 @@ async fn read_server_info(client: &Client) -> Result<ServerInfo, SessionError> {
     Ok(ServerInfo {
         version_num: version_num as u32,
         data_directory: PathBuf::from(row.get::<_, String>(1)),
+        port: u16::try_from(port).map_err(|_| SessionError::Unexpected(format!("port {port}")))?,
+        postmaster_start_epoch: row.get(6),
         in_recovery: row.get(2),
         system_id: system_id
             .parse()

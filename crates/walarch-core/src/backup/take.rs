@@ -19,11 +19,12 @@ use super::manifest::{BackupId, MANIFEST_FORMAT, Manifest};
 use super::marker::{MarkerError, check_restored_copy};
 use super::parts::{Item, PartError, PartsJob};
 use super::scan::scan;
+use super::server_files;
 use super::session::{BackupSession, SessionError, connection_config};
 use crate::codec::Compression;
 use crate::repo::{Identity, PutOutcome, RepoError, Repository};
 use crate::store::keys;
-use crate::wal::{SystemId, system_id_from_pg_control};
+use crate::wal::{Lsn, SystemId, TimelineId};
 
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
@@ -73,7 +74,8 @@ pub async fn take_backup(
         .pgdata
         .clone()
         .unwrap_or_else(|| info.data_directory.clone());
-    check_data_directory(&data_dir, info.system_id)?;
+    server_files::check_system(&data_dir, info.system_id)?;
+    server_files::check_postmaster(&data_dir, &info)?;
 
     let proposed = Identity::new(info.system_id, info.wal_segment_size, info.major());
     let identity = repo.ensure_identity(&proposed).await?;
@@ -93,7 +95,10 @@ pub async fn take_backup(
         .await?;
     tracing::info!(backup = %id, %start_lsn, standby = info.in_recovery, "backup started");
 
-    let copied = copy_files(repo, options, &id, &data_dir, &info, progress).await;
+    let copied = match server_files::check_checkpoint(&data_dir, &session, start_lsn).await {
+        Ok(()) => copy_files(repo, options, &id, &data_dir, &info, progress).await,
+        Err(e) => Err(e),
+    };
     // Stop even when copying failed, so the server does not keep the backup open.
     let stop = session.stop().await;
     let (parts, files, directories) = copied?;
@@ -171,32 +176,6 @@ pub async fn take_backup(
     }
     tracing::info!(backup = %id, stop_lsn = %manifest.stop_lsn, "backup complete");
     Ok(manifest)
-}
-
-/// The data directory read must belong to the server that started the backup: copying
-/// another cluster's files under this server's backup label would restore garbage.
-fn check_data_directory(data_dir: &Path, server: SystemId) -> Result<(), BackupError> {
-    let control = data_dir.join("global/pg_control");
-    let bytes = std::fs::read(&control).map_err(|source| BackupError::Read {
-        path: format!(
-            "{} (walarch backup runs on the database host and reads the server's data directory; \
-             give it with --pgdata)",
-            control.display()
-        ),
-        source,
-    })?;
-    let local = system_id_from_pg_control(&bytes).map_err(|e| BackupError::Read {
-        path: control.display().to_string(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
-    })?;
-    if local != server {
-        return Err(BackupError::WrongDataDirectory {
-            data_dir: data_dir.display().to_string(),
-            local,
-            server,
-        });
-    }
-    Ok(())
 }
 
 /// The id for a backup starting now, claimed with a create-only put of
@@ -384,6 +363,27 @@ pub enum BackupError {
         data_dir: String,
         local: SystemId,
         server: SystemId,
+    },
+    #[error(
+        "{data_dir} holds the files of {files}, but {server}: back up the data directory of the \
+         server connected to, or connect to the server that runs in {data_dir}"
+    )]
+    NotTheServersFiles {
+        data_dir: String,
+        files: String,
+        server: String,
+    },
+    #[error(
+        "{data_dir}'s last checkpoint starts at {local_redo} on timeline {local_timeline} \
+         (global/pg_control), but the backup started from the checkpoint at {start}: the files \
+         belong to another server of the same database system (a standby or a copy), whose data \
+         may lag behind; back up the data directory of the server connected to"
+    )]
+    CheckpointMismatch {
+        data_dir: String,
+        local_redo: Lsn,
+        local_timeline: TimelineId,
+        start: Lsn,
     },
     #[error(
         "{repo} belongs to database system {repo_system}, not to this server ({server_system}); use a \
