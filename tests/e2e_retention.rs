@@ -3,7 +3,8 @@
 //! --keep 2 --dry-run` (nothing changes) and `walarch retention --keep 2`, which must delete
 //! the oldest backup and the WAL before the second backup's start segment and nothing else.
 //! `walarch verify` passes afterwards, and each kept backup still restores and reaches
-//! consistency.
+//! consistency. Then the newest backup loses its parts: it is reported damaged, and
+//! `--keep 1` keeps the whole backup before it (issue 10, item 2).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -278,5 +279,65 @@ fn keep_two_deletes_the_oldest_backup_and_the_wal_only_it_needed() {
 
     restore_and_check(&scratch, &bin, &repo, &ids[1], 2);
     restore_and_check(&scratch, &bin, &repo, &ids[2], 3);
+
+    // Issue 10, item 2, as a user hit it: the newest backup's parts are gone but its
+    // manifest remains. It is reported as damaged, not listed as a backup, fails verify, is
+    // never kept by retention, and `restore` (latest) uses the whole backup before it.
+    let newest_parts = repo_dir.join("backups").join(&ids[2]).join("data");
+    std::fs::remove_dir_all(&newest_parts).unwrap();
+    let listed = walarch_as_postgres(&bin, &[], &["--repo", &repo, "--json", "backups"]).json();
+    let remaining: Vec<&str> = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(remaining, [ids[1].as_str()], "{listed}");
+    assert_eq!(listed["damaged"][0]["id"], ids[2].as_str(), "{listed}");
+    let verify = walarch_as_postgres(&bin, &[], &["--repo", &repo, "verify"]);
+    assert_eq!(verify.code, 1, "{verify:?}");
+    assert!(
+        verify
+            .stdout
+            .contains(&format!("backup {}: FAILED", ids[2])),
+        "{verify:?}"
+    );
+    let keep_one = walarch_as_postgres(
+        &bin,
+        &[],
+        &["--repo", &repo, "--json", "retention", "--keep", "1"],
+    );
+    assert_eq!(keep_one.code, 0, "{keep_one:?}");
+    let result = keep_one.json();
+    assert_eq!(result["deleted"]["backups_deleted"], serde_json::json!([]));
+    assert_eq!(
+        result["deleted"]["damaged_deleted"],
+        serde_json::json!([ids[2]])
+    );
+    assert!(
+        repo_dir
+            .join("backups")
+            .join(&ids[1])
+            .join("manifest.json")
+            .is_file(),
+        "the only restorable backup stays"
+    );
+    let target = scratch.subdir("restore-latest").join("data");
+    let run = walarch_as_postgres(
+        &bin,
+        &[],
+        &[
+            "--repo",
+            &repo,
+            "--json",
+            "restore",
+            "--pgdata",
+            target.to_str().unwrap(),
+            "--target",
+            "immediate",
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.json()["backup"], ids[1].as_str(), "{run:?}");
     eprintln!("e2e_retention took {:?}", started.elapsed());
 }

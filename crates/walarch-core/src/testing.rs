@@ -280,3 +280,129 @@ pub async fn synthetic_backup(
     put(keys::backup_manifest(id.as_str()), manifest.to_json()).await;
     manifest
 }
+
+/// A store that runs test code at chosen moments of another store's work, to make races
+/// deterministic: before a put lands, and after a listing was taken but before its caller
+/// sees it.
+#[cfg(test)]
+pub(crate) mod hooks {
+    use std::fmt;
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use futures::future::BoxFuture;
+    use futures::stream::BoxStream;
+    use futures::{StreamExt, TryStreamExt};
+    use object_store::path::Path;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+        PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    };
+
+    /// Test code run with the key (or listing prefix) concerned and the inner store.
+    pub type Hook = Arc<dyn Fn(Path, Arc<dyn ObjectStore>) -> BoxFuture<'static, ()> + Send + Sync>;
+
+    #[derive(Clone)]
+    pub struct HookStore {
+        inner: Arc<dyn ObjectStore>,
+        pub before_put: Option<Hook>,
+        pub after_list: Option<Hook>,
+    }
+
+    impl HookStore {
+        pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
+            HookStore {
+                inner,
+                before_put: None,
+                after_list: None,
+            }
+        }
+
+        fn inner(&self) -> &Arc<dyn ObjectStore> {
+            &self.inner
+        }
+    }
+
+    impl fmt::Debug for HookStore {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "HookStore")
+        }
+    }
+
+    impl fmt::Display for HookStore {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "HookStore({})", self.inner())
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for HookStore {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            if let Some(hook) = &self.before_put {
+                hook(location.clone(), self.inner().clone()).await;
+            }
+            self.inner().put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner().put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            self.inner().get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner().delete_stream(locations)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            let Some(hook) = self.after_list.clone() else {
+                return self.inner().list(prefix);
+            };
+            let (inner, prefix) = (self.inner().clone(), prefix.cloned().unwrap_or_default());
+            futures::stream::once(async move {
+                let listed: Vec<ObjectMeta> = inner.list(Some(&prefix)).try_collect().await?;
+                hook(prefix, inner).await;
+                Ok::<_, object_store::Error>(futures::stream::iter(listed.into_iter().map(Ok)))
+            })
+            .try_flatten()
+            .boxed()
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<ListResult> {
+            self.inner().list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner().copy_opts(from, to, options).await
+        }
+    }
+}

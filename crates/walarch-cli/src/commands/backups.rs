@@ -33,6 +33,14 @@ struct BackupsResult {
     backups: Vec<Listed>,
     /// Backup folders without a manifest (interrupted or still running): not backups.
     incomplete: Vec<String>,
+    /// Manifests whose backup lacks stored objects: not restorable, not backups.
+    damaged: Vec<Damaged>,
+}
+
+#[derive(Debug, Serialize)]
+struct Damaged {
+    id: String,
+    missing: Vec<String>,
 }
 
 pub async fn run(settings: &Settings, out: &Output) -> Result<(), Failure> {
@@ -61,20 +69,49 @@ pub async fn run(settings: &Settings, out: &Output) -> Result<(), Failure> {
     let result = BackupsResult {
         backups,
         incomplete: list.incomplete.iter().map(ToString::to_string).collect(),
+        damaged: list
+            .damaged
+            .iter()
+            .map(|d| Damaged {
+                id: d.manifest.id.to_string(),
+                missing: d.missing.clone(),
+            })
+            .collect(),
     };
     out.result(&result, Some(human(&result)));
     Ok(())
 }
 
 fn human(result: &BackupsResult) -> String {
-    if result.backups.is_empty() {
-        return "no backups".into();
+    let mut text = if result.backups.is_empty() {
+        "no backups\n".to_owned()
+    } else {
+        table(&result.backups)
+    };
+    if !result.incomplete.is_empty() {
+        let _ = writeln!(
+            text,
+            "incomplete (no manifest, not restorable): {}",
+            result.incomplete.join(", ")
+        );
     }
+    for damaged in &result.damaged {
+        let _ = writeln!(
+            text,
+            "DAMAGED {} (manifest without its parts, not restorable): missing {}",
+            damaged.id,
+            damaged.missing.join(", ")
+        );
+    }
+    text.trim_end().to_owned()
+}
+
+fn table(backups: &[Listed]) -> String {
     let mut text = format!(
         "{:<17} {:<20} {:>8} {:>3} {:<12} {:<12} {:>10} {:>10} {:>6}\n",
         "id", "started (UTC)", "duration", "tl", "start lsn", "stop lsn", "data", "stored", "ratio"
     );
-    for b in &result.backups {
+    for b in backups {
         let _ = writeln!(
             text,
             "{:<17} {:<20} {:>7.1}s {:>3} {:<12} {:<12} {:>10} {:>10} {:>5.1}x{}",
@@ -93,12 +130,5 @@ fn human(result: &BackupsResult) -> String {
             if b.from_standby { "  (standby)" } else { "" }
         );
     }
-    if !result.incomplete.is_empty() {
-        let _ = writeln!(
-            text,
-            "incomplete (no manifest, not restorable): {}",
-            result.incomplete.join(", ")
-        );
-    }
-    text.trim_end().to_owned()
+    text
 }

@@ -111,6 +111,12 @@ fn human_plan(plan: &RetentionPlan) -> String {
             decision.reason
         );
     }
+    for id in &plan.damaged {
+        let _ = writeln!(
+            text,
+            "damaged {id}: delete (its manifest names objects the repository lacks; not restorable)"
+        );
+    }
     for timeline in &plan.timelines {
         let deleted = match (&timeline.first_deleted, &timeline.last_deleted) {
             (Some(first), Some(last)) => format!(
@@ -147,7 +153,7 @@ fn human_plan(plan: &RetentionPlan) -> String {
     } else {
         let _ = writeln!(
             text,
-            "total: delete {} ({}), {}, {} ({}); keep {}, {}",
+            "total: delete {} ({}), {}, {}, {} ({}); keep {}, {}",
             plural(totals.backups_deleted, "backup", "backups"),
             human_bytes(totals.backup_bytes_deleted),
             plural(
@@ -155,6 +161,7 @@ fn human_plan(plan: &RetentionPlan) -> String {
                 "interrupted backup",
                 "interrupted backups"
             ),
+            plural(totals.damaged_deleted, "damaged backup", "damaged backups"),
             plural(totals.wal_files_deleted, "WAL file", "WAL files"),
             human_bytes(totals.wal_bytes_deleted),
             plural(totals.backups_kept, "backup", "backups"),
@@ -166,12 +173,17 @@ fn human_plan(plan: &RetentionPlan) -> String {
 
 fn human_report(report: &RetentionReport) -> String {
     let mut text = format!(
-        "deleted {}, {} ({}), {}: {}",
+        "deleted {}, {}, {} ({}), {}: {}",
         plural(report.backups_deleted.len() as u64, "backup", "backups"),
         plural(
             report.incomplete_deleted.len() as u64,
             "interrupted backup",
             "interrupted backups"
+        ),
+        plural(
+            report.damaged_deleted.len() as u64,
+            "damaged backup",
+            "damaged backups"
         ),
         plural(report.backup_objects_deleted, "object", "objects"),
         plural(report.wal_files_deleted, "WAL file", "WAL files"),

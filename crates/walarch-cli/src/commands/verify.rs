@@ -19,9 +19,17 @@ use crate::progress::ProgressDisplay;
 use crate::settings::Settings;
 
 #[derive(Debug, Serialize)]
+struct Damaged {
+    id: String,
+    missing: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
 struct VerifyResult {
     ok: bool,
     backups: Vec<VerifyReport>,
+    /// Manifests whose backup lacks stored objects (only when verifying every backup).
+    damaged: Vec<Damaged>,
     wal: Vec<TimelineWal>,
 }
 
@@ -32,9 +40,23 @@ pub async fn run(
     out: &Output,
 ) -> Result<(), Failure> {
     let repo = Repository::open(settings.repo.clone(), &settings.store)?;
-    let manifests = match &args.backup {
-        Some(selector) => vec![find_backup(&repo, &selector.parse::<BackupSelector>()?).await?],
-        None => list_backups(&repo).await?.backups,
+    let (manifests, damaged) = match &args.backup {
+        Some(selector) => (
+            vec![find_backup(&repo, &selector.parse::<BackupSelector>()?).await?],
+            Vec::new(),
+        ),
+        None => {
+            let list = list_backups(&repo).await?;
+            let damaged = list
+                .damaged
+                .iter()
+                .map(|d| Damaged {
+                    id: d.manifest.id.to_string(),
+                    missing: d.missing.clone(),
+                })
+                .collect();
+            (list.backups, damaged)
+        }
     };
     let parallel = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
@@ -51,8 +73,15 @@ pub async fn run(
         Some(identity) => summarize(&list_wal(&repo).await?, identity.wal_segment_size).timelines,
         None => Vec::new(),
     };
-    let ok = backups.iter().all(VerifyReport::ok) && wal.iter().all(|t| t.gaps.is_empty());
-    let result = VerifyResult { ok, backups, wal };
+    let ok = backups.iter().all(VerifyReport::ok)
+        && damaged.is_empty()
+        && wal.iter().all(|t| t.gaps.is_empty());
+    let result = VerifyResult {
+        ok,
+        backups,
+        damaged,
+        wal,
+    };
     out.result(&result, Some(human(&result)));
     if result.ok {
         Ok(())
@@ -65,6 +94,14 @@ fn human(result: &VerifyResult) -> String {
     let mut text = String::new();
     if result.backups.is_empty() {
         text.push_str("no backups to verify\n");
+    }
+    for d in &result.damaged {
+        let _ = writeln!(
+            text,
+            "backup {}: FAILED (its manifest names objects the repository lacks: {})",
+            d.id,
+            d.missing.join(", ")
+        );
     }
     for b in &result.backups {
         let status = if b.ok() { "ok" } else { "FAILED" };

@@ -23,7 +23,7 @@ mod verify;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use label::BackupLabel;
-pub use list::{BackupList, find_backup, list_backups};
+pub use list::{BackupList, DamagedBackup, find_backup, list_backups};
 pub use manifest::{
     BackupId, DirectoryEntry, FileEntry, MANIFEST_FORMAT, Manifest, ManifestError, PartEntry,
     Tablespace, safe_relative_path,

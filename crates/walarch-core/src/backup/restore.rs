@@ -561,6 +561,9 @@ pub enum RestoreError {
     Invalid(String),
     #[error("{0}")]
     NotFound(String),
+    /// The backup's manifest names objects the repository no longer holds.
+    #[error("{0}: it cannot be restored")]
+    Damaged(String),
     #[error(
         "{0} is not empty: restore into an empty directory, or pass --force to replace its contents"
     )]

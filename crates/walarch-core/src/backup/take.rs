@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
+use object_store::ObjectStoreExt;
 
 use super::Progress;
 use super::label::BackupLabel;
@@ -145,37 +146,41 @@ pub async fn take_backup(
         parts,
     };
     wait_for_wal(repo, &manifest, options.wal_timeout).await?;
-    // Retention removes folders without a manifest that started before every kept backup;
-    // a backup that ran that long must not then write a manifest over deleted parts.
-    if repo
-        .object_size(&keys::backup_file(id.as_str(), "started"))
-        .await?
-        .is_none()
-    {
-        return Err(BackupError::Part(format!(
-            "backups/{id} was removed while the backup ran (retention took it for an interrupted backup); run the backup again"
-        )));
-    }
-    manifest.completed_at = Utc::now();
-    put_new(
-        repo,
-        &keys::backup_manifest(id.as_str()),
-        manifest.to_json().into(),
-    )
-    .await?;
-    // The claim is withdrawn by retention before it deletes a folder it takes for
-    // interrupted: if that happened while the manifest was being written, say so loudly.
-    if repo
-        .object_size(&keys::backup_file(id.as_str(), "started"))
-        .await?
-        .is_none()
-    {
-        return Err(BackupError::Part(format!(
-            "backups/{id} was claimed by retention while its manifest was written: do not rely on backup {id} (walarch verify --backup {id}); run the backup again"
-        )));
-    }
+    commit_manifest(repo, &mut manifest).await?;
     tracing::info!(backup = %id, stop_lsn = %manifest.stop_lsn, "backup complete");
     Ok(manifest)
+}
+
+/// Writes the manifest, which makes the backup exist, while the backup's claim on its folder
+/// (`started`) holds. Retention withdraws the claim of a folder it takes for an interrupted
+/// backup before it deletes the folder's objects, so the claim is checked before the manifest
+/// is written (then nothing is written) and after (then the manifest this call wrote is
+/// removed again: the parts it names may be gone). Either way the backup fails, and no
+/// manifest of this backup outlives its parts. (Retention also deletes the manifest of such
+/// a folder last, for a backup killed between its write and its removal.)
+async fn commit_manifest(repo: &Repository, manifest: &mut Manifest) -> Result<(), BackupError> {
+    let id = manifest.id.clone();
+    let claim = keys::backup_file(id.as_str(), "started");
+    let lost = || BackupError::ClaimWithdrawn { id: id.clone() };
+    if repo.object_size(&claim).await?.is_none() {
+        return Err(lost());
+    }
+    manifest.completed_at = Utc::now();
+    let key = keys::backup_manifest(id.as_str());
+    put_new(repo, &key, manifest.to_json().into()).await?;
+    let claim_held = repo.object_size(&claim).await;
+    if matches!(claim_held, Ok(Some(_))) {
+        return Ok(());
+    }
+    match repo.store().delete(&key).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(source) => {
+            // The manifest stays; listing and verify report its missing parts.
+            return Err(BackupError::Repo(repo.store_error("delete", &key, source)));
+        }
+    }
+    claim_held?;
+    Err(lost())
 }
 
 /// The id for a backup starting now, claimed with a create-only put of
@@ -355,6 +360,12 @@ pub enum BackupError {
     },
     #[error("{0}")]
     Part(String),
+    /// Retention took the backup's folder for an interrupted backup and withdrew its claim.
+    #[error(
+        "backups/{id} was taken for an interrupted backup by a retention run while the backup ran, \
+         and its files may be deleted: backup {id} does not exist; run the backup again"
+    )]
+    ClaimWithdrawn { id: BackupId },
     #[error(
         "{data_dir} belongs to database system {local}, but the server connected to is {server}: \
          give the data directory of that server (--pgdata) or connect to the right server (--dbname)"
@@ -412,5 +423,89 @@ impl From<PartError> for BackupError {
             PartError::Read { path, source } => BackupError::Read { path, source },
             other => BackupError::Part(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use object_store::ObjectStore;
+    use object_store::memory::InMemory;
+
+    use super::*;
+    use crate::store::RepoLocation;
+    use crate::testing::hooks::HookStore;
+    use crate::testing::synthetic_backup;
+
+    /// A backup folder with parts, label and claim, whose manifest is not written yet.
+    async fn uncommitted(store: Arc<dyn ObjectStore>) -> (Repository, Manifest) {
+        let repo = Repository::from_store(store, RepoLocation::Local("/mem".into()));
+        let manifest = synthetic_backup(
+            &repo,
+            &"20261121T000000Z".parse().unwrap(),
+            Lsn::new(0x100_0028),
+            Lsn::new(0x100_0100),
+            &[],
+            &[("PG_VERSION", b"15\n")],
+        )
+        .await;
+        repo.store()
+            .delete(&keys::backup_manifest(manifest.id.as_str()))
+            .await
+            .unwrap();
+        (repo, manifest)
+    }
+
+    fn manifest_exists(store: &InMemory, manifest: &Manifest) -> bool {
+        futures::executor::block_on(store.head(&keys::backup_manifest(manifest.id.as_str())))
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn the_manifest_is_written_while_the_claim_holds() {
+        let memory = Arc::new(InMemory::new());
+        let (repo, mut manifest) = uncommitted(memory.clone()).await;
+        commit_manifest(&repo, &mut manifest).await.unwrap();
+        assert!(manifest_exists(&memory, &manifest));
+    }
+
+    #[tokio::test]
+    async fn a_claim_withdrawn_before_the_manifest_stops_the_backup() {
+        let memory = Arc::new(InMemory::new());
+        let (repo, mut manifest) = uncommitted(memory.clone()).await;
+        memory
+            .delete(&keys::backup_file(manifest.id.as_str(), "started"))
+            .await
+            .unwrap();
+        let err = commit_manifest(&repo, &mut manifest).await.unwrap_err();
+        assert!(matches!(err, BackupError::ClaimWithdrawn { .. }), "{err}");
+        assert!(!manifest_exists(&memory, &manifest));
+    }
+
+    #[tokio::test]
+    async fn a_claim_withdrawn_while_the_manifest_is_written_removes_the_manifest() {
+        // Issue 10, item 2: retention withdraws the claim (and goes on to delete the folder)
+        // after the backup checked it and before its manifest landed. The manifest must not
+        // outlive the parts retention deletes.
+        let memory = Arc::new(InMemory::new());
+        let (_, mut manifest) = uncommitted(memory.clone()).await;
+        let claim = keys::backup_file(manifest.id.as_str(), "started");
+        let mut store = HookStore::new(memory.clone());
+        store.before_put = Some(Arc::new(move |key, inner| {
+            let claim = claim.clone();
+            Box::pin(async move {
+                if key.as_ref().ends_with("manifest.json") {
+                    inner.delete(&claim).await.unwrap();
+                }
+            })
+        }));
+        let repo = Repository::from_store(Arc::new(store), RepoLocation::Local("/mem".into()));
+        let err = commit_manifest(&repo, &mut manifest).await.unwrap_err();
+        assert!(matches!(err, BackupError::ClaimWithdrawn { .. }), "{err}");
+        assert!(
+            !manifest_exists(&memory, &manifest),
+            "the manifest of a folder retention took over was left behind"
+        );
     }
 }

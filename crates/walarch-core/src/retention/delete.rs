@@ -1,8 +1,10 @@
 //! Carrying out a retention plan. The order is what keeps an interrupted run safe:
 //!
-//! 1. the manifests of the backups to delete: each of those backups then no longer exists
-//!    (DESIGN.md §3), so nothing lists it while its parts go;
-//! 2. the rest of those backups' folders, and the folders of interrupted backups;
+//! 1. the manifests of the backups to delete (and of damaged ones): each of those backups
+//!    then no longer exists (DESIGN.md §3), so nothing lists it while its parts go;
+//! 2. the rest of those backups' folders, and the folders of interrupted backups, whose
+//!    manifest path is deleted once more at the end of this step (a backup still running may
+//!    have written one after the folder was listed);
 //! 3. WAL, oldest segment first.
 //!
 //! Each step finishes before the next begins, and backups go before WAL, so a run stopped at
@@ -28,6 +30,8 @@ use crate::store::{keys, redact_secrets};
 pub struct RetentionReport {
     pub backups_deleted: Vec<BackupId>,
     pub incomplete_deleted: Vec<BackupId>,
+    /// Backups whose manifest named missing objects.
+    pub damaged_deleted: Vec<BackupId>,
     /// Interrupted-looking backups left alone because their manifest appeared after the
     /// plan was made: they were still running and are complete now.
     pub completed_since_planned: Vec<BackupId>,
@@ -52,18 +56,22 @@ pub async fn apply_retention(
     };
 
     let doomed: Vec<BackupId> = plan.backups_to_delete().map(|b| b.id.clone()).collect();
+    let damaged: Vec<BackupId> = plan.damaged_to_delete().cloned().collect();
     let manifests = doomed
         .iter()
+        .chain(&damaged)
         .map(|id| (keys::backup_manifest(id.as_str()), 0))
         .collect();
     let (manifests_deleted, _) = deleter.delete(manifests, "backup manifests").await?;
     report.backups_deleted = doomed.clone();
+    report.damaged_deleted = damaged.clone();
 
-    let mut folders = doomed;
+    let mut interrupted = Vec::new();
     for id in plan.incomplete_to_delete() {
         // Withdraw the folder's claim first: a backup that is in fact still running checks
-        // its claim before writing its manifest, and gives up without it. Then, if it
-        // completed in the meantime, it is a backup now and stays.
+        // its claim before and after writing its manifest, and gives up (removing the
+        // manifest it wrote) without it. Then, if it completed in the meantime, it is a
+        // backup now and stays.
         let claim = keys::backup_file(id.as_str(), "started");
         deleter.delete(vec![(claim, 0)], "backup claims").await?;
         if repo
@@ -73,9 +81,15 @@ pub async fn apply_retention(
         {
             report.completed_since_planned.push(id.clone());
         } else {
-            folders.push(id.clone());
+            interrupted.push(id.clone());
         }
     }
+    let folders: Vec<BackupId> = doomed
+        .iter()
+        .chain(&damaged)
+        .chain(&interrupted)
+        .cloned()
+        .collect();
     let folder_objects = list_folders(repo, &folders).await?;
     let wal: Vec<(Path, u64)> = plan
         .wal_to_delete()
@@ -87,7 +101,15 @@ pub async fn apply_retention(
             + wal.iter().map(|(_, size)| size).sum::<u64>(),
     );
     let (files_deleted, folder_bytes) = deleter.delete(folder_objects, "backup files").await?;
-    report.incomplete_deleted = folders.split_off(report.backups_deleted.len());
+    // A backup that lost its claim may still have written its manifest after the folder was
+    // listed (and been killed before removing it): delete the manifests of interrupted
+    // folders last, whether or not the listing showed one, so that none outlives the parts.
+    let late_manifests = interrupted
+        .iter()
+        .map(|id| (keys::backup_manifest(id.as_str()), 0))
+        .collect();
+    deleter.delete(late_manifests, "backup manifests").await?;
+    report.incomplete_deleted = interrupted;
     report.backup_objects_deleted = manifests_deleted + files_deleted;
 
     let (wal_deleted, wal_bytes) = deleter.delete(wal, "WAL files").await?;
@@ -190,9 +212,11 @@ mod tests {
     use crate::repo::Identity;
     use crate::retention::{RetentionPolicy, load_inputs, plan_retention};
     use crate::store::RepoLocation;
+    use crate::testing::hooks::HookStore;
     use crate::wal::{
         Lsn, SegmentName, SegmentNo, SystemId, TimelineId, WalFileName, WalSegmentSize,
     };
+    use object_store::ObjectStoreExt;
 
     /// A store whose deletes start failing after `allowed` objects: a store going down, or
     /// a run killed part-way, as far as the repository can tell.
@@ -557,5 +581,90 @@ mod tests {
                 "{context}: history files are never deleted"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_manifest_landing_after_its_folder_was_listed_does_not_outlive_the_parts() {
+        // Issue 10, item 2: retention withdraws an interrupted-looking backup's claim, finds
+        // no manifest, lists the folder; the backup's manifest lands right after the listing
+        // (and the backup is killed before it can remove it). The manifest must go too.
+        let memory: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let seed = Repository::from_store(memory.clone(), RepoLocation::Local("/mem".into()));
+        populate(&seed).await;
+        let interrupted = BackupId::from_time(t0() - TimeDelta::days(1));
+        let donor = list_backups(&seed).await.unwrap().backups[0].clone();
+        let late = Manifest {
+            id: interrupted.clone(),
+            ..donor
+        };
+        let folder = keys::backup_dir(interrupted.as_str());
+        let mut hooked = HookStore::new(memory.clone());
+        hooked.after_list = Some(Arc::new(move |prefix, inner| {
+            let (folder, late) = (folder.clone(), late.clone());
+            Box::pin(async move {
+                if prefix == folder {
+                    let key = keys::backup_manifest(late.id.as_str());
+                    inner.put(&key, late.to_json().into()).await.unwrap();
+                }
+            })
+        }));
+        let repo = Repository::from_store(Arc::new(hooked), RepoLocation::Local("/mem".into()));
+        let policy = RetentionPolicy::new(Some(2), None).unwrap();
+        let now = t0() + TimeDelta::days(10);
+        let plan = plan_retention(&load_inputs(&repo).await.unwrap(), &policy, now).unwrap();
+        assert_eq!(
+            plan.incomplete_to_delete().collect::<Vec<_>>(),
+            [&interrupted]
+        );
+        let report = apply_retention(&repo, &plan, &Progress::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            report.incomplete_deleted,
+            std::slice::from_ref(&interrupted)
+        );
+        let left: Vec<Path> = all_keys(&memory)
+            .await
+            .into_iter()
+            .filter(|k| k.as_ref().starts_with(&format!("backups/{interrupted}/")))
+            .collect();
+        assert!(left.is_empty(), "left in the interrupted folder: {left:?}");
+        let listed = list_backups(&seed).await.unwrap();
+        assert!(listed.damaged.is_empty() && listed.backups.len() == 2);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_backup_is_never_kept_and_the_whole_one_before_it_stays() {
+        // Issue 10, item 2, as reproduced: the newest backup's parts are gone, its manifest
+        // remains; `--keep 1` must keep the newest whole backup, not the damaged one.
+        let memory: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let repo = Repository::from_store(memory.clone(), RepoLocation::Local("/mem".into()));
+        populate(&repo).await;
+        let backups = list_backups(&repo).await.unwrap().backups;
+        let (whole, damaged) = (&backups[2], &backups[3]);
+        for index in 0..2 {
+            memory
+                .delete(&keys::backup_part(damaged.id.as_str(), index, Codec::Zstd))
+                .await
+                .unwrap();
+        }
+        let policy = RetentionPolicy::new(Some(1), None).unwrap();
+        let now = t0() + TimeDelta::days(10);
+        let plan = plan_retention(&load_inputs(&repo).await.unwrap(), &policy, now).unwrap();
+        let kept: Vec<&BackupId> = plan.backups_to_keep().map(|b| &b.id).collect();
+        assert_eq!(kept, [&whole.id], "the newest whole backup is the one kept");
+        assert_eq!(plan.damaged, std::slice::from_ref(&damaged.id));
+        let report = apply_retention(&repo, &plan, &Progress::default())
+            .await
+            .unwrap();
+        assert_eq!(report.damaged_deleted, std::slice::from_ref(&damaged.id));
+        let listed = list_backups(&repo).await.unwrap();
+        assert_eq!(
+            listed.backups.iter().map(|b| &b.id).collect::<Vec<_>>(),
+            [&whole.id]
+        );
+        assert!(listed.damaged.is_empty(), "the damaged manifest is gone");
+        let before: BTreeSet<Path> = all_keys(&memory).await;
+        assert_consistent(&repo, &before, "after keep 1").await;
     }
 }

@@ -46,6 +46,11 @@ pub async fn load_inputs(repo: &Repository) -> Result<RetentionInputs, Retention
     Ok(RetentionInputs {
         backups: backups.backups.iter().map(BackupFacts::from).collect(),
         incomplete: backups.incomplete,
+        damaged: backups
+            .damaged
+            .iter()
+            .map(|d| d.manifest.id.clone())
+            .collect(),
         wal,
         timelines,
         segment_size,
@@ -64,11 +69,15 @@ pub enum RetentionError {
     #[error("invalid retention window {text:?}: {reason}")]
     InvalidWindow { text: String, reason: String },
     #[error(
-        "the repository holds no complete backup (but {wal_files} WAL objects and {incomplete} \
-         interrupted backups): retention deletes nothing until one exists (take one with \
-         `walarch backup`)"
+        "the repository holds no complete backup (but {wal_files} WAL objects, {incomplete} \
+         interrupted and {damaged} damaged backups): retention deletes nothing until one exists \
+         (take one with `walarch backup`)"
     )]
-    NoCompleteBackups { wal_files: usize, incomplete: usize },
+    NoCompleteBackups {
+        wal_files: usize,
+        incomplete: usize,
+        damaged: usize,
+    },
     #[error(
         "the repository holds WAL but no walarch.json, so its segment size is unknown: \
          retention deletes nothing in a repository it cannot read"

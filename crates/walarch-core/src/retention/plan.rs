@@ -68,6 +68,9 @@ pub struct RetentionInputs {
     pub backups: Vec<BackupFacts>,
     /// Backup folders without a manifest: interrupted, or still running.
     pub incomplete: Vec<BackupId>,
+    /// Backups whose manifest names objects the repository lacks: never restorable, so
+    /// never kept and never counted towards a policy.
+    pub damaged: Vec<BackupId>,
     /// One listing of `wal/`.
     pub wal: Vec<ListedWal>,
     pub timelines: Timelines,
@@ -206,6 +209,7 @@ pub struct PlanTotals {
     /// Stored bytes of the deleted backups' parts.
     pub backup_bytes_deleted: u64,
     pub incomplete_deleted: u64,
+    pub damaged_deleted: u64,
     pub wal_files_deleted: u64,
     pub wal_bytes_deleted: u64,
     pub wal_files_kept: u64,
@@ -222,6 +226,8 @@ pub struct RetentionPlan {
     pub backups: Vec<BackupDecision>,
     /// Every backup folder without a manifest, by id.
     pub incomplete: Vec<IncompleteDecision>,
+    /// Every damaged backup (a manifest without all of its parts), by id: all are deleted.
+    pub damaged: Vec<BackupId>,
     /// Every timeline with WAL files, by number.
     pub timelines: Vec<TimelineWalPlan>,
     pub totals: PlanTotals,
@@ -252,6 +258,11 @@ impl RetentionPlan {
             .map(|d| &d.id)
     }
 
+    /// Damaged backups: their manifests go with those of the deleted backups.
+    pub fn damaged_to_delete(&self) -> impl Iterator<Item = &BackupId> {
+        self.damaged.iter()
+    }
+
     /// The WAL files to delete, oldest segment first.
     pub fn wal_to_delete(&self) -> &[ListedWal] {
         &self.wal_to_delete
@@ -260,6 +271,7 @@ impl RetentionPlan {
     pub fn deletes_nothing(&self) -> bool {
         self.totals.backups_deleted == 0
             && self.totals.incomplete_deleted == 0
+            && self.totals.damaged_deleted == 0
             && self.wal_to_delete.is_empty()
     }
 }
@@ -282,17 +294,19 @@ pub fn plan_retention(
         window_start,
         backups: Vec::new(),
         incomplete: Vec::new(),
+        damaged: Vec::new(),
         timelines: Vec::new(),
         totals: PlanTotals::default(),
         wal_to_delete: Vec::new(),
     };
     if inputs.backups.is_empty() {
-        if inputs.wal.is_empty() && inputs.incomplete.is_empty() {
+        if inputs.wal.is_empty() && inputs.incomplete.is_empty() && inputs.damaged.is_empty() {
             return Ok(plan); // an empty repository: nothing to do
         }
         return Err(RetentionError::NoCompleteBackups {
             wal_files: inputs.wal.len(),
             incomplete: inputs.incomplete.len(),
+            damaged: inputs.damaged.len(),
         });
     }
 
@@ -331,6 +345,11 @@ pub fn plan_retention(
         })
         .collect();
 
+    // A damaged backup cannot be restored, so nothing keeps it; its WAL is kept only if a
+    // whole backup needs it.
+    plan.damaged = inputs.damaged.clone();
+    plan.damaged.sort();
+
     let needs = WalNeeds::of(&kept, inputs);
     plan.timelines = plan_wal(inputs, &needs, &mut plan.wal_to_delete);
 
@@ -339,6 +358,7 @@ pub fn plan_retention(
         backups_deleted: plan.backups_to_delete().count() as u64,
         backup_bytes_deleted: plan.backups_to_delete().map(|b| b.stored_bytes).sum(),
         incomplete_deleted: plan.incomplete_to_delete().count() as u64,
+        damaged_deleted: plan.damaged.len() as u64,
         wal_files_deleted: plan.wal_to_delete.len() as u64,
         wal_bytes_deleted: plan.wal_to_delete.iter().map(|w| w.size).sum(),
         wal_files_kept: plan.timelines.iter().map(|t| t.kept_files).sum(),
@@ -1095,6 +1115,7 @@ mod tests {
             let inputs = RetentionInputs {
                 backups: case.backups.clone(),
                 incomplete: case.incomplete.clone(),
+                damaged: vec![],
                 wal,
                 timelines: timelines(&case.histories),
                 segment_size: WalSegmentSize::DEFAULT,
@@ -1179,6 +1200,7 @@ mod tests {
         let inputs = RetentionInputs {
             backups: vec![backup(0, 1, 2, 1), backup(24, 1, 4, 25)],
             incomplete: vec![],
+            damaged: vec![],
             wal: with(segments(1, 1..=6), segments(2, 6..=7)),
             timelines: timelines(&[(2, "1\t0/6800000\tx\n")]),
             segment_size: WalSegmentSize::DEFAULT,
@@ -1252,6 +1274,7 @@ mod tests {
         let empty = RetentionInputs {
             backups: vec![],
             incomplete: vec![],
+            damaged: vec![],
             wal: vec![],
             timelines: Timelines::default(),
             segment_size: WalSegmentSize::DEFAULT,
@@ -1267,7 +1290,8 @@ mod tests {
             plan_retention(&wal_only, &policy, hours(1)),
             Err(RetentionError::NoCompleteBackups {
                 wal_files: 3,
-                incomplete: 0
+                incomplete: 0,
+                damaged: 0
             })
         ));
         let interrupted_only = RetentionInputs {
@@ -1278,7 +1302,8 @@ mod tests {
             plan_retention(&interrupted_only, &policy, hours(1)),
             Err(RetentionError::NoCompleteBackups {
                 wal_files: 0,
-                incomplete: 1
+                incomplete: 1,
+                damaged: 0
             })
         ));
     }
@@ -1290,6 +1315,7 @@ mod tests {
         let inputs = RetentionInputs {
             backups: vec![backup(0, 1, 2, 1)],
             incomplete: vec![],
+            damaged: vec![],
             wal: vec![odd.clone()],
             timelines: Timelines::default(),
             segment_size: WalSegmentSize::DEFAULT,
