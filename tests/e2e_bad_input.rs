@@ -275,6 +275,90 @@ fn corrupted_stored_object_exits_126_and_writes_nothing() {
     assert!(!dest.exists());
 }
 
+#[test]
+fn damaged_objects_stored_without_compression_exit_126_and_write_nothing() {
+    // Issue 10, item 1: with `compression = none` a damaged byte in the middle of a stored
+    // segment was handed to PostgreSQL, which took the damaged record for the end of WAL.
+    let fx = Fixture::new("corrupt-none");
+    let repo = fx.scratch.subdir("repo-none");
+    let repo_arg = repo.to_str().unwrap();
+    let segment = fx.cluster.data.join("pg_wal").join(&fx.archived_segment);
+    let none = [("WALARCH_COMPRESSION".to_owned(), "none".to_owned())];
+    let run = walarch(
+        &fx.bin,
+        &none,
+        &["--repo", repo_arg, "wal-push", segment.to_str().unwrap()],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let history = fx.file(
+        "00000002.history",
+        b"1\t0/3000148\tno recovery target specified\n",
+    );
+    let run = walarch(
+        &fx.bin,
+        &none,
+        &["--repo", repo_arg, "wal-push", history.to_str().unwrap()],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+
+    let restore = fx.scratch.subdir("restore-none");
+    let fetch = |name: &str| {
+        let dest = restore.join("RECOVERYXLOG");
+        let _ = std::fs::remove_file(&dest);
+        let run = walarch(
+            &fx.bin,
+            &none,
+            &[
+                "--repo",
+                repo_arg,
+                "wal-fetch",
+                name,
+                dest.to_str().unwrap(),
+            ],
+        );
+        (run, std::fs::read(&dest).ok())
+    };
+    let (run, fetched) = fetch(&fx.archived_segment);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        fetched.as_deref(),
+        Some(&fx.segment_bytes()[..]),
+        "intact: same bytes"
+    );
+
+    // One byte in the middle of the stored segment: not handed over.
+    let object = repo
+        .join("wal")
+        .join(&fx.archived_segment[..16])
+        .join(format!("{}.gz", fx.archived_segment));
+    let mut bytes = std::fs::read(&object).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&object, &bytes).unwrap();
+    let (run, fetched) = fetch(&fx.archived_segment);
+    assert_eq!(run.code, 126, "{run:?}");
+    assert!(run.stderr.contains("corrupt"), "{}", run.stderr);
+    assert_eq!(fetched, None, "nothing at %p");
+
+    // A segment stored as raw bytes (by hand, or by an earlier walarch): unverifiable.
+    std::fs::remove_file(&object).unwrap();
+    std::fs::write(object.with_extension(""), fx.segment_bytes()).unwrap();
+    let (run, fetched) = fetch(&fx.archived_segment);
+    assert_eq!(run.code, 126, "{run:?}");
+    assert!(run.stderr.contains("without a checksum"), "{}", run.stderr);
+    assert_eq!(fetched, None);
+
+    // A history file whose switch point lost a digit still parses: its checksum line says
+    // it is not what was stored.
+    let stored_history = repo.join("wal/00000002.history");
+    let text = std::fs::read_to_string(&stored_history).unwrap();
+    std::fs::write(&stored_history, text.replacen("0/3000148", "0/3000149", 1)).unwrap();
+    let (run, fetched) = fetch("00000002.history");
+    assert_eq!(run.code, 126, "{run:?}");
+    assert!(run.stderr.contains("CRC-32C"), "{}", run.stderr);
+    assert_eq!(fetched, None);
+}
+
 /// Runs `script` with `dir` mounted as a tmpfs of `size` in a private mount namespace (the
 /// mount disappears with the process; as a normal user, a user namespace provides the right
 /// to mount). Returns the script's standard output and its exit status.

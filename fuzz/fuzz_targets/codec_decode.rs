@@ -6,7 +6,9 @@
 use std::io::{self, Write};
 
 use libfuzzer_sys::fuzz_target;
+use walarch_core::archive::stored::check_checksummed;
 use walarch_core::codec::Codec;
+use walarch_core::wal::WalFileName;
 
 /// Bigger inputs only slow the fuzzer down; the decoders' state machines are reached sooner.
 const MAX_INPUT: usize = 64 * 1024;
@@ -34,6 +36,10 @@ impl Write for Capped {
 fuzz_target!(|data: &[u8]| {
     if data.len() > MAX_INPUT {
         return;
+    }
+    let segment: WalFileName = "000000010000000000000002".parse().expect("a segment name");
+    for codec in Codec::ALL {
+        let _ = check_checksummed(&segment, codec, data);
     }
     for codec in [Codec::Zstd, Codec::Gzip] {
         let buffered = codec.decode(data, MAX_DECODED);

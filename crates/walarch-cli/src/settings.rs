@@ -202,7 +202,9 @@ mod tests {
         assert_eq!(s.store.retry.max_retries, 2);
         let s = resolve(&["--compression", "none"], Some(file)).unwrap();
         assert_eq!(s.repo, RepoLocation::Local("/from/file".into()));
-        assert_eq!(s.compression.codec(), Codec::None);
+        // "none" stores without compression in a checksummed gzip member (level 0).
+        assert_eq!(s.compression.codec(), Codec::Gzip);
+        assert_eq!(s.compression.level(), 0);
     }
 
     #[test]

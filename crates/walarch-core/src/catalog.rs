@@ -9,6 +9,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use serde::Serialize;
 
+use crate::archive::stored::open_history;
 use crate::codec::Codec;
 use crate::repo::{RepoError, Repository};
 use crate::wal::{
@@ -102,14 +103,19 @@ impl Timelines {
             let Some(content) = repo.get_if_exists(key).await? else {
                 continue; // deleted since the listing
             };
-            let history = TimelineHistory::parse(&content)
+            let invalid = |message: String| RepoError::Store {
+                action: "parse",
+                key: key.to_string(),
+                location: repo.location().to_string(),
+                message,
+            };
+            let content = match item.codec {
+                Codec::None => open_history(&content).map_err(|e| invalid(e.to_string()))?,
+                _ => return Err(invalid("history files are stored as plain text".into())),
+            };
+            let history = TimelineHistory::parse(content)
                 .and_then(|h| h.validate_for(timeline).map(|()| h))
-                .map_err(|e| RepoError::Store {
-                    action: "parse",
-                    key: key.to_string(),
-                    location: repo.location().to_string(),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| invalid(e.to_string()))?;
             histories.insert(timeline, history);
         }
         Ok(Timelines { histories })

@@ -1,6 +1,13 @@
 //! Compression of stored objects: zstd (default), gzip or none, in their standard formats so
 //! that an operator can restore by hand with `zstd -d` or `gunzip`. zstd frames carry their
 //! content checksum and gzip members their CRC-32, so decoding also verifies the data.
+//!
+//! "none" still stores a checksum (DESIGN.md §2.11): the data goes uncompressed into a gzip
+//! member made of deflate's stored blocks (5 bytes of framing per 64 KiB, no compression
+//! work), whose CRC-32 and length `gunzip` and every fetch check. [`Codec::None`] is the
+//! format of objects stored as raw bytes, which carry no checksum of their own: history
+//! files, sealed with a checksum line of their own (`archive::stored`), and objects written
+//! by hand or by an earlier walarch.
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -121,12 +128,21 @@ impl Compression {
     pub const WAL_MIN_MATCH: u32 = 5;
     pub const DEFAULT_GZIP_LEVEL: i32 = 6;
 
+    /// The compression for `codec` at `level` (`None`: walarch's default for the codec).
+    /// [`Codec::None`] gives gzip without compression (level 0): see the module documentation.
     pub fn new(codec: Codec, level: Option<i32>) -> Result<Self, CodecError> {
+        if codec == Codec::None {
+            return Ok(Compression {
+                codec: Codec::Gzip,
+                level: 0,
+                min_match: None,
+            });
+        }
         let min_match = (codec == Codec::Zstd && level.is_none()).then_some(Self::WAL_MIN_MATCH);
         let level = match (codec, level) {
             (Codec::Zstd, None) => Self::DEFAULT_ZSTD_LEVEL,
             (Codec::Gzip, None) => Self::DEFAULT_GZIP_LEVEL,
-            (Codec::None, _) => 0,
+            (Codec::None, _) => unreachable!("handled above"),
             (Codec::Zstd, Some(l)) if zstd::compression_level_range().contains(&l) => l,
             (Codec::Gzip, Some(l)) if (0..=9).contains(&l) => l,
             (_, Some(level)) => return Err(CodecError::InvalidLevel { codec, level }),
@@ -138,6 +154,7 @@ impl Compression {
         })
     }
 
+    /// The format objects are stored in (gzip for "none").
     pub fn codec(self) -> Codec {
         self.codec
     }
@@ -355,10 +372,11 @@ mod tests {
     #[test]
     fn round_trips_every_codec() {
         let data = sample();
-        for codec in Codec::ALL {
-            let c = Compression::new(codec, None).unwrap();
+        for requested in Codec::ALL {
+            let c = Compression::new(requested, None).unwrap();
+            let codec = c.codec();
             let encoded = c.encode(&data).unwrap();
-            if codec != Codec::None {
+            if requested != Codec::None {
                 assert!(encoded.len() < data.len() / 4, "{codec} should compress");
             }
             assert_eq!(codec.decode(&encoded, data.len()).unwrap(), data);
@@ -414,10 +432,13 @@ mod tests {
     fn streaming_decode_matches_whole_buffer_decode() {
         let data = sample();
         for codec in Codec::ALL {
-            let encoded = Compression::new(codec, None)
-                .unwrap()
-                .encode(&data)
-                .unwrap();
+            let encoded = match codec {
+                Codec::None => data.clone(),
+                _ => Compression::new(codec, None)
+                    .unwrap()
+                    .encode(&data)
+                    .unwrap(),
+            };
             let mut out = Vec::new();
             assert_eq!(
                 codec.decode_into(&encoded, &mut out).unwrap(),
@@ -437,10 +458,10 @@ mod tests {
     #[test]
     fn streaming_encode_decodes_like_whole_buffer_encode() {
         let data = sample();
-        for codec in Codec::ALL {
-            let c = Compression::new(codec, None).unwrap();
+        for requested in Codec::ALL {
+            let c = Compression::new(requested, None).unwrap();
             let streamed = c.encode_reader(&data[..], Some(data.len() as u64)).unwrap();
-            assert_eq!(codec.decode(&streamed, data.len()).unwrap(), data);
+            assert_eq!(c.codec().decode(&streamed, data.len()).unwrap(), data);
         }
         // A wrong pledged size is an error, not a silently wrong frame.
         let c = Compression::default();
@@ -448,6 +469,34 @@ mod tests {
             c.encode_reader(&data[..], Some(data.len() as u64 + 1))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn none_stores_uncompressed_in_a_gzip_member_whose_crc_catches_damage() {
+        let data = sample();
+        let none = Compression::new(Codec::None, Some(9)).unwrap();
+        assert_eq!((none.codec(), none.level()), (Codec::Gzip, 0));
+        let stored = none.encode(&data).unwrap();
+        assert_eq!(&stored[..2], &[0x1F, 0x8B], "a gzip member");
+        assert!(
+            stored.len() < data.len() + data.len() / 1000 + 64,
+            "stored blocks: {} bytes for {}",
+            stored.len(),
+            data.len()
+        );
+        // The data is there as it was (an operator can see it), and one flipped byte in it
+        // fails the CRC-32.
+        let at = stored
+            .windows(64)
+            .position(|w| w == &data[500_000..500_064])
+            .expect("uncompressed")
+            + 10;
+        let mut flipped = stored.clone();
+        flipped[at] ^= 0x01;
+        assert!(Codec::Gzip.decode(&flipped, data.len()).is_err());
+        let mut out = Vec::new();
+        assert!(Codec::Gzip.decode_into(&flipped, &mut out).is_err());
+        assert_eq!(Codec::Gzip.decode(&stored, data.len()).unwrap(), data);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::stored::{ChecksumError, check_checksummed, open_history};
 use super::validate::{ContentError, validate_segment, validate_wal_content};
 use crate::codec::{Codec, CodecError};
 use crate::repo::{RepoError, Repository, StoredWal};
@@ -67,6 +68,10 @@ pub async fn fetch_wal_file(
     let expected_system = identity.map(|i| i.system_id);
 
     let key_text = key.to_string();
+    check_checksummed(name, codec, &stored).map_err(|source| FetchError::Unchecked {
+        key: key_text.clone(),
+        source,
+    })?;
     let (restored_bytes, crc32) = if name.holds_segment_data() {
         // Decoding 16 MiB and more is CPU work: keep it off the async executor.
         let (name, dest) = (*name, dest.to_owned());
@@ -89,13 +94,21 @@ pub async fn fetch_wal_file(
         })??
     } else {
         // History and backup history files are a few hundred bytes.
-        let content =
+        let content = if matches!(name, WalFileName::History(_)) && codec == Codec::None {
+            open_history(&stored)
+                .map_err(|source| FetchError::Unchecked {
+                    key: key_text.clone(),
+                    source,
+                })?
+                .to_vec()
+        } else {
             codec
                 .decode(&stored, MAX_TEXT_FILE_LEN)
                 .map_err(|source| FetchError::Corrupt {
                     key: key_text.clone(),
                     source,
-                })?;
+                })?
+        };
         validate_wal_content(name, &content).map_err(|source| FetchError::InvalidContent {
             key: key_text.clone(),
             source,
@@ -317,6 +330,8 @@ pub enum FetchError {
     },
     #[error("stored object {key} is corrupt: {source}")]
     Corrupt { key: String, source: CodecError },
+    #[error("stored object {key} is not handed over: {source}")]
+    Unchecked { key: String, source: ChecksumError },
     #[error("stored object {key} does not hold the requested file: {source}")]
     InvalidContent { key: String, source: ContentError },
     #[error("cannot write {}: {source}", path.display())]
@@ -429,6 +444,32 @@ mod tests {
             .filter(|n| n.to_string_lossy().contains("walarch"))
             .collect();
         assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    }
+
+    #[tokio::test]
+    async fn a_zstd_frame_without_its_checksum_is_not_handed_over() {
+        let (dir, repo, name, content) = fixture().await;
+        let stored = dir
+            .path()
+            .join(format!("repo/wal/0000000100000000/{name}.zst"));
+        // A valid frame of the right segment, made without a content checksum (as
+        // `zstd --no-check` does): nothing proves it is what was stored.
+        std::fs::write(&stored, zstd::bulk::compress(&content, 1).unwrap()).unwrap();
+        let dest = dir.path().join("RECOVERYXLOG");
+        let err = fetch_wal_file(&repo, &name.parse().unwrap(), &dest, Codec::Zstd, false)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FetchError::Unchecked {
+                    source: ChecksumError::ZstdWithoutChecksum,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(!dest.exists());
     }
 
     #[tokio::test]

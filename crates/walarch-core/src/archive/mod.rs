@@ -6,6 +6,7 @@ mod fetch;
 mod prefetch;
 mod push;
 mod push_ahead;
+pub mod stored;
 mod validate;
 
 pub use fetch::{FetchError, FetchOutcome, FetchReport, fetch_wal_file};

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::stored::{ChecksumError, open_history, seal_history};
 use super::validate::{ContentError, ValidatedContent, validate_segment, validate_wal_content};
 use crate::backup::marker::{MarkerError, check_restored_copy, data_dir_of_wal_file};
 use crate::codec::{Codec, CodecError, Compression};
@@ -94,25 +95,37 @@ pub async fn push_wal_file(
         ));
     }
 
-    // History files stay uncompressed so an operator can read them directly.
+    // History files stay plain text, so an operator can read them directly, sealed with a
+    // checksum line that PostgreSQL ignores (`stored`).
     let compression = if matches!(name, WalFileName::History(_)) {
-        Compression::new(Codec::None, None)?
+        None
     } else {
-        compression
+        Some(compression)
     };
     let encoded = blocking({
         let (path, len) = (local.path.clone(), local.len);
         move || {
-            let file = std::fs::File::open(&path).map_err(|source| PushError::Read {
+            let read_err = |source| PushError::Read {
                 path: path.display().to_string(),
                 source,
-            })?;
-            Ok(compression.encode_reader(file, Some(len))?)
+            };
+            let file = std::fs::File::open(&path).map_err(read_err)?;
+            match compression {
+                Some(compression) => Ok(compression.encode_reader(file, Some(len))?),
+                None => {
+                    let mut content = Vec::new();
+                    file.take(MAX_TEXT_FILE_LEN)
+                        .read_to_end(&mut content)
+                        .map_err(read_err)?;
+                    Ok(seal_history(&content))
+                }
+            }
         }
     })
     .await?;
+    let codec = compression.map_or(Codec::None, Compression::codec);
     let stored_bytes = encoded.len() as u64;
-    let key = keys::wal_file(&name, compression.codec());
+    let key = keys::wal_file(&name, codec);
     match repo.put_new(&key, Bytes::from(encoded)).await? {
         PutOutcome::Created => Ok(report(PushOutcome::Stored, key.to_string(), stored_bytes)),
         // Another pusher won a race for the same name: its content decides.
@@ -281,7 +294,20 @@ async fn compare_with_stored(
             copy.key.to_string(),
             name.to_string(),
         );
-        let same = blocking(move || same_content(codec, &bytes, &path, &key, &label)).await?;
+        let history = matches!(name, WalFileName::History(_));
+        let same = blocking(move || {
+            let content = if history && codec == Codec::None {
+                open_history(&bytes).map_err(|source| PushError::StoredCopyUnchecked {
+                    name: label.clone(),
+                    key: key.clone(),
+                    source,
+                })?
+            } else {
+                &bytes[..]
+            };
+            same_content(codec, content, &path, &key, &label)
+        })
+        .await?;
         if !same {
             return Err(PushError::AlreadyArchivedDifferent {
                 name: name.to_string(),
@@ -421,6 +447,14 @@ pub enum PushError {
         name: String,
         key: String,
         source: CodecError,
+    },
+    #[error(
+        "cannot compare {name} with its stored copy {key}: {source}; the stored copy was left as it is"
+    )]
+    StoredCopyUnchecked {
+        name: String,
+        key: String,
+        source: ChecksumError,
     },
     #[error("cannot read the system identifier from {path}: {source}")]
     InvalidControlFile {
@@ -633,9 +667,21 @@ mod tests {
                 .outcome,
             PushOutcome::Stored
         );
+        // PostgreSQL's text, then the checksum line (a comment PostgreSQL skips).
         assert_eq!(
             std::fs::read_to_string(fx.dir.path().join("repo/wal/00000002.history")).unwrap(),
-            "1\t0/3000148\tno recovery target specified\n"
+            format!(
+                "1\t0/3000148\tno recovery target specified\n# walarch crc32c {:08x}\n",
+                crc32c::crc32c(b"1\t0/3000148\tno recovery target specified\n")
+            )
+        );
+        assert_eq!(
+            push_wal_file(&fx.repo, &path, Compression::default())
+                .await
+                .unwrap()
+                .outcome,
+            PushOutcome::AlreadyArchived,
+            "the same history again is already archived"
         );
         std::fs::write(&path, "1\t0/4000000\tother history\n").unwrap();
         let err = push_wal_file(&fx.repo, &path, Compression::default())

@@ -341,11 +341,15 @@ mod tests {
         } else {
             Codec::Zstd
         };
-        let content: &'static [u8] = match name {
-            WalFileName::History(_) => b"1\t0/C800000\tpromoted\n",
-            _ => b"wal",
+        let content = match name {
+            WalFileName::History(_) => {
+                crate::archive::stored::seal_history(b"1\t0/C800000\tpromoted\n")
+            }
+            _ => b"wal".to_vec(),
         };
-        put(repo, keys::wal_file(&name, codec), content).await;
+        repo.put_new(&keys::wal_file(&name, codec), content.into())
+            .await
+            .unwrap();
     }
 
     /// A complete backup started `day` days after t0, 0x28 into segment `start` of timeline 1.
