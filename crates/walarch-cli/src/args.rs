@@ -155,6 +155,16 @@ pub struct GlobalArgs {
     )]
     pub prefetch_mib: Option<u64>,
 
+    /// MiB left free on pg_wal's file system: downloading ahead pauses below it [default: 1024]
+    #[arg(
+        long,
+        global = true,
+        env = "WALARCH_PREFETCH_RESERVE_MIB",
+        value_name = "MIB",
+        hide_short_help = true
+    )]
+    pub prefetch_reserve_mib: Option<u64>,
+
     /// Log filter for standard error, e.g. info or debug [default: warn]
     #[arg(
         long,
@@ -445,6 +455,10 @@ impl GlobalArgs {
         add(
             "WALARCH_PREFETCH_MIB",
             self.prefetch_mib.map(|v| v.to_string()),
+        );
+        add(
+            "WALARCH_PREFETCH_RESERVE_MIB",
+            self.prefetch_reserve_mib.map(|v| v.to_string()),
         );
         add("WALARCH_LOG", self.log.clone());
         env

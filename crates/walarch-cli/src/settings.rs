@@ -23,6 +23,9 @@ fn default_prefetch() -> usize {
 }
 /// 32 segments of 16 MiB: far more than replay consumes while a few downloads complete.
 const DEFAULT_PREFETCH_MIB: u64 = 512;
+/// Free space fetch-ahead leaves on pg_wal's file system: PostgreSQL itself needs room for
+/// new WAL (after promotion up to max_wal_size, 1 GiB by default), and a full pg_wal stops it.
+const DEFAULT_PREFETCH_RESERVE_MIB: u64 = 1024;
 
 /// The configuration file. Unknown keys are errors, so a typo does not silently fall back
 /// to a default.
@@ -35,6 +38,7 @@ struct FileConfig {
     push_ahead: Option<usize>,
     prefetch: Option<usize>,
     prefetch_mib: Option<u64>,
+    prefetch_reserve_mib: Option<u64>,
     #[serde(default)]
     s3: FileS3,
     #[serde(default)]
@@ -70,6 +74,8 @@ pub struct Settings {
     pub prefetch: usize,
     /// Bytes of WAL kept downloaded ahead.
     pub prefetch_bytes: u64,
+    /// Bytes left free on pg_wal's file system by fetch-ahead.
+    pub prefetch_reserve_bytes: u64,
 }
 
 impl Settings {
@@ -126,6 +132,11 @@ impl Settings {
             .or(file.prefetch_mib)
             .unwrap_or(DEFAULT_PREFETCH_MIB)
             << 20;
+        let prefetch_reserve_bytes = args
+            .prefetch_reserve_mib
+            .or(file.prefetch_reserve_mib)
+            .unwrap_or(DEFAULT_PREFETCH_RESERVE_MIB)
+            << 20;
         Ok(Settings {
             repo,
             compression,
@@ -133,6 +144,7 @@ impl Settings {
             push_ahead,
             prefetch,
             prefetch_bytes,
+            prefetch_reserve_bytes,
         })
     }
 }

@@ -10,11 +10,13 @@
 //! - [`recovery`]: recovery targets, `plan` (backup, timelines, WAL, bytes), the recoverable
 //!   window, and starting a restored server until it reaches its target.
 //! - [`retention`]: which backups and WAL a policy lets go, and deleting them safely.
+//! - [`local_files`]: temporary files beside local files, and sweeping what a killed process left.
 
 pub mod archive;
 pub mod backup;
 pub mod catalog;
 pub mod codec;
+pub mod local_files;
 pub mod recovery;
 pub mod repo;
 pub mod retention;

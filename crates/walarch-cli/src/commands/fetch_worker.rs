@@ -23,12 +23,15 @@ pub async fn run(settings: &Settings, args: &WorkerArgs) -> Result<(), Failure> 
         preferred: settings.compression.codec(),
         parallelism: settings.prefetch.max(1),
         max_bytes: settings.prefetch_bytes,
+        reserve_bytes: settings.prefetch_reserve_bytes,
         idle_exit: IDLE_EXIT,
     };
     let report = run_prefetch_worker(&repo, &spool, options).await;
     tracing::info!(
         fetched = report.fetched,
         failed = report.failed,
+        paused_for_space = report.paused_for_space,
+        spool_removed = report.spool_removed,
         "fetch-ahead worker done"
     );
     Ok(())

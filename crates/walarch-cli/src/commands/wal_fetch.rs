@@ -55,13 +55,13 @@ pub async fn run(
             out.result(&result("not_found", None, 0, 0), None);
             return Err(Failure::NotInArchive);
         }
-        // Take first, then move the position: the worker prunes what lies behind it.
+        // Take first, then move the position: the worker prunes what lies behind it. A
+        // history file stops the window (recovery starts or ends); the worker then goes idle,
+        // and removes the spool once recovery is over.
         let taken = spool.take(&settings.repo, &name, &args.dest);
-        if matches!(name, WalFileName::Segment(_)) {
-            spool.set_position(&name);
-            if !spool.worker_running() {
-                spawn::worker(global, "fetch-worker", spool.pg_wal(), spool.dir());
-            }
+        spool.set_position(&name);
+        if !spool.worker_running() {
+            spawn::worker(global, "fetch-worker", spool.pg_wal(), spool.dir());
         }
         if taken {
             tracing::info!(file = %name, "restored from the prefetch spool");

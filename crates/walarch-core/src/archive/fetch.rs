@@ -14,6 +14,7 @@ use bytes::Bytes;
 use super::stored::{ChecksumError, check_checksummed, open_history};
 use super::validate::{ContentError, validate_segment, validate_wal_content};
 use crate::codec::{Codec, CodecError};
+use crate::local_files::{sweep_stale_temp_files, temp_beside};
 use crate::repo::{RepoError, Repository, StoredWal};
 use crate::store::keys;
 use crate::wal::{LongPageHeader, SystemId, WalFileName, XLOG_LONG_PAGE_HEADER_LEN};
@@ -276,13 +277,19 @@ fn write_through_temp<T>(
         path: path.to_owned(),
         source,
     };
-    let file_name = dest
-        .file_name()
-        .ok_or_else(|| write_err(dest, std::io::Error::other("destination has no file name")))?;
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(file_name);
-    temp_name.push(format!(".walarch-{}.tmp", std::process::id()));
-    let temp = dest.with_file_name(temp_name);
+    if dest.file_name().is_none() {
+        return Err(write_err(
+            dest,
+            std::io::Error::other("destination has no file name"),
+        ));
+    }
+    // What a fetch killed mid-download left here (up to a segment) goes first.
+    let dir = dest
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    sweep_stale_temp_files(dir);
+    let temp = temp_beside(dest);
     let result = std::fs::File::create(&temp)
         .map_err(|e| write_err(&temp, e))
         .and_then(|mut file| {
@@ -295,10 +302,6 @@ fn write_through_temp<T>(
         .and_then(|value| {
             std::fs::rename(&temp, dest).map_err(|e| write_err(dest, e))?;
             if durable {
-                let dir = dest
-                    .parent()
-                    .filter(|d| !d.as_os_str().is_empty())
-                    .unwrap_or(Path::new("."));
                 std::fs::File::open(dir)
                     .and_then(|d| d.sync_all())
                     .map_err(|e| write_err(dir, e))?;

@@ -8,11 +8,13 @@
 //!   file is dropped and the segment fetched from the store instead.
 //! - `position` holds the last file PostgreSQL asked for; the worker keeps the window after
 //!   it filled, bounded in bytes, and removes spooled segments behind it.
-//! - `misses/<name>` remembers that the store said a file does not exist, for the rest of this
-//!   recovery (the postmaster's pid and start time, from `postmaster.pid`): PostgreSQL probes
-//!   for history files of timelines that do not exist and for the segment past the end of the
-//!   archive again and again. On a standby (`standby.signal`) new WAL and timelines keep
-//!   arriving, so there a miss is remembered for a few seconds only.
+//! - `misses/<name>` remembers that the store said a segment does not exist, for the rest of
+//!   this recovery (the postmaster's pid and start time, from `postmaster.pid`): PostgreSQL
+//!   asks for the segment past the end of the archive again and again. On a standby
+//!   (`standby.signal`) new WAL keeps arriving, so there a miss is remembered for a few
+//!   seconds only. History files are always asked of the store: at the end of recovery
+//!   PostgreSQL probes them to pick its new timeline id, precisely to see servers that
+//!   promoted meanwhile, and an answer from memory could make two copies pick the same id.
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -25,15 +27,13 @@ use serde::{Deserialize, Serialize};
 
 use super::fetch::{FetchOutcome, fetch_wal_file};
 use crate::codec::Codec;
+use crate::local_files::{sweep_stale_temp_files, temp_beside};
 use crate::repo::Repository;
 use crate::store::RepoLocation;
 use crate::wal::{SegmentName, WalFileName, WalSegmentSize};
 
 /// How long a miss is trusted on a standby, where the archive keeps growing.
 const STANDBY_MISS_TTL: Duration = Duration::from_secs(5);
-/// How long a missing history file is trusted: PostgreSQL probes history files again when it
-/// picks a new timeline at the end of recovery, and another server may have promoted since.
-const HISTORY_MISS_TTL: Duration = Duration::from_secs(60);
 /// Remembered misses older than this are removed.
 const MISS_PRUNE_AGE: Duration = Duration::from_secs(600);
 
@@ -116,12 +116,14 @@ impl FetchSpool {
         taken
     }
 
-    /// Records what PostgreSQL asked for last, for the worker.
+    /// Records what PostgreSQL asked for last, for the worker: a segment moves the window; a
+    /// history file means recovery is between segments (starting, or ending) and stops it.
     pub fn set_position(&self, name: &WalFileName) {
         let _ = std::fs::create_dir_all(&self.dir);
-        let temp = self.dir.join(format!("position.tmp{}", std::process::id()));
+        let position = self.dir.join("position");
+        let temp = temp_beside(&position);
         if std::fs::write(&temp, name.to_string()).is_ok() {
-            let _ = std::fs::rename(&temp, self.dir.join("position"));
+            let _ = std::fs::rename(&temp, position);
         }
     }
 
@@ -145,9 +147,12 @@ impl FetchSpool {
         ))
     }
 
-    /// True when the store said `name` does not exist, earlier in this same recovery (history
-    /// files: within the last minute; on a standby: within seconds).
+    /// True when the store said segment `name` does not exist, earlier in this same recovery
+    /// (on a standby: within seconds). Never for a history file (see the module doc).
     pub fn is_known_missing(&self, name: &WalFileName) -> bool {
+        if matches!(name, WalFileName::History(_)) {
+            return false;
+        }
         let Some((recovery, standby)) = self.recovery() else {
             return false;
         };
@@ -156,15 +161,20 @@ impl FetchSpool {
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| SystemTime::now().duration_since(t).ok());
-        let ttl = match (standby, name) {
-            (true, _) => STANDBY_MISS_TTL,
-            (false, WalFileName::History(_)) => HISTORY_MISS_TTL,
-            (false, _) => Duration::MAX,
+        let ttl = if standby {
+            STANDBY_MISS_TTL
+        } else {
+            Duration::MAX
         };
         std::fs::read_to_string(&path).is_ok_and(|r| r == recovery) && age.is_some_and(|a| a < ttl)
     }
 
+    /// Remembers that the store said segment `name` does not exist (history files are not
+    /// remembered).
     pub fn remember_missing(&self, name: &WalFileName) {
+        if matches!(name, WalFileName::History(_)) {
+            return;
+        }
         if let Some((recovery, _)) = self.recovery() {
             let _ = std::fs::create_dir_all(self.dir.join("misses"));
             let _ = std::fs::write(self.miss_path(name), recovery);
@@ -197,9 +207,11 @@ impl FetchSpool {
         self.dir.join("worker.lock")
     }
 
-    /// Removes what a killed worker left behind (temporary files) and misses too old to
-    /// matter, so the spool cannot grow without bound.
+    /// Removes what killed processes left behind (temporary files, in the spool and in
+    /// pg_wal) and misses too old to matter, so the spool cannot grow without bound.
     fn sweep(&self) {
+        sweep_stale_temp_files(&self.dir);
+        sweep_stale_temp_files(&self.pg_wal);
         let old = |entry: &std::fs::DirEntry| {
             entry
                 .metadata()
@@ -208,13 +220,6 @@ impl FetchSpool {
                 .and_then(|t| SystemTime::now().duration_since(t).ok())
                 .is_some_and(|age| age > MISS_PRUNE_AGE)
         };
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for entry in entries.filter_map(|e| e.ok()) {
-                if entry.file_name().to_string_lossy().ends_with(".tmp") {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
-        }
         if let Ok(entries) = std::fs::read_dir(self.dir.join("misses")) {
             for entry in entries.filter_map(|e| e.ok()).filter(old) {
                 let _ = std::fs::remove_file(entry.path());
@@ -229,6 +234,33 @@ impl FetchSpool {
     /// Removes the whole spool (recovery is over).
     pub fn remove(&self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// True once the data directory around this pg_wal has left recovery: PostgreSQL removes
+    /// `recovery.signal` and `standby.signal` when it promotes. A server shut down at its
+    /// target keeps its signal file, and its spool.
+    pub fn recovery_is_over(&self) -> bool {
+        let Some(data_dir) = self.pg_wal.parent() else {
+            return false;
+        };
+        data_dir.join("PG_VERSION").is_file()
+            && !data_dir.join("recovery.signal").exists()
+            && !data_dir.join("standby.signal").exists()
+    }
+
+    /// Whether pg_wal's file system has room for one more download of `segment` bytes with
+    /// `in_flight` others under way, leaving `reserve` bytes free. Unknown space counts as
+    /// room: the reserve is a courtesy to PostgreSQL, and its own calls still fetch.
+    fn has_room(&self, segment: u64, in_flight: usize, reserve: u64) -> bool {
+        match rustix::fs::statvfs(&self.pg_wal) {
+            Ok(fs) => room_for_download(
+                fs.f_bavail.saturating_mul(fs.f_frsize),
+                reserve,
+                segment,
+                in_flight,
+            ),
+            Err(_) => true,
+        }
     }
 
     pub fn worker_running(&self) -> bool {
@@ -271,12 +303,20 @@ pub struct FetchSpoolStatus {
     pub worker_running: bool,
 }
 
+/// Room for one more download: free space, less what the downloads under way will take,
+/// still holds the download and the reserve.
+fn room_for_download(free: u64, reserve: u64, segment: u64, in_flight: usize) -> bool {
+    free.saturating_sub(segment.saturating_mul(in_flight as u64)) >= reserve.saturating_add(segment)
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct PrefetchOptions {
     pub preferred: Codec,
     pub parallelism: usize,
     /// Bytes of WAL kept downloaded ahead of replay.
     pub max_bytes: u64,
+    /// Free space left on pg_wal's file system: downloading ahead pauses below it.
+    pub reserve_bytes: u64,
     /// The worker exits once PostgreSQL has asked for nothing new for this long.
     pub idle_exit: Duration,
 }
@@ -285,6 +325,10 @@ pub struct PrefetchOptions {
 pub struct PrefetchReport {
     pub fetched: usize,
     pub failed: usize,
+    /// Downloads not started because pg_wal's file system was down to its reserve.
+    pub paused_for_space: usize,
+    /// The spool was removed because recovery had ended.
+    pub spool_removed: bool,
 }
 
 /// The fetch-ahead worker: keeps the segments after PostgreSQL's position downloaded (as many
@@ -352,6 +396,16 @@ pub async fn run_prefetch_worker(
                 {
                     continue;
                 }
+                if !spool.has_room(size.bytes(), in_flight.len(), options.reserve_bytes) {
+                    if report.paused_for_space == 0 {
+                        tracing::warn!(
+                            reserve_mib = options.reserve_bytes >> 20,
+                            "pg_wal's file system is down to its reserve: not downloading ahead"
+                        );
+                    }
+                    report.paused_for_space += 1;
+                    break;
+                }
                 in_flight_names.insert(text);
                 in_flight.push(async move {
                     let result = fetch_wal_file(
@@ -369,6 +423,12 @@ pub async fn run_prefetch_worker(
         let Some((segment, name, result)) = in_flight.next().await else {
             // Nothing could be scheduled: the window is full, or ends at a miss.
             if idle {
+                // Recovery has ended (promoted): the spool is of no more use, whether or not
+                // this server archives (a wal-push would remove it too).
+                if spool.recovery_is_over() {
+                    spool.remove();
+                    report.spool_removed = true;
+                }
                 return report;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -449,6 +509,8 @@ mod tests {
         let pg_wal = data_dir.join("pg_wal");
         std::fs::create_dir_all(&pg_wal).unwrap();
         std::fs::write(data_dir.join("postmaster.pid"), "4242\n/data\n1763700000\n").unwrap();
+        std::fs::write(data_dir.join("PG_VERSION"), "15\n").unwrap();
+        std::fs::write(data_dir.join("recovery.signal"), "").unwrap();
         let repo = Repository::open_for_write(
             RepoLocation::Local(dir.path().join("repo")),
             &Default::default(),
@@ -490,6 +552,7 @@ mod tests {
             preferred: Codec::Zstd,
             parallelism: 2,
             max_bytes: 3 << 20,
+            reserve_bytes: 0,
             idle_exit: Duration::from_millis(300),
         }
     }
@@ -574,16 +637,27 @@ mod tests {
     async fn misses_are_remembered_for_this_recovery_only() {
         let fx = fixture(1).await;
         let spool = FetchSpool::for_pg_wal(&fx.pg_wal);
-        let history: WalFileName = "00000002.history".parse().unwrap();
-        assert!(!spool.is_known_missing(&history));
-        spool.remember_missing(&history);
-        assert!(spool.is_known_missing(&history));
+        let beyond: WalFileName = "000000010000000000000002".parse().unwrap();
+        assert!(!spool.is_known_missing(&beyond));
+        spool.remember_missing(&beyond);
+        assert!(spool.is_known_missing(&beyond));
         // A restart is another recovery.
         std::fs::write(
             fx.data_dir.join("postmaster.pid"),
             "4243\n/data\n1763700100\n",
         )
         .unwrap();
+        assert!(!spool.is_known_missing(&beyond));
+    }
+
+    #[tokio::test]
+    async fn history_misses_are_never_answered_from_memory() {
+        // Issue 10, item 5: at the end of recovery PostgreSQL probes history files to pick a
+        // timeline id no other server took; a remembered miss could hand it a taken one.
+        let fx = fixture(1).await;
+        let spool = FetchSpool::for_pg_wal(&fx.pg_wal);
+        let history: WalFileName = "00000002.history".parse().unwrap();
+        spool.remember_missing(&history);
         assert!(!spool.is_known_missing(&history));
     }
 
@@ -598,5 +672,63 @@ mod tests {
             "only segment 3 exists after 2: {report:?}"
         );
         assert_eq!(report.failed, 0);
+    }
+
+    #[tokio::test]
+    async fn the_spool_goes_once_recovery_is_over_whatever_archiving_does() {
+        // Issue 10, item 6: only a wal-push removed the spool after recovery, so a copy that
+        // does not archive kept up to prefetch_mib of segments in pg_wal for ever.
+        let fx = fixture(4).await;
+        let spool = FetchSpool::for_pg_wal(&fx.pg_wal);
+        spool.set_position(&fx.segments[0].0);
+        let report = run_prefetch_worker(&fx.repo, &spool, options()).await;
+        assert!(report.fetched > 0 && !report.spool_removed);
+        assert!(spool.dir_exists(), "still recovering: the spool stays");
+
+        std::fs::remove_file(fx.data_dir.join("recovery.signal")).unwrap(); // promoted
+        spool.set_position(&"00000002.history".parse().unwrap());
+        let report = run_prefetch_worker(&fx.repo, &spool, options()).await;
+        assert!(report.spool_removed, "{report:?}");
+        assert!(!spool.dir_exists());
+    }
+
+    #[tokio::test]
+    async fn downloading_ahead_pauses_at_the_free_space_reserve() {
+        let fx = fixture(4).await;
+        let spool = FetchSpool::for_pg_wal(&fx.pg_wal);
+        spool.set_position(&fx.segments[0].0);
+        let mut opts = options();
+        opts.reserve_bytes = u64::MAX / 2; // more than any file system has free
+        let report = run_prefetch_worker(&fx.repo, &spool, opts).await;
+        assert_eq!(report.fetched, 0, "{report:?}");
+        assert!(report.paused_for_space > 0, "{report:?}");
+        assert!(!spool.is_spooled(&fx.segments[1].0));
+
+        let mib = 1 << 20;
+        assert!(room_for_download(100 * mib, 50 * mib, 16 * mib, 0));
+        assert!(room_for_download(100 * mib, 50 * mib, 16 * mib, 2));
+        assert!(!room_for_download(100 * mib, 50 * mib, 16 * mib, 3));
+        assert!(!room_for_download(60 * mib, 50 * mib, 16 * mib, 0));
+        assert!(!room_for_download(0, 0, 16 * mib, 0));
+    }
+
+    #[tokio::test]
+    async fn what_a_killed_fetch_left_in_pg_wal_is_swept() {
+        // Issue 10, item 6: a wal-fetch killed mid-download leaves up to a segment under a
+        // temporary name in pg_wal; a killed position update one in the spool.
+        let fx = fixture(2).await;
+        let spool = FetchSpool::for_pg_wal(&fx.pg_wal);
+        spool.set_position(&fx.segments[0].0);
+        let dead = {
+            let mut child = std::process::Command::new("true").spawn().unwrap();
+            child.wait().unwrap();
+            child.id()
+        };
+        let left_in_pg_wal = fx.pg_wal.join(format!(".RECOVERYXLOG.walarch-{dead}.tmp"));
+        let left_in_spool = spool.dir().join(format!(".position.walarch-{dead}.tmp"));
+        std::fs::write(&left_in_pg_wal, vec![0u8; 1 << 20]).unwrap();
+        std::fs::write(&left_in_spool, "000000010000000000000001").unwrap();
+        run_prefetch_worker(&fx.repo, &spool, options()).await;
+        assert!(!left_in_pg_wal.exists() && !left_in_spool.exists());
     }
 }

@@ -342,6 +342,7 @@ pub async fn run_push_worker(
 ) -> PushAheadReport {
     let mut report = PushAheadReport::default();
     let parallelism = options.parallelism.max(1);
+    crate::local_files::sweep_stale_temp_files(spool.dir());
     // Files this worker tried and failed are not retried in a tight loop: PostgreSQL's own
     // call for each tries again and reports.
     let mut failed: BTreeSet<String> = BTreeSet::new();
@@ -491,7 +492,7 @@ pub(crate) fn take_lock(dir: &Path, path: &Path) -> std::io::Result<Option<std::
 fn write_durably(dir: &Path, path: &Path, content: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     std::fs::create_dir_all(dir)?;
-    let temp = path.with_extension(format!("tmp{}", std::process::id()));
+    let temp = crate::local_files::temp_beside(path);
     let result = (|| {
         let mut file = std::fs::File::create(&temp)?;
         file.write_all(content)?;
