@@ -230,11 +230,10 @@ pub async fn synthetic_backup(
     let started_at = id.time();
     put(keys::backup_file(id.as_str(), "started"), b"{}".to_vec()).await;
     put(keys::backup_part(id.as_str(), 0, Codec::Zstd), stored).await;
-    put(
-        keys::backup_file(id.as_str(), "backup_label"),
-        format!("START WAL LOCATION: {start_lsn} (file 000000010000000000000001)\n").into_bytes(),
-    )
-    .await;
+    let label =
+        format!("START WAL LOCATION: {start_lsn} (file 000000010000000000000001)\n").into_bytes();
+    let backup_label_crc32 = Some(crc32fast::hash(&label));
+    put(keys::backup_file(id.as_str(), "backup_label"), label).await;
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         id: id.clone(),
@@ -252,6 +251,7 @@ pub async fn synthetic_backup(
         from_standby: false,
         codec: Codec::Zstd,
         has_tablespace_map: false,
+        backup_label_crc32,
         tablespaces: vec![],
         directories: directories
             .iter()

@@ -127,6 +127,10 @@ pub struct Manifest {
     pub from_standby: bool,
     pub codec: Codec,
     pub has_tablespace_map: bool,
+    /// CRC-32 of the stored `backup_label`, checked before restore writes it into the target
+    /// (manifests written before walarch recorded it have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_label_crc32: Option<u32>,
     pub tablespaces: Vec<Tablespace>,
     pub directories: Vec<DirectoryEntry>,
     pub files: Vec<FileEntry>,
@@ -346,6 +350,7 @@ mod tests {
             from_standby: false,
             codec: Codec::Zstd,
             has_tablespace_map: false,
+            backup_label_crc32: None,
             tablespaces: vec![],
             directories: vec![DirectoryEntry {
                 path: "base".into(),

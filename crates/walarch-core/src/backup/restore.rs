@@ -91,6 +91,7 @@ pub async fn restore_backup(
         .ok_or_else(|| {
             RestoreError::Invalid(format!("backup {} has no backup_label", manifest.id))
         })?;
+    check_backup_label(&manifest, &label)?;
     // Opened before any file is written: syncfs reports write-back errors only to handles
     // that were open when they happened.
     let mut sync_dirs = vec![target.clone()];
@@ -165,6 +166,21 @@ pub async fn restore_backup(
         elapsed: started.elapsed(),
         take_over: take_over.is_some(),
     })
+}
+
+/// The stored `backup_label` must be the one the backup recorded: it tells recovery where to
+/// start, and a damaged start location would replay from the wrong place.
+pub(crate) fn check_backup_label(manifest: &Manifest, label: &[u8]) -> Result<(), RestoreError> {
+    match manifest.backup_label_crc32 {
+        Some(recorded) if recorded != crc32fast::hash(label) => {
+            Err(RestoreError::Invalid(format!(
+                "backups/{}/backup_label is damaged: its CRC-32 is {:08x}, the manifest recorded {recorded:08x}",
+                manifest.id,
+                crc32fast::hash(label)
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The target exists and is empty afterwards, mode 0700. A non-empty one is refused unless
@@ -637,6 +653,24 @@ mod tests {
         assert!(!target.join(CONTROL_FILE_HELD).exists());
         assert!(target.join(super::super::marker::MARKER_FILE).is_file());
         assert!(target.join("recovery.signal").is_file());
+    }
+
+    #[tokio::test]
+    async fn a_damaged_backup_label_is_not_restored() {
+        let (dir, repo) = repository_with_backup(&["global", "base", "base/1"]).await;
+        let mut manifest = find_backup(&repo, &BackupSelector::Latest).await.unwrap();
+        let label = repo
+            .get_if_exists(&keys::backup_file(manifest.id.as_str(), "backup_label"))
+            .await
+            .unwrap()
+            .unwrap();
+        manifest.backup_label_crc32 = Some(crc32fast::hash(&label));
+        assert!(check_backup_label(&manifest, &label).is_ok());
+        let mut damaged = label.to_vec();
+        damaged[25] ^= 0x01; // a digit of the start location
+        let err = check_backup_label(&manifest, &damaged).unwrap_err();
+        assert!(err.to_string().contains("backup_label is damaged"), "{err}");
+        drop(dir);
     }
 
     #[tokio::test]

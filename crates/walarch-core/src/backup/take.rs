@@ -140,6 +140,7 @@ pub async fn take_backup(
         from_standby: label.from_standby || info.in_recovery,
         codec: options.compression.codec(),
         has_tablespace_map: stop.tablespace_map.is_some(),
+        backup_label_crc32: Some(crc32fast::hash(stop.backup_label.as_bytes())),
         tablespaces: info.tablespaces.clone(),
         directories,
         files,

@@ -89,15 +89,19 @@ pub async fn verify_backup(
         }
     }
 
-    if repo
-        .object_size(&crate::store::keys::backup_file(
+    let label = repo
+        .get_if_exists(&crate::store::keys::backup_file(
             manifest.id.as_str(),
             "backup_label",
         ))
-        .await?
-        .is_none()
-    {
-        problems.push(format!("backup {} has no backup_label", manifest.id));
+        .await?;
+    match label {
+        None => problems.push(format!("backup {} has no backup_label", manifest.id)),
+        Some(label) => {
+            if let Err(e) = super::restore::check_backup_label(&manifest, &label) {
+                problems.push(e.to_string());
+            }
+        }
     }
 
     let mut missing_wal = Vec::new();

@@ -374,6 +374,7 @@ mod tests {
             from_standby: false,
             codec: Codec::Zstd,
             has_tablespace_map: false,
+            backup_label_crc32: None,
             tablespaces: vec![],
             directories: vec![],
             files: vec![],
