@@ -1,11 +1,12 @@
-//! Fetch-ahead through the real binary: remembered misses cost no store request, and the
+//! Fetch-ahead through the real binary: remembered segment misses cost no store request,
+//! history files are always asked of the store, and the
 //! pg_rewind mode fetches exactly the file asked for. (Recovery served from the spool with a
 //! real PostgreSQL is checked in e2e_archive.)
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use walarch_tests::{Cluster, Scratch, walarch, walarch_binary};
+use walarch_tests::{Cluster, Scratch, wait_for, walarch, walarch_binary};
 
 /// A repository with a few archived segments, and a data directory layout recovering from it
 /// (`postmaster.pid` names the recovery, as PostgreSQL's does).
@@ -47,31 +48,40 @@ fn fixture(label: &str) -> Fixture {
 }
 
 #[test]
-fn a_history_file_missing_from_the_store_is_asked_for_once_per_recovery() {
+fn a_segment_missing_from_the_store_is_asked_for_once_per_recovery_a_history_file_always() {
     let fx = fixture("misses");
-    let dest = fx.pg_wal.join("RECOVERYHISTORY");
-    let fetch = |repo: &str| {
+    let fetch = |repo: &std::path::Path, name: &str, dest: &str| {
         walarch(
             &fx.bin,
             &[],
             &[
                 "--repo",
-                repo,
+                repo.to_str().unwrap(),
                 "wal-fetch",
-                "00000007.history",
-                dest.to_str().unwrap(),
+                name,
+                fx.pg_wal.join(dest).to_str().unwrap(),
             ],
         )
     };
-    let first = fetch(fx.repo.to_str().unwrap());
+    let beyond = "000000010000000000000099";
+    let first = fetch(&fx.repo, beyond, "RECOVERYXLOG");
     assert_eq!(first.code, 1, "{first:?}");
-    // Take the store away: a second request to it would fail with 126.
+    let history = fetch(&fx.repo, "00000007.history", "RECOVERYHISTORY");
+    assert_eq!(history.code, 1, "{history:?}");
+    // Take the store away: a request to it now fails with 126.
     let moved = fx.scratch.path().join("repo-moved");
     std::fs::rename(&fx.repo, &moved).unwrap();
-    let second = fetch(fx.repo.to_str().unwrap());
+    let second = fetch(&fx.repo, beyond, "RECOVERYXLOG");
     assert_eq!(
         second.code, 1,
         "answered from the remembered miss, without the store: {second:?}"
+    );
+    // History files are asked of the store every time (issue 10, item 5): at the end of
+    // recovery PostgreSQL probes them to pick a timeline id no other server took.
+    let history = fetch(&fx.repo, "00000007.history", "RECOVERYHISTORY");
+    assert_eq!(
+        history.code, 126,
+        "a history miss is never answered from memory: {history:?}"
     );
     // A new recovery (restart) asks the store again.
     std::fs::write(
@@ -79,10 +89,25 @@ fn a_history_file_missing_from_the_store_is_asked_for_once_per_recovery() {
         "31338\n/data\n1763700999\n",
     )
     .unwrap();
-    let third = fetch(fx.repo.to_str().unwrap());
+    let third = fetch(&fx.repo, beyond, "RECOVERYXLOG");
     assert_eq!(
         third.code, 126,
         "a new recovery does not trust old misses: {third:?}"
+    );
+    // The fetch-ahead worker these calls started exits once idle.
+    let lock = fx.pg_wal.join("walarch/fetch/worker.lock");
+    wait_for(
+        "the fetch-ahead worker to exit",
+        Duration::from_secs(60),
+        || {
+            let held = std::process::Command::new("flock")
+                .args(["-n"])
+                .arg(&lock)
+                .arg("true")
+                .status()
+                .is_ok_and(|s| !s.success());
+            (!held).then_some(())
+        },
     );
 }
 
