@@ -149,6 +149,15 @@ impl Settings {
     }
 }
 
+/// The database role a local connection uses by default, as libpq chooses it: `PGUSER`,
+/// else the OS user (`USER`, `LOGNAME`), else `postgres`.
+pub fn os_user() -> String {
+    ["PGUSER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "postgres".to_owned())
+}
+
 /// Reads the configuration file: the one named explicitly must exist; the default one is
 /// optional.
 fn load_file(explicit: Option<&Path>) -> anyhow::Result<FileConfig> {

@@ -103,7 +103,7 @@ impl Timelines {
             let Some(content) = repo.get_if_exists(key).await? else {
                 continue; // deleted since the listing
             };
-            let invalid = |message: String| RepoError::Store {
+            let invalid = |message: String| RepoError::Invalid {
                 action: "parse",
                 key: key.to_string(),
                 location: repo.location().to_string(),

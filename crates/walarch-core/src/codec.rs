@@ -337,6 +337,7 @@ impl FromStr for Codec {
     }
 }
 
+/// Why data could not be compressed or decompressed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CodecError {
@@ -356,6 +357,20 @@ pub enum CodecError {
         codec: Codec,
         source: std::io::Error,
     },
+}
+
+impl CodecError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            CodecError::UnknownCodec { .. } | CodecError::InvalidLevel { .. } => {
+                ErrorKind::Configuration
+            }
+            CodecError::Encode { source, .. } => crate::error::io_error_kind(source),
+            CodecError::TooLarge { .. } | CodecError::Corrupt { .. } => ErrorKind::Corrupt,
+        }
+    }
 }
 
 #[cfg(test)]

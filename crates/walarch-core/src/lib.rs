@@ -8,7 +8,8 @@
 //! - [`backup`]: base backups: taking, listing, restoring and verifying them.
 //! - [`catalog`]: what the repository holds (WAL per timeline, gaps, latest archive).
 //! - [`recovery`]: recovery targets, `plan` (backup, timelines, WAL, bytes), the recoverable
-//!   window, and starting a restored server until it reaches its target.
+//!   window.
+//! - [`postgres`]: starting a local PostgreSQL server and watching it reach its target.
 //! - [`retention`]: which backups and WAL a policy lets go, and deleting them safely.
 //! - [`local_files`]: temporary files beside local files, and sweeping what a killed process left.
 
@@ -16,7 +17,9 @@ pub mod archive;
 pub mod backup;
 pub mod catalog;
 pub mod codec;
+pub mod error;
 pub mod local_files;
+pub mod postgres;
 pub mod recovery;
 pub mod repo;
 pub mod retention;

@@ -14,7 +14,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use serde::{Deserialize, Serialize};
 
 use crate::codec::Codec;
-use crate::store::{self, RepoLocation, StoreError, StoreOptions, keys, redact_secrets};
+use crate::error::{ErrorKind, StoreFailure};
+use crate::store::{self, RepoLocation, StoreError, StoreOptions, keys};
 use crate::wal::{SystemId, WalFileName, WalSegmentSize};
 
 /// The repository format this build reads and writes.
@@ -249,7 +250,7 @@ impl Repository {
             action,
             key: key.to_string(),
             location: self.location.to_string(),
-            message: redact_secrets(&source.to_string()),
+            source: StoreFailure::new(source),
         }
     }
 }
@@ -259,9 +260,18 @@ impl Repository {
 pub enum RepoError {
     #[error(transparent)]
     Open(#[from] StoreError),
-    /// Any store failure that survived the retries. The message is already redacted.
-    #[error("cannot {action} {key} in {location}: {message}")]
+    /// Any store failure that survived the retries; the store's error is its source,
+    /// displayed with secrets removed.
+    #[error("cannot {action} {key} in {location}: {source}")]
     Store {
+        action: &'static str,
+        key: String,
+        location: String,
+        source: StoreFailure,
+    },
+    /// A stored object walarch reads for its own bookkeeping does not parse.
+    #[error("cannot {action} {key} in {location}: {message}")]
+    Invalid {
         action: &'static str,
         key: String,
         location: String,
@@ -273,6 +283,18 @@ pub enum RepoError {
         "{location} has repository format {format}, this walarch reads format {FORMAT_VERSION}: upgrade walarch"
     )]
     UnsupportedFormat { location: String, format: u32 },
+}
+
+impl RepoError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RepoError::Open(e) => e.kind(),
+            RepoError::Store { source, .. } => source.kind(),
+            RepoError::Invalid { .. } | RepoError::CorruptIdentity { .. } => ErrorKind::Corrupt,
+            RepoError::UnsupportedFormat { .. } => ErrorKind::Configuration,
+        }
+    }
 }
 
 #[cfg(test)]

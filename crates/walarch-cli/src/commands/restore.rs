@@ -8,7 +8,7 @@ use std::time::Duration;
 use walarch_core::backup::{
     BackupSelector, Progress, RecoverySettings, RestoreOptions, restore_backup,
 };
-use walarch_core::recovery::server::{RecoveryOutcome, StartOptions, start_and_wait};
+use walarch_core::postgres::{RecoveryOutcome, StartOptions, start_and_wait};
 use walarch_core::recovery::{RecoveryPlan, RecoveryTarget, plan_recovery};
 use walarch_core::repo::Repository;
 
@@ -112,7 +112,8 @@ pub async fn run(
     let recovery = if args.start {
         let start = StartOptions {
             pgdata: args.pgdata.clone(),
-            pg_bin: args.pg_bin.clone(),
+            pg_bin: args.pg_bin.clone().or_else(pg_bin_on_path),
+            user: crate::settings::os_user(),
             // PostgreSQL's own default: pause at a target (to inspect before promoting);
             // without one, recovery ends at the end of WAL and promotes.
             action: action.unwrap_or_else(|| {
@@ -181,6 +182,12 @@ pub async fn run(
     }
     out.result(&result, Some(human));
     Ok(())
+}
+
+/// The directory of the `pg_ctl` found on `PATH`, if any.
+fn pg_bin_on_path() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).find(|dir| dir.join("pg_ctl").is_file())
 }
 
 /// This walarch, this repository (and configuration file, if one was named): what the

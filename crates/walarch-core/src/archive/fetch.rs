@@ -14,6 +14,7 @@ use bytes::Bytes;
 use super::stored::{ChecksumError, check_checksummed, open_history};
 use super::validate::{ContentError, validate_segment, validate_wal_content};
 use crate::codec::{Codec, CodecError};
+use crate::error::{ErrorKind, io_error_kind};
 use crate::local_files::{sweep_stale_temp_files, temp_beside};
 use crate::repo::{RepoError, Repository, StoredWal};
 use crate::store::keys;
@@ -344,6 +345,22 @@ pub enum FetchError {
     },
     #[error(transparent)]
     Repo(#[from] RepoError),
+}
+
+impl FetchError {
+    /// What kind of failure this is. A file the store does not have is not an error but
+    /// [`FetchOutcome::NotFound`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            FetchError::NotARepository { .. } => ErrorKind::Configuration,
+            FetchError::ForeignSystem { .. } => ErrorKind::Refused,
+            FetchError::Corrupt { .. }
+            | FetchError::Unchecked { .. }
+            | FetchError::InvalidContent { .. } => ErrorKind::Corrupt,
+            FetchError::Write { source, .. } => io_error_kind(source),
+            FetchError::Repo(e) => e.kind(),
+        }
+    }
 }
 
 #[cfg(test)]

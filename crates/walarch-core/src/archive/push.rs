@@ -15,6 +15,7 @@ use super::stored::{ChecksumError, open_history, seal_history};
 use super::validate::{ContentError, ValidatedContent, validate_segment, validate_wal_content};
 use crate::backup::marker::{MarkerError, check_restored_copy, data_dir_of_wal_file};
 use crate::codec::{Codec, CodecError, Compression};
+use crate::error::{ErrorKind, io_error_kind};
 use crate::repo::{Identity, PutOutcome, RepoError, Repository, StoredWal};
 use crate::store::keys;
 use crate::wal::{
@@ -467,6 +468,29 @@ pub enum PushError {
     Codec(#[from] CodecError),
     #[error(transparent)]
     Repo(#[from] RepoError),
+}
+
+impl PushError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PushError::RestoredCopy(e) => e.kind(),
+            PushError::NotAWalFile { .. }
+            | PushError::InvalidContent(_)
+            | PushError::ForeignSystem { .. }
+            | PushError::SegmentSizeMismatch { .. }
+            | PushError::MajorVersionMismatch { .. }
+            | PushError::AlreadyArchivedDifferent { .. }
+            | PushError::InvalidControlFile { .. } => ErrorKind::Refused,
+            PushError::Read { source, .. } => io_error_kind(source),
+            PushError::StoredCopyUnreadable { .. } | PushError::StoredCopyUnchecked { .. } => {
+                ErrorKind::Corrupt
+            }
+            PushError::Vanished { .. } => ErrorKind::Conflict,
+            PushError::Codec(e) => e.kind(),
+            PushError::Repo(e) => e.kind(),
+        }
+    }
 }
 
 #[cfg(test)]

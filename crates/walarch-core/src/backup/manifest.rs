@@ -277,6 +277,19 @@ pub enum ManifestError {
     UnsafePath(String),
 }
 
+impl ManifestError {
+    /// What kind of failure this is: a name given by a caller is a setting to fix; a stored
+    /// manifest that does not read is damaged.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            ManifestError::BadBackupId(_) => ErrorKind::Configuration,
+            ManifestError::UnsupportedFormat(_) => ErrorKind::Configuration,
+            ManifestError::Invalid(_) | ManifestError::UnsafePath(_) => ErrorKind::Corrupt,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

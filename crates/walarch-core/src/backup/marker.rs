@@ -159,6 +159,17 @@ pub enum MarkerError {
     Repo(#[from] RepoError),
 }
 
+impl MarkerError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        match self {
+            MarkerError::RestoredCopy { .. } => crate::error::ErrorKind::Refused,
+            MarkerError::Io { source, .. } => crate::error::io_error_kind(source),
+            MarkerError::Repo(e) => e.kind(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,7 @@ pub use manifest::{
     BackupId, DirectoryEntry, FileEntry, MANIFEST_FORMAT, Manifest, ManifestError, PartEntry,
     Tablespace, safe_relative_path,
 };
+pub use parts::PartError;
 pub use read::PartReadError;
 pub use restore::{RecoverySettings, RestoreError, RestoreOptions, RestoreReport, restore_backup};
 pub use session::{

@@ -300,13 +300,28 @@ impl<W: Write> Write for Counted<W> {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum PartError {
+#[non_exhaustive]
+pub enum PartError {
+    /// A file of the data directory could not be read.
     #[error("cannot read {path}: {source}")]
     Read { path: String, source: io::Error },
+    /// Building the part failed before it was known which (compression, tar).
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// The part could not be uploaded.
     #[error("cannot write backup part {key}: {source}")]
     Write { key: String, source: io::Error },
+}
+
+impl PartError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        match self {
+            PartError::Read { source, .. }
+            | PartError::Io(source)
+            | PartError::Write { source, .. } => crate::error::io_error_kind(source),
+        }
+    }
 }
 
 impl PartError {

@@ -11,6 +11,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::manifest::{Manifest, safe_relative_path};
+use crate::error::ErrorKind;
 use crate::store::keys;
 
 /// What a part entry is.
@@ -21,12 +22,52 @@ pub(crate) enum EntryKind {
 }
 
 /// A failure while reading a part, naming the part and, when known, the entry.
+/// A backup part could not be read back, or one of its entries could not be restored.
 #[derive(Debug, thiserror::Error)]
 #[error("backup part {part}{}: {message}", entry.as_ref().map(|e| format!(" (at {e})")).unwrap_or_default())]
 pub struct PartReadError {
+    /// The part's key.
     pub part: String,
+    /// The entry being read, if the failure is about one.
     pub entry: Option<String>,
+    /// What went wrong, secrets removed.
     pub message: String,
+    /// What kind of failure this is.
+    pub kind: ErrorKind,
+}
+
+/// Why an entry of a part was not accepted: a damaged or unexpected entry (corrupt), or a
+/// local write that failed.
+#[derive(Debug)]
+pub(crate) struct EntryError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl EntryError {
+    /// A local write failed.
+    pub fn io(message: String, source: &io::Error) -> Self {
+        EntryError {
+            kind: crate::error::io_error_kind(source),
+            message,
+        }
+    }
+}
+
+impl From<String> for EntryError {
+    /// The entry does not agree with the manifest.
+    fn from(message: String) -> Self {
+        EntryError {
+            kind: ErrorKind::Corrupt,
+            message,
+        }
+    }
+}
+
+impl From<&str> for EntryError {
+    fn from(message: &str) -> Self {
+        message.to_owned().into()
+    }
 }
 
 /// Reads part `index` of `manifest`, calling `visit(kind, path, clean_path, data)` for every
@@ -38,20 +79,40 @@ pub(crate) fn read_part(
     runtime: &tokio::runtime::Handle,
     manifest: &Manifest,
     index: u32,
-    mut visit: impl FnMut(EntryKind, &str, PathBuf, &mut dyn Read) -> Result<(), String>,
+    mut visit: impl FnMut(EntryKind, &str, PathBuf, &mut dyn Read) -> Result<(), EntryError>,
 ) -> Result<(), PartReadError> {
     let key = keys::backup_part(manifest.id.as_str(), index, manifest.codec);
-    let fail = |entry: Option<&str>, message: String| PartReadError {
+    let fail_as = |kind: ErrorKind, entry: Option<&str>, message: String| PartReadError {
         part: key.to_string(),
         entry: entry.map(str::to_owned),
         message,
+        kind,
     };
-    let got = runtime
-        .block_on(store.get(&key))
-        .map_err(|e| fail(None, crate::store::redact_secrets(&e.to_string())))?;
-    let stream = got
-        .into_stream()
-        .map_err(|e| io::Error::other(crate::store::redact_secrets(&e.to_string())));
+    // A download that breaks mid-stream reaches the decoder as a read error: remember that it
+    // was the store, so that it is reported as transient, not as damaged data.
+    let download_failed = Arc::new(AtomicBool::new(false));
+    let fail = |entry: Option<&str>, message: String| {
+        let kind = if download_failed.load(Ordering::Relaxed) {
+            ErrorKind::Transient
+        } else {
+            ErrorKind::Corrupt
+        };
+        fail_as(kind, entry, message)
+    };
+    let got = runtime.block_on(store.get(&key)).map_err(|e| {
+        fail_as(
+            crate::error::store_error_kind(&e),
+            None,
+            crate::store::redact_secrets(&e.to_string()),
+        )
+    })?;
+    let stream = got.into_stream().map_err({
+        let download_failed = download_failed.clone();
+        move |e| {
+            download_failed.store(true, Ordering::Relaxed);
+            io::Error::other(crate::store::redact_secrets(&e.to_string()))
+        }
+    });
     let body = SyncIoBridge::new_with_handle(StreamReader::new(stream), runtime.clone());
     let decoded = manifest
         .codec
@@ -78,7 +139,8 @@ pub(crate) fn read_part(
         };
         let clean = safe_relative_path(&name).map_err(|e| fail(Some(&name), e.to_string()))?;
         let path = name.trim_end_matches('/').to_owned();
-        visit(kind, &path, clean, &mut entry).map_err(|message| fail(Some(&path), message))?;
+        visit(kind, &path, clean, &mut entry)
+            .map_err(|e| fail_as(e.kind, Some(&path), e.message))?;
         last = Some(path);
     }
     // Reading to the end of the decoder verifies the zstd frame checksum; tar stops at its

@@ -22,7 +22,8 @@ use super::list::find_backup;
 use super::manifest::{BackupId, Manifest, ManifestError};
 use super::marker::{MarkerError, RestoreMarker, record_takeover, write_marker};
 use super::read::{
-    EntryKind, PartReadError, copy_with_crc, copy_with_crc_pipelined, for_each_part, read_part,
+    EntryError, EntryKind, PartReadError, copy_with_crc, copy_with_crc_pipelined, for_each_part,
+    read_part,
 };
 use super::{BackupSelector, Progress};
 use crate::repo::{RepoError, Repository};
@@ -343,7 +344,7 @@ async fn unpack_parts(
                     return Err("file not listed in the manifest".into());
                 };
                 if part != index {
-                    return Err(format!("the manifest puts this file in part {part}"));
+                    return Err(format!("the manifest puts this file in part {part}").into());
                 }
                 let dest = if path == CONTROL_FILE {
                     target.join(CONTROL_FILE_HELD)
@@ -356,15 +357,17 @@ async fn unpack_parts(
                     .mode(mode & 0o7777 | 0o600)
                     .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
                     .open(&dest)
-                    .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+                    .map_err(|e| EntryError::io(format!("cannot create {}: {e}", dest.display()), &e))?;
                 let copied = if size >= PIPELINED_MIN {
                     copy_with_crc_pipelined(data, &mut file)
                 } else {
                     copy_with_crc(data, &mut file, &mut buffer)
                 };
-                let (written, actual) =
-                    copied.map_err(|e| format!("cannot restore {}: {e}", dest.display()))?;
-                file.flush().map_err(|e| e.to_string())?;
+                let (written, actual) = copied.map_err(|e| {
+                    EntryError::io(format!("cannot restore {}: {e}", dest.display()), &e)
+                })?;
+                file.flush()
+                    .map_err(|e| EntryError::io(e.to_string(), &e))?;
                 progress.add(written);
                 if written >= BACKGROUND_SYNC_MIN {
                     syncer.submit(dest, file);
@@ -372,7 +375,8 @@ async fn unpack_parts(
                 if written != size || actual != crc {
                     return Err(format!(
                         "checksum mismatch: {written} bytes with CRC-32 {actual:08x}, the manifest says {size} bytes with {crc:08x}"
-                    ));
+                    )
+                    .into());
                 }
                 restored.fetch_add(1, Ordering::Relaxed);
                 Ok(())
@@ -588,6 +592,24 @@ pub enum RestoreError {
     Running(String),
     #[error("cannot write {path}: {source}")]
     Io { path: String, source: io::Error },
+}
+
+impl RestoreError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            RestoreError::Repo(e) => e.kind(),
+            RestoreError::Manifest(e) => e.kind(),
+            RestoreError::Marker(e) => e.kind(),
+            RestoreError::Part(e) => e.kind,
+            RestoreError::Invalid(_) => ErrorKind::Refused,
+            RestoreError::NotFound(_) => ErrorKind::NotFound,
+            RestoreError::Damaged(_) => ErrorKind::Corrupt,
+            RestoreError::NotEmpty(_) | RestoreError::Running(_) => ErrorKind::Refused,
+            RestoreError::Io { source, .. } => crate::error::io_error_kind(source),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -284,3 +284,15 @@ pub enum SessionError {
     #[error("PostgreSQL returned an unexpected {0}")]
     Unexpected(String),
 }
+
+impl SessionError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            SessionError::Conninfo(_) | SessionError::Unsupported(_) => ErrorKind::Configuration,
+            SessionError::Connect(_) | SessionError::Query(..) => ErrorKind::Transient,
+            SessionError::Unexpected(_) => ErrorKind::Corrupt,
+        }
+    }
+}

@@ -23,6 +23,7 @@ use super::scan::scan;
 use super::server_files;
 use super::session::{BackupSession, SessionError, connection_config};
 use crate::codec::Compression;
+use crate::error::{ErrorKind, io_error_kind};
 use crate::repo::{Identity, PutOutcome, RepoError, Repository};
 use crate::store::keys;
 use crate::wal::{Lsn, SystemId, TimelineId};
@@ -359,8 +360,14 @@ pub enum BackupError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Part(String),
+    /// Writing a backup part failed.
+    #[error(transparent)]
+    Part(#[from] PartError),
+    /// The caller cancelled the backup: no manifest was written, the claim was withdrawn.
+    #[error(
+        "backup {id} cancelled: it does not exist (no manifest); its folder is left for retention"
+    )]
+    Cancelled { id: BackupId },
     /// Retention took the backup's folder for an interrupted backup and withdrew its claim.
     #[error(
         "backups/{id} was taken for an interrupted backup by a retention run while the backup ran, \
@@ -418,11 +425,23 @@ pub enum BackupError {
     WalNotArchived { segment: String, waited: u64 },
 }
 
-impl From<PartError> for BackupError {
-    fn from(e: PartError) -> Self {
-        match e {
-            PartError::Read { path, source } => BackupError::Read { path, source },
-            other => BackupError::Part(other.to_string()),
+impl BackupError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            BackupError::Session(e) => e.kind(),
+            BackupError::Repo(e) => e.kind(),
+            BackupError::RestoredCopy(e) => e.kind(),
+            BackupError::Read { source, .. } => io_error_kind(source),
+            BackupError::Part(e) => e.kind(),
+            BackupError::Cancelled { .. } => ErrorKind::Cancelled,
+            BackupError::ClaimWithdrawn { .. } | BackupError::Exists(_) => ErrorKind::Conflict,
+            BackupError::WrongDataDirectory { .. }
+            | BackupError::NotTheServersFiles { .. }
+            | BackupError::CheckpointMismatch { .. }
+            | BackupError::WrongRepository { .. } => ErrorKind::Refused,
+            BackupError::Label(_) => ErrorKind::Corrupt,
+            BackupError::WalNotArchived { .. } => ErrorKind::Transient,
         }
     }
 }

@@ -4,7 +4,6 @@
 
 mod plan;
 mod scan;
-pub mod server;
 mod target;
 mod window;
 
@@ -19,7 +18,9 @@ use crate::backup::{Manifest, list_backups};
 use crate::catalog::{Timelines, WalIndex, list_wal};
 use crate::repo::{RepoError, Repository};
 
+/// Why recovery to a target cannot be planned.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PlanError {
     #[error("{0}")]
     NoBackup(String),
@@ -36,6 +37,21 @@ pub enum PlanError {
     Repo(#[from] RepoError),
     #[error(transparent)]
     Backup(#[from] crate::backup::RestoreError),
+}
+
+impl PlanError {
+    /// What kind of failure this is: a target the repository cannot reach is refused (the
+    /// contract: no recovery starts that cannot get there).
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            PlanError::NoBackup(_) | PlanError::Empty => ErrorKind::NotFound,
+            PlanError::Missing { .. } | PlanError::Unreachable(_) => ErrorKind::Refused,
+            PlanError::Corrupt { .. } => ErrorKind::Corrupt,
+            PlanError::Repo(e) => e.kind(),
+            PlanError::Backup(e) => e.kind(),
+        }
+    }
 }
 
 /// What planning reads from the repository: complete backups, stored WAL and history files.

@@ -23,7 +23,7 @@ use serde::Serialize;
 use super::{RetentionError, RetentionPlan};
 use crate::backup::{BackupId, Progress};
 use crate::repo::Repository;
-use crate::store::{keys, redact_secrets};
+use crate::store::keys;
 
 /// What a retention run deleted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -176,7 +176,7 @@ impl Deleter<'_> {
                     return Err(RetentionError::DeleteFailed {
                         what,
                         location: self.repo.location().to_string(),
-                        message: redact_secrets(&source.to_string()),
+                        source: crate::error::StoreFailure::new(source),
                         deleted: self.deleted,
                     });
                 }

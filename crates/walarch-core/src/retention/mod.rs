@@ -90,13 +90,31 @@ pub enum RetentionError {
     /// A delete failed and retention stopped. What was deleted so far was not needed by any
     /// kept backup, and the rest can be deleted by running retention again.
     #[error(
-        "cannot delete {what} in {location}: {message} ({deleted} objects deleted before the \
+        "cannot delete {what} in {location}: {source} ({deleted} objects deleted before the \
          failure; every kept backup and its WAL are intact: run retention again to finish)"
     )]
     DeleteFailed {
         what: &'static str,
         location: String,
-        message: String,
+        source: crate::error::StoreFailure,
         deleted: u64,
     },
+}
+
+impl RetentionError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            RetentionError::NoPolicy
+            | RetentionError::KeepZero
+            | RetentionError::InvalidWindow { .. } => ErrorKind::Configuration,
+            RetentionError::NoCompleteBackups { .. } | RetentionError::NoIdentity => {
+                ErrorKind::Refused
+            }
+            RetentionError::Repo(e) => e.kind(),
+            RetentionError::Backups(e) => e.kind(),
+            RetentionError::DeleteFailed { source, .. } => source.kind(),
+        }
+    }
 }

@@ -24,6 +24,8 @@ use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
 pub use redact::redact_secrets;
+
+use crate::error::{ErrorKind, StoreFailure, io_error_kind};
 use url::Url;
 
 /// Where a repository lives, parsed but not yet opened (parsing does no I/O).
@@ -189,7 +191,7 @@ pub fn open(
     }
     let open_err = |source: object_store::Error| StoreError::Open {
         location: location.to_string(),
-        source,
+        source: StoreFailure::new(source),
     };
     let (store, prefix): (Arc<dyn ObjectStore>, &str) = match location {
         RepoLocation::Local(path) => return open_local(path, create_local),
@@ -266,7 +268,7 @@ fn open_local(path: &Path, create: bool) -> Result<Arc<dyn ObjectStore>, StoreEr
     let store = LocalFileSystem::new_with_prefix(path)
         .map_err(|source| StoreError::Open {
             location: format!("file://{}", path.display()),
-            source,
+            source: StoreFailure::new(source),
         })?
         .with_fsync(true)
         // Deleting a folder's last file removes the folder: an empty `backups/<id>/` left by
@@ -312,8 +314,24 @@ pub enum StoreError {
     #[error("cannot open repository {location}: {source}")]
     Open {
         location: String,
-        source: object_store::Error,
+        source: StoreFailure,
     },
+}
+
+impl StoreError {
+    /// What kind of failure this is: every failure to open a store is a setting to fix.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::LocalDirectory { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound
+                | std::io::ErrorKind::PermissionDenied
+                | std::io::ErrorKind::NotADirectory
+                | std::io::ErrorKind::Other => ErrorKind::Configuration,
+                _ => io_error_kind(source),
+            },
+            StoreError::InvalidUrl { .. } | StoreError::Open { .. } => ErrorKind::Configuration,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,26 +1,36 @@
-//! Starting a restored server and waiting until recovery has reached its target: the last
-//! step of a point-in-time recovery, reported as where it stopped and how long it took.
+//! A local PostgreSQL server: starting one on a data directory and watching it until
+//! recovery has reached its target (the last step of a point-in-time recovery, reported as
+//! where it stopped and how long it took). An instance manager reuses it.
 //!
 //! The server is started with `pg_ctl` (so it outlives walarch, as a service would) and
-//! watched through `postmaster.pid`, a connection over its socket, and its log.
+//! watched through `postmaster.pid`, a connection over its socket, and its log. Processes
+//! run through tokio and files are read on blocking threads: nothing here blocks the async
+//! executor. Nothing is read from the process environment: where the binaries are and which
+//! user to connect as are given.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tokio::process::Command;
 
-use crate::backup::connection_config;
+use crate::error::ErrorKind;
 use crate::wal::Lsn;
 
+/// How to start a server on a restored data directory and what to wait for.
 #[derive(Debug, Clone)]
 pub struct StartOptions {
+    /// The data directory.
     pub pgdata: PathBuf,
-    /// Directory of `pg_ctl`; else `PATH`, else Debian's `/usr/lib/postgresql/<major>/bin`.
+    /// Directory of `pg_ctl` and `pg_controldata`; `None`: Debian's
+    /// `/usr/lib/postgresql/<major>/bin` for the data directory's major version.
     pub pg_bin: Option<PathBuf>,
+    /// The role to connect as to watch recovery (over the server's socket).
+    pub user: String,
     /// What the server does at the target: `promote`, `pause` or `shutdown`.
     pub action: String,
+    /// How long to wait for recovery to get there.
     pub timeout: Duration,
 }
 
@@ -41,7 +51,9 @@ pub struct RecoveryOutcome {
     pub log_file: PathBuf,
 }
 
+/// Why a server could not be started, or did not reach its target.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServerError {
     #[error("cannot start PostgreSQL in {pgdata}: {message}")]
     Start { pgdata: String, message: String },
@@ -61,6 +73,19 @@ pub enum ServerError {
     },
 }
 
+impl ServerError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ServerError::Start { .. } => ErrorKind::Configuration,
+            ServerError::Exited { .. } => ErrorKind::Refused,
+            ServerError::Timeout { .. } => ErrorKind::Transient,
+        }
+    }
+}
+
+/// Starts PostgreSQL on `options.pgdata` and waits until recovery has promoted, paused or
+/// shut down at its target, as `options.action` says.
 pub async fn start_and_wait(options: &StartOptions) -> Result<RecoveryOutcome, ServerError> {
     let started = Instant::now();
     let pgdata = &options.pgdata;
@@ -68,9 +93,15 @@ pub async fn start_and_wait(options: &StartOptions) -> Result<RecoveryOutcome, S
         pgdata: pgdata.display().to_string(),
         message,
     };
-    let pg_ctl = find_pg_ctl(options.pg_bin.as_deref(), pgdata);
+    let bin_dir = match &options.pg_bin {
+        Some(dir) => dir.clone(),
+        None => debian_bin_dir(pgdata).await,
+    };
+    let pg_ctl = bin_dir.join("pg_ctl");
     let log_dir = pgdata.join("log");
-    std::fs::create_dir_all(&log_dir).map_err(|e| start_error(e.to_string()))?;
+    tokio::fs::create_dir_all(&log_dir)
+        .await
+        .map_err(|e| start_error(e.to_string()))?;
     let log_file = log_dir.join("walarch-recovery.log");
     let output = Command::new(&pg_ctl)
         .arg("start")
@@ -80,16 +111,14 @@ pub async fn start_and_wait(options: &StartOptions) -> Result<RecoveryOutcome, S
         .arg("-l")
         .arg(&log_file)
         .output()
+        .await
         .map_err(|e| start_error(format!("{}: {e}", pg_ctl.display())))?;
     if !output.status.success() {
         return Err(start_error(
             String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         ));
     }
-    let exited = || ServerError::Exited {
-        log: log_file.display().to_string(),
-        last_lines: last_log_lines(&log_file),
-    };
+    let log = LogFile(log_file.clone());
     let mut seen_running = false;
     // Why the server could not be asked, if it could not: said on timeout, since a server
     // that accepts no connection from this user (pg_hba) would otherwise look stuck.
@@ -105,14 +134,18 @@ pub async fn start_and_wait(options: &StartOptions) -> Result<RecoveryOutcome, S
                     .unwrap_or_default(),
             });
         }
-        let pid_file = std::fs::read_to_string(pgdata.join("postmaster.pid")).ok();
+        let pid_file = tokio::fs::read_to_string(pgdata.join("postmaster.pid"))
+            .await
+            .ok();
         match pid_file.as_deref().map(PidFile::parse) {
             None if seen_running || started.elapsed() > Duration::from_secs(10) => {
                 // The server is gone: that is the goal only for the shutdown action.
-                let message = stop_message(&log_file);
+                let text = log.read().await;
+                let message = stop_message(&text);
                 // The log may go elsewhere (logging_collector); pg_control says it too.
-                let shut_down_at_target = log_contains(&log_file, "shutdown at recovery target")
-                    || control_state(&pg_ctl, pgdata)
+                let shut_down_at_target = text.contains("shutdown at recovery target")
+                    || control_state(&bin_dir, pgdata)
+                        .await
                         .is_some_and(|state| state == "shut down in recovery");
                 // PostgreSQL shuts down instead of pausing when hot_standby is off.
                 if matches!(options.action.as_str(), "shutdown" | "pause") && shut_down_at_target {
@@ -126,13 +159,16 @@ pub async fn start_and_wait(options: &StartOptions) -> Result<RecoveryOutcome, S
                         log_file,
                     });
                 }
-                return Err(exited());
+                return Err(ServerError::Exited {
+                    log: log_file.display().to_string(),
+                    last_lines: last_log_lines(&text),
+                });
             }
             None => {}
             Some(pid) => {
                 seen_running = true;
                 let status = if pid.ready {
-                    query_status(&pid)
+                    query_status(&pid, &options.user)
                         .await
                         .map_err(|e| last_error = Some(e))
                         .ok()
@@ -152,7 +188,7 @@ pub async fn start_and_wait(options: &StartOptions) -> Result<RecoveryOutcome, S
                             } else {
                                 "promoted".into()
                             },
-                            stop_message: stop_message(&log_file),
+                            stop_message: stop_message(&log.read().await),
                             replayed_to: status.replay_lsn,
                             last_replayed_commit: status.last_commit,
                             timeline: status.timeline,
@@ -167,28 +203,33 @@ pub async fn start_and_wait(options: &StartOptions) -> Result<RecoveryOutcome, S
     }
 }
 
-/// `pg_ctl` from the given directory, `PATH`, or the Debian layout for the data directory's
-/// major version.
-fn find_pg_ctl(pg_bin: Option<&Path>, pgdata: &Path) -> PathBuf {
-    if let Some(dir) = pg_bin {
-        return dir.join("pg_ctl");
+/// Debian's layout for the data directory's major version: `/usr/lib/postgresql/15/bin`.
+async fn debian_bin_dir(pgdata: &Path) -> PathBuf {
+    let major = tokio::fs::read_to_string(pgdata.join("PG_VERSION"))
+        .await
+        .unwrap_or_default();
+    PathBuf::from(format!("/usr/lib/postgresql/{}/bin", major.trim()))
+}
+
+/// The server's log file, read whole when needed (it is small: one recovery).
+struct LogFile(PathBuf);
+
+impl LogFile {
+    async fn read(&self) -> String {
+        tokio::fs::read_to_string(&self.0).await.unwrap_or_default()
     }
-    let on_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("pg_ctl"))
-            .find(|candidate| candidate.is_file())
-    });
-    on_path.unwrap_or_else(|| {
-        let major = std::fs::read_to_string(pgdata.join("PG_VERSION")).unwrap_or_default();
-        PathBuf::from(format!("/usr/lib/postgresql/{}/bin/pg_ctl", major.trim()))
-    })
 }
 
 /// The cluster state `pg_controldata` reports ("shut down in recovery" after a shutdown at
-/// the recovery target), from the directory `pg_ctl` is in.
-fn control_state(pg_ctl: &Path, pgdata: &Path) -> Option<String> {
-    let program = pg_ctl.with_file_name("pg_controldata");
-    let output = Command::new(program).arg("-D").arg(pgdata).output().ok()?;
+/// the recovery target).
+async fn control_state(bin_dir: &Path, pgdata: &Path) -> Option<String> {
+    let program = bin_dir.join("pg_controldata");
+    let output = Command::new(program)
+        .arg("-D")
+        .arg(pgdata)
+        .output()
+        .await
+        .ok()?;
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .find_map(|line| line.strip_prefix("Database cluster state:"))
@@ -228,13 +269,18 @@ struct ServerStatus {
 }
 
 /// Asks the server how far recovery has come; an error while it does not answer (yet).
-async fn query_status(pid: &PidFile) -> Result<ServerStatus, String> {
-    let host = pid.socket_dir.clone().unwrap_or_else(|| "localhost".into());
-    let quoted = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
-    let conninfo = format!("host={} port={} dbname=postgres", quoted(&host), pid.port);
-    let mut config = connection_config(Some(&conninfo)).map_err(|e| e.to_string())?;
-    config.application_name("walarch restore --start");
-    config.connect_timeout(Duration::from_secs(5));
+async fn query_status(pid: &PidFile, user: &str) -> Result<ServerStatus, String> {
+    let mut config = tokio_postgres::Config::new();
+    match &pid.socket_dir {
+        Some(dir) => config.host_path(dir),
+        None => config.host("localhost"),
+    };
+    config
+        .port(pid.port)
+        .user(user)
+        .dbname("postgres")
+        .application_name("walarch recovery watch")
+        .connect_timeout(Duration::from_secs(5));
     let (client, connection) = config
         .connect(tokio_postgres::NoTls)
         .await
@@ -280,21 +326,15 @@ async fn query_status(pid: &PidFile) -> Result<ServerStatus, String> {
 }
 
 /// PostgreSQL's "recovery stopping ..." line, if the log holds it.
-fn stop_message(log: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(log).ok()?;
+fn stop_message(text: &str) -> Option<String> {
     text.lines()
         .filter_map(|line| line.find("recovery stopping").map(|at| &line[at..]))
         .next_back()
         .map(str::to_owned)
 }
 
-fn log_contains(log: &Path, needle: &str) -> bool {
-    std::fs::read_to_string(log).is_ok_and(|text| text.contains(needle))
-}
-
 /// The last FATAL/PANIC line (else the last line) of the log, for the error message.
-fn last_log_lines(log: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(log).ok()?;
+fn last_log_lines(text: &str) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
     lines
         .iter()
