@@ -208,6 +208,10 @@ pub enum Command {
 pub struct WalPushArgs {
     /// Path of the WAL file (PostgreSQL's %p)
     pub path: PathBuf,
+    /// The data directory the file belongs to, when it is not in that directory's pg_wal:
+    /// its restore marker decides whether this repository may take its WAL
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -5,13 +5,17 @@
 
 mod args;
 mod commands;
+mod hints;
 mod output;
+mod pg_env;
 mod progress;
 mod settings;
 
 use std::process::ExitCode;
 
 use clap::Parser;
+
+use walarch_core::ErrorKind;
 
 use crate::args::{Cli, Command};
 use crate::output::Output;
@@ -33,18 +37,34 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 }
 
 impl Failure {
-    /// The exit-code table. wal-fetch failures other than "not found" use 126: PostgreSQL
-    /// treats a restore_command status above 125 as fatal and stops recovery instead of
-    /// promoting early on WAL it could not get. wal-push failures use 1: for archive_command
-    /// any non-zero status means "retry later", while a status above 125 would restart the
-    /// archiver process.
-    fn exit_code(&self, command: &Command) -> u8 {
-        match (self, command) {
-            (Failure::NotInArchive, _) => 1,
-            (Failure::Error(_), Command::WalFetch(_)) => STOP_RECOVERY,
-            (Failure::Error(_), _) => 1,
+    /// The engine's classification of the failure, when it came from the engine.
+    fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            Failure::NotInArchive => Some(ErrorKind::NotFound),
+            Failure::Error(error) => engine_error(error).map(walarch_core::Error::kind),
         }
     }
+
+    /// The exit-code table, one match over the classification. wal-fetch answers 1 only for
+    /// a file the store says it does not have; any other failure is 126: PostgreSQL treats a
+    /// restore_command status above 125 as fatal and stops recovery instead of promoting
+    /// early on WAL it could not get. wal-push failures use 1: for archive_command any
+    /// non-zero status means "retry later", while a status above 125 would restart the
+    /// archiver process. Every other command fails with 1.
+    fn exit_code(&self, command: &Command) -> u8 {
+        match (command, self) {
+            (_, Failure::NotInArchive) => 1,
+            (Command::WalFetch(_), Failure::Error(_)) => STOP_RECOVERY,
+            (_, Failure::Error(_)) => 1,
+        }
+    }
+}
+
+/// The engine error a failure carries, if any.
+fn engine_error(error: &anyhow::Error) -> Option<&walarch_core::Error> {
+    error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<walarch_core::Error>())
 }
 
 fn main() -> ExitCode {
@@ -73,7 +93,7 @@ fn main() -> ExitCode {
         Err(failure) => {
             let code = failure.exit_code(&cli.command);
             if let Failure::Error(error) = &failure {
-                out.error(error, code);
+                out.error(error, failure.kind(), hints::hint(error), code);
             }
             ExitCode::from(code)
         }

@@ -58,12 +58,25 @@ impl Output {
         }
     }
 
-    /// The one line that says what failed (with its causes), secrets removed.
-    pub fn error(&self, error: &anyhow::Error, exit_code: u8) {
-        let message = one_line(error);
+    /// The one line that says what failed (with its causes), secrets removed, and what to do
+    /// about it in this command line's terms; `--json` adds the engine's classification.
+    pub fn error(
+        &self,
+        error: &anyhow::Error,
+        kind: Option<walarch_core::ErrorKind>,
+        hint: Option<&str>,
+        exit_code: u8,
+    ) {
+        let mut message = one_line(error);
+        if let Some(hint) = hint {
+            message.push_str(" (");
+            message.push_str(hint);
+            message.push(')');
+        }
         eprintln!("walarch: error: {message}");
         if self.json {
-            let value = serde_json::json!({ "error": message, "exit_code": exit_code });
+            let value =
+                serde_json::json!({ "error": message, "kind": kind, "exit_code": exit_code });
             println!("{value}");
         }
     }

@@ -1,13 +1,18 @@
 //! Settings from three layers, strongest first: command-line flags, `WALARCH_*` environment
-//! variables (both handled by clap), then the TOML configuration file.
+//! variables (both handled by clap), then the TOML configuration file. Every setting has one
+//! name: the flag `--push-ahead`, the variable `WALARCH_PUSH_AHEAD`, the file key
+//! `push_ahead`. The result is the engine's configuration; the clouds' own variables
+//! (`AWS_*`, `GOOGLE_*`, `AZURE_*`) are handed to it here, since the engine reads no
+//! environment.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+use walarch_core::EngineConfig;
 use walarch_core::codec::{Codec, Compression};
-use walarch_core::store::{RepoLocation, RetryOptions, S3Options, StoreOptions};
+use walarch_core::store::{CloudSettings, RepoLocation, RetryOptions, S3Options, StoreOptions};
 
 use crate::args::GlobalArgs;
 
@@ -26,56 +31,50 @@ const DEFAULT_PREFETCH_MIB: u64 = 512;
 /// Free space fetch-ahead leaves on pg_wal's file system: PostgreSQL itself needs room for
 /// new WAL (after promotion up to max_wal_size, 1 GiB by default), and a full pg_wal stops it.
 const DEFAULT_PREFETCH_RESERVE_MIB: u64 = 1024;
+/// The push-ahead worker exits this long after PostgreSQL's last archive_command call (a
+/// paused or stopped archiver); the next wal-push with a backlog starts another.
+const PUSH_WORKER_IDLE_EXIT: Duration = Duration::from_secs(2);
+/// The fetch-ahead worker exits once recovery has asked for nothing new for this long
+/// (recovery ended, paused, or waits for WAL that is not archived yet).
+const FETCH_WORKER_IDLE_EXIT: Duration = Duration::from_secs(5);
 
-/// The configuration file. Unknown keys are errors, so a typo does not silently fall back
-/// to a default.
+/// The configuration file: the same names as the flags. Unknown keys are errors, so a typo
+/// does not silently fall back to a default.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     repo: Option<String>,
     compression: Option<String>,
     compression_level: Option<i32>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
+    s3_allow_http: Option<bool>,
+    s3_conditional_put: Option<bool>,
+    retries: Option<usize>,
+    retry_timeout: Option<u64>,
+    request_timeout: Option<u64>,
     push_ahead: Option<usize>,
     prefetch: Option<usize>,
     prefetch_mib: Option<u64>,
     prefetch_reserve_mib: Option<u64>,
-    #[serde(default)]
-    s3: FileS3,
-    #[serde(default)]
-    retry: FileRetry,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileS3 {
-    endpoint: Option<String>,
-    region: Option<String>,
-    allow_http: Option<bool>,
-    conditional_put: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileRetry {
-    max_retries: Option<usize>,
-    timeout_secs: Option<u64>,
-    request_timeout_secs: Option<u64>,
-}
+/// Keys of earlier walarch versions, and the name each setting has now.
+const RENAMED_KEYS: [(&str, &str); 7] = [
+    ("[s3] endpoint", "s3_endpoint"),
+    ("[s3] region", "s3_region"),
+    ("[s3] allow_http", "s3_allow_http"),
+    ("[s3] conditional_put", "s3_conditional_put"),
+    ("[retry] max_retries", "retries"),
+    ("[retry] timeout_secs", "retry_timeout"),
+    ("[retry] request_timeout_secs", "request_timeout"),
+];
 
 /// Everything a command needs, resolved.
 #[derive(Debug)]
 pub struct Settings {
-    pub repo: RepoLocation,
-    pub compression: Compression,
-    pub store: StoreOptions,
-    /// Files pushed ahead at once; 0 = off.
-    pub push_ahead: usize,
-    /// Segments downloaded ahead at once; 0 = off.
-    pub prefetch: usize,
-    /// Bytes of WAL kept downloaded ahead.
-    pub prefetch_bytes: u64,
-    /// Bytes left free on pg_wal's file system by fetch-ahead.
-    pub prefetch_reserve_bytes: u64,
+    /// The engine's configuration.
+    pub engine: EngineConfig,
 }
 
 impl Settings {
@@ -98,64 +97,53 @@ impl Settings {
             retry: RetryOptions {
                 max_retries: args
                     .retries
-                    .or(file.retry.max_retries)
+                    .or(file.retries)
                     .unwrap_or(defaults.max_retries),
                 timeout: args
                     .retry_timeout
-                    .or(file.retry.timeout_secs)
+                    .or(file.retry_timeout)
                     .map(Duration::from_secs)
                     .unwrap_or(defaults.timeout),
             },
             s3: S3Options {
-                endpoint: args.s3_endpoint.clone().or(file.s3.endpoint),
-                region: args.s3_region.clone().or(file.s3.region),
-                allow_http: args.s3_allow_http.or(file.s3.allow_http),
-                conditional_put: args.s3_conditional_put.or(file.s3.conditional_put),
+                endpoint: args.s3_endpoint.clone().or(file.s3_endpoint),
+                region: args.s3_region.clone().or(file.s3_region),
+                allow_http: args.s3_allow_http.or(file.s3_allow_http),
+                conditional_put: args.s3_conditional_put.or(file.s3_conditional_put),
             },
             // object_store's 30 s default is too short for one PUT of a large segment.
             request_timeout: Some(Duration::from_secs(
                 args.request_timeout
-                    .or(file.retry.request_timeout_secs)
+                    .or(file.request_timeout)
                     .unwrap_or(DEFAULT_REQUEST_TIMEOUT_SECS),
             )),
+            cloud: CloudSettings::from_vars(std::env::vars()),
         };
-        let push_ahead = args
+        let mut engine = EngineConfig::new(repo);
+        engine.store = store;
+        engine.compression = compression;
+        engine.push_ahead.parallelism = args
             .push_ahead
             .or(file.push_ahead)
             .unwrap_or(DEFAULT_PUSH_AHEAD);
-        let prefetch = args
+        engine.push_ahead.idle_exit = PUSH_WORKER_IDLE_EXIT;
+        engine.fetch_ahead.parallelism = args
             .prefetch
             .or(file.prefetch)
             .unwrap_or_else(default_prefetch);
-        let prefetch_bytes = args
+        engine.fetch_ahead.max_bytes = args
             .prefetch_mib
             .or(file.prefetch_mib)
             .unwrap_or(DEFAULT_PREFETCH_MIB)
             << 20;
-        let prefetch_reserve_bytes = args
+        engine.fetch_ahead.reserve_bytes = args
             .prefetch_reserve_mib
             .or(file.prefetch_reserve_mib)
             .unwrap_or(DEFAULT_PREFETCH_RESERVE_MIB)
             << 20;
-        Ok(Settings {
-            repo,
-            compression,
-            store,
-            push_ahead,
-            prefetch,
-            prefetch_bytes,
-            prefetch_reserve_bytes,
-        })
+        engine.fetch_ahead.idle_exit = FETCH_WORKER_IDLE_EXIT;
+        Ok(Settings { engine })
     }
-}
-
-/// The database role a local connection uses by default, as libpq chooses it: `PGUSER`,
-/// else the OS user (`USER`, `LOGNAME`), else `postgres`.
-pub fn os_user() -> String {
-    ["PGUSER", "USER", "LOGNAME"]
-        .iter()
-        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| "postgres".to_owned())
 }
 
 /// Reads the configuration file: the one named explicitly must exist; the default one is
@@ -180,8 +168,21 @@ fn load_file(explicit: Option<&Path>) -> anyhow::Result<FileConfig> {
         let line = e.span().map_or(0, |span| {
             text[..span.start.min(text.len())].matches('\n').count() + 1
         });
+        // The [s3] and [retry] tables of earlier versions: say what their keys are now.
+        let renamed = if ["`s3`", "`retry`"].iter().any(|t| e.message().contains(t)) {
+            let names: Vec<String> = RENAMED_KEYS
+                .iter()
+                .map(|(old, new)| format!("{old} is {new}"))
+                .collect();
+            format!(
+                " (settings are named like their flags now: {})",
+                names.join(", ")
+            )
+        } else {
+            String::new()
+        };
         anyhow::anyhow!(
-            "invalid configuration file {} at line {line}: {}",
+            "invalid configuration file {} at line {line}: {}{renamed}",
             path.display(),
             e.message()
         )
@@ -194,11 +195,11 @@ mod tests {
     use clap::Parser;
 
     fn resolve(argv: &[&str], file: Option<&str>) -> anyhow::Result<Settings> {
-        let dir = std::env::temp_dir().join(format!(
-            "walarch-settings-{}-{}",
-            std::process::id(),
-            argv.len()
-        ));
+        // One directory per call: tests run in parallel threads of one process.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("walarch-settings-{}-{call}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut full = vec!["walarch"];
         let config = dir.join("walarch.toml");
@@ -215,17 +216,59 @@ mod tests {
 
     #[test]
     fn flags_override_the_file() {
-        let file = "repo = \"/from/file\"\ncompression = \"gzip\"\n[s3]\nregion = \"eu-west-1\"\n[retry]\nmax_retries = 2\n";
+        let file = "repo = \"/from/file\"\ncompression = \"gzip\"\ns3_region = \"eu-west-1\"\nretries = 2\n";
         let s = resolve(&["--repo", "/from/flag"], Some(file)).unwrap();
-        assert_eq!(s.repo, RepoLocation::Local("/from/flag".into()));
-        assert_eq!(s.compression.codec(), Codec::Gzip);
-        assert_eq!(s.store.s3.region.as_deref(), Some("eu-west-1"));
-        assert_eq!(s.store.retry.max_retries, 2);
+        assert_eq!(s.engine.repo, RepoLocation::Local("/from/flag".into()));
+        assert_eq!(s.engine.compression.codec(), Codec::Gzip);
+        assert_eq!(s.engine.store.s3.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(s.engine.store.retry.max_retries, 2);
         let s = resolve(&["--compression", "none"], Some(file)).unwrap();
-        assert_eq!(s.repo, RepoLocation::Local("/from/file".into()));
+        assert_eq!(s.engine.repo, RepoLocation::Local("/from/file".into()));
         // "none" stores without compression in a checksummed gzip member (level 0).
-        assert_eq!(s.compression.codec(), Codec::Gzip);
-        assert_eq!(s.compression.level(), 0);
+        assert_eq!(s.engine.compression.codec(), Codec::Gzip);
+        assert_eq!(s.engine.compression.level(), 0);
+    }
+
+    #[test]
+    fn every_setting_has_one_name_for_its_flag_variable_and_file_key() {
+        // Each file key is the flag's name with underscores; the old sectioned keys are
+        // refused with the new name.
+        let file = "retries = 3\nretry_timeout = 7\nrequest_timeout = 9\npush_ahead = 0\nprefetch = 1\nprefetch_mib = 64\nprefetch_reserve_mib = 10\ns3_endpoint = \"http://127.0.0.1:9\"\ns3_allow_http = true\ns3_conditional_put = false\ncompression_level = 3\n";
+        let s = resolve(&["--repo", "/r"], Some(file)).unwrap().engine;
+        assert_eq!(s.store.retry.max_retries, 3);
+        assert_eq!(s.store.retry.timeout, Duration::from_secs(7));
+        assert_eq!(s.store.request_timeout, Some(Duration::from_secs(9)));
+        assert_eq!(s.push_ahead.parallelism, 0);
+        assert_eq!(s.fetch_ahead.parallelism, 1);
+        assert_eq!(s.fetch_ahead.max_bytes, 64 << 20);
+        assert_eq!(s.fetch_ahead.reserve_bytes, 10 << 20);
+        assert_eq!(s.store.s3.endpoint.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(s.store.s3.allow_http, Some(true));
+        assert_eq!(s.store.s3.conditional_put, Some(false));
+        assert_eq!(s.compression.level(), 3);
+        let flags = resolve(
+            &[
+                "--repo",
+                "/r",
+                "--retries",
+                "4",
+                "--retry-timeout",
+                "8",
+                "--request-timeout",
+                "10",
+            ],
+            Some(file),
+        )
+        .unwrap()
+        .engine;
+        assert_eq!(flags.store.retry.max_retries, 4);
+        assert_eq!(flags.store.retry.timeout, Duration::from_secs(8));
+        assert_eq!(flags.store.request_timeout, Some(Duration::from_secs(10)));
+        let err = resolve(&["--repo", "/r"], Some("[retry]\nmax_retries = 2\n")).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("named like their flags"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! What the repository holds: WAL per timeline (first and last segment, count, stored bytes,
 //! gaps), history files, and the most recent archive. Built from one listing of `wal/`;
 //! the summary itself is plain data, so it can be printed, serialised and tested.
+//!
+//! [`Snapshot`] is the one loader of everything the repository holds (identity, backups, the
+//! WAL listing, the history files): planning, retention, verification and `info` read it.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +18,51 @@ use crate::repo::{RepoError, Repository};
 use crate::wal::{
     SegmentName, SegmentNo, TimelineHistory, TimelineId, TimelineSpan, WalFileName, WalSegmentSize,
 };
+
+/// Everything the repository holds, read once: its identity, its backups (whole, damaged,
+/// interrupted), one listing of `wal/`, and every history file, parsed. Planning recovery is
+/// a function of a snapshot plus the WAL it decodes; retention plans from one; verification
+/// and `info` report on one.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// `walarch.json`, if anything was ever archived.
+    pub identity: Option<crate::repo::Identity>,
+    /// The backups, as [`crate::backup::list_backups`] sorts them.
+    pub backups: crate::backup::BackupList,
+    /// Every WAL object.
+    pub wal: Vec<ListedWal>,
+    /// Every history file, parsed and checked.
+    pub timelines: Timelines,
+}
+
+impl Snapshot {
+    /// Reads the snapshot: identity, backups and the WAL listing concurrently, then the
+    /// history files the listing names.
+    pub async fn load(repo: &Repository) -> Result<Snapshot, crate::backup::RestoreError> {
+        let (identity, backups, wal) = futures::join!(
+            repo.identity(),
+            crate::backup::list_backups(repo),
+            list_wal(repo)
+        );
+        let (identity, backups, wal) = (identity?, backups?, wal?);
+        let timelines = Timelines::load(repo, &wal).await?;
+        Ok(Snapshot {
+            identity,
+            backups,
+            wal,
+            timelines,
+        })
+    }
+
+    /// Whether the location holds a walarch repository at all: an identity, WAL or backups.
+    pub fn is_repository(&self) -> bool {
+        self.identity.is_some()
+            || !self.wal.is_empty()
+            || !self.backups.backups.is_empty()
+            || !self.backups.incomplete.is_empty()
+            || !self.backups.damaged.is_empty()
+    }
+}
 
 /// One stored WAL object, as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]

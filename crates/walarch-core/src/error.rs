@@ -160,6 +160,9 @@ pub enum Error {
     /// A setting given to the engine is not valid.
     #[error("{0}")]
     Config(String),
+    /// A push-ahead or fetch-ahead spool in pg_wal could not be used.
+    #[error("cannot use the spool in pg_wal: {0}")]
+    Spool(std::io::Error),
     /// The operation was cancelled by its caller.
     #[error("{0} cancelled")]
     Cancelled(&'static str),
@@ -183,6 +186,7 @@ impl Error {
             Error::Session(e) => e.kind(),
             Error::Marker(e) => e.kind(),
             Error::Config(_) => ErrorKind::Configuration,
+            Error::Spool(e) => io_error_kind(e),
             Error::Cancelled(_) => ErrorKind::Cancelled,
         }
     }

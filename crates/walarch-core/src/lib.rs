@@ -17,6 +17,7 @@ pub mod archive;
 pub mod backup;
 pub mod catalog;
 pub mod codec;
+mod engine;
 pub mod error;
 pub mod local_files;
 pub mod postgres;
@@ -27,3 +28,11 @@ pub mod store;
 #[doc(hidden)]
 pub mod testing;
 pub mod wal;
+
+pub use engine::{
+    BackupRequest, CheckedPlan, DamagedSummary, Engine, EngineConfig, FetchAheadConfig,
+    InProcessWorkers, InfoReport, PushAheadConfig, RestoreCommand, RestoreRequest, TargetAction,
+    VerifyOutcome, WorkerHost, WorkerKind,
+};
+pub use error::{Error, ErrorKind};
+pub use tokio_util::sync::CancellationToken;

@@ -277,6 +277,12 @@ pub enum RepoError {
         location: String,
         message: String,
     },
+    /// The location holds nothing of walarch's (no identity, WAL or backups).
+    #[error(
+        "{location} is not a walarch repository (no walarch.json, no WAL, no backups): check the \
+         location; nothing has been archived there yet"
+    )]
+    NotARepository { location: String },
     #[error("{location}/walarch.json is not a valid repository identity: {reason}")]
     CorruptIdentity { location: String, reason: String },
     #[error(
@@ -292,7 +298,9 @@ impl RepoError {
             RepoError::Open(e) => e.kind(),
             RepoError::Store { source, .. } => source.kind(),
             RepoError::Invalid { .. } | RepoError::CorruptIdentity { .. } => ErrorKind::Corrupt,
-            RepoError::UnsupportedFormat { .. } => ErrorKind::Configuration,
+            RepoError::UnsupportedFormat { .. } | RepoError::NotARepository { .. } => {
+                ErrorKind::Configuration
+            }
         }
     }
 }

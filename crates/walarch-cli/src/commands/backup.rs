@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use walarch_core::backup::{BackupOptions, Progress, take_backup};
-use walarch_core::repo::Repository;
+use walarch_core::backup::Progress;
+use walarch_core::{BackupRequest, Engine};
 
 use crate::Failure;
 use crate::args::BackupArgs;
@@ -34,20 +34,17 @@ pub async fn run(
     out: &Output,
 ) -> Result<(), Failure> {
     let started = Instant::now();
-    let repo = Repository::open_for_write(settings.repo.clone(), &settings.store)?;
-    let defaults = BackupOptions::default();
-    let options = BackupOptions {
-        pgdata: args.pgdata.clone(),
-        conninfo: args.dbname.clone(),
-        compression: settings.compression,
-        parallel: args.parallel.unwrap_or(defaults.parallel),
-        part_size: args.part_size_mib << 20,
-        fast_checkpoint: !args.spread_checkpoint,
-        wal_timeout: Duration::from_secs(args.wal_timeout),
-    };
+    let engine = Engine::open_for_write(settings.engine.clone())?;
+    let mut request = BackupRequest::new(crate::pg_env::connection_config(args.dbname.as_deref())?);
+    request.pgdata = args.pgdata.clone();
+    request.parallel = args.parallel;
+    request.part_size = args.part_size_mib << 20;
+    request.fast_checkpoint = !args.spread_checkpoint;
+    request.wal_timeout = Duration::from_secs(args.wal_timeout);
     let progress = Arc::new(Progress::default());
     let display = ProgressDisplay::start(progress.clone(), "backup", !json);
-    let manifest = take_backup(&repo, &options, progress).await;
+    let cancel = super::cancel_on_signal();
+    let manifest = engine.backup(request, progress, &cancel).await;
     drop(display);
     let manifest = manifest?;
     let seconds = started.elapsed().as_secs_f64();

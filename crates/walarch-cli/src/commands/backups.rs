@@ -3,8 +3,7 @@
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use walarch_core::backup::list_backups;
-use walarch_core::repo::Repository;
+use walarch_core::Engine;
 
 use crate::Failure;
 use crate::output::{Output, human_bytes};
@@ -44,8 +43,7 @@ struct Damaged {
 }
 
 pub async fn run(settings: &Settings, out: &Output) -> Result<(), Failure> {
-    let repo = Repository::open(settings.repo.clone(), &settings.store)?;
-    let list = list_backups(&repo).await?;
+    let list = Engine::open(settings.engine.clone())?.backups().await?;
     let backups = list
         .backups
         .iter()

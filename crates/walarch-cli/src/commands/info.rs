@@ -3,66 +3,21 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
-use walarch_core::archive::{FetchSpool, FetchSpoolStatus, PushSpool, PushSpoolStatus};
-use walarch_core::catalog::{WalSummary, list_wal, summarize};
-use walarch_core::recovery::{RecoverableWindow, recoverable_windows};
-use walarch_core::repo::{Identity, Repository};
+use walarch_core::{Engine, InfoReport};
 
 use crate::Failure;
 use crate::args::InfoArgs;
 use crate::output::{Output, human_bytes as bytes};
 use crate::settings::Settings;
 
-#[derive(Debug, Serialize)]
-struct InfoResult {
-    repository: String,
-    identity: Option<Identity>,
-    wal: Option<WalSummary>,
-    /// Per timeline: from the oldest usable backup's end to the last archived commit.
-    recoverable_windows: Vec<RecoverableWindow>,
-    /// Why the windows could not be computed (the rest of the report stands).
-    recoverable_windows_error: Option<String>,
-    archiving: Option<PushSpoolStatus>,
-    prefetch: Option<FetchSpoolStatus>,
-}
-
 pub async fn run(settings: &Settings, args: &InfoArgs, out: &Output) -> Result<(), Failure> {
-    let repo = Repository::open(settings.repo.clone(), &settings.store)?;
-    let (identity, listed) = futures::join!(repo.identity(), list_wal(&repo));
-    let identity = identity?;
-    let listed = listed?;
-    let wal = identity
-        .as_ref()
-        .map(|i| summarize(&listed, i.wal_segment_size));
-    let pg_wal = args.pgdata.as_ref().map(|d| d.join("pg_wal"));
-    let archiving = pg_wal
-        .as_ref()
-        .map(|p| PushSpool::for_pg_wal(p).status())
-        .transpose()?;
-    let prefetch = pg_wal.as_ref().map(|p| FetchSpool::for_pg_wal(p).status());
-    let (recoverable_windows, recoverable_windows_error) = if identity.is_some() {
-        match recoverable_windows(&repo).await {
-            Ok(windows) => (windows, None),
-            Err(error) => (Vec::new(), Some(error.to_string())),
-        }
-    } else {
-        (Vec::new(), None)
-    };
-    let result = InfoResult {
-        repository: repo.location().to_string(),
-        identity,
-        wal,
-        recoverable_windows,
-        recoverable_windows_error,
-        archiving,
-        prefetch,
-    };
+    let engine = Engine::open(settings.engine.clone())?;
+    let result = engine.info(args.pgdata.as_deref()).await?;
     out.result(&result, Some(human(&result)));
     Ok(())
 }
 
-fn human(info: &InfoResult) -> String {
+fn human(info: &InfoReport) -> String {
     let mut text = String::new();
     let _ = writeln!(text, "repository   {}", info.repository);
     match &info.identity {

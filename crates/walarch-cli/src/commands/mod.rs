@@ -13,6 +13,8 @@ mod verify;
 mod wal_fetch;
 mod wal_push;
 
+use walarch_core::CancellationToken;
+
 use crate::Failure;
 use crate::args::{Cli, Command};
 use crate::output::Output;
@@ -50,4 +52,31 @@ pub fn run(cli: &Cli, out: &Output) -> Result<(), Failure> {
             Command::Retention(args) => retention::run(&settings, args, cli.global.json, out).await,
         }
     })
+}
+
+/// A token cancelled when the process gets SIGINT (Ctrl-C) or SIGTERM (a Kubernetes job
+/// stopped): long commands then end cleanly (a backup withdraws its claim and writes no
+/// manifest, a restore leaves a directory PostgreSQL refuses to start).
+pub fn cancel_on_signal() -> CancellationToken {
+    let cancel = CancellationToken::new();
+    tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            let terminate = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                () = terminate => {}
+            }
+            tracing::warn!("interrupted: cancelling");
+            cancel.cancel();
+        }
+    });
+    cancel
 }

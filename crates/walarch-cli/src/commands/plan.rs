@@ -2,8 +2,8 @@
 
 use std::fmt::Write as _;
 
-use walarch_core::recovery::{RecoveryPlan, plan_recovery};
-use walarch_core::repo::Repository;
+use walarch_core::recovery::RecoveryPlan;
+use walarch_core::{CancellationToken, Engine};
 
 use crate::Failure;
 use crate::args::PlanArgs;
@@ -11,11 +11,13 @@ use crate::output::{Output, human_bytes};
 use crate::settings::Settings;
 
 pub async fn run(settings: &Settings, args: &PlanArgs, out: &Output) -> Result<(), Failure> {
-    let repo = Repository::open(settings.repo.clone(), &settings.store)?;
+    let engine = Engine::open(settings.engine.clone())?;
     let spec = args.target.spec()?;
     let selector = args.backup.as_deref().map(str::parse).transpose()?;
-    let plan = plan_recovery(&repo, &spec, selector.as_ref()).await?;
-    out.result(&plan, Some(human(&plan)));
+    let plan = engine
+        .plan(&spec, selector.as_ref(), &CancellationToken::new())
+        .await?;
+    out.result(&plan, Some(human(plan.plan())));
     Ok(())
 }
 

@@ -7,11 +7,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use chrono::Utc;
 use serde::Serialize;
+use walarch_core::Engine;
 use walarch_core::backup::Progress;
-use walarch_core::repo::Repository;
 use walarch_core::retention::{
-    Action, RetentionPlan, RetentionPolicy, RetentionReport, TimelineStatus, apply_retention,
-    load_inputs, plan_retention,
+    Action, RetentionPlan, RetentionPolicy, RetentionReport, TimelineStatus,
 };
 
 use crate::Failure;
@@ -35,10 +34,12 @@ pub async fn run(
     out: &Output,
 ) -> Result<(), Failure> {
     let policy = RetentionPolicy::new(args.keep, args.window)?;
-    let repo = Repository::open(settings.repo.clone(), &settings.store)?;
-    let nothing_deleted = || format!("nothing deleted from {}", repo.location());
-    let inputs = load_inputs(&repo).await.with_context(nothing_deleted)?;
-    let plan = plan_retention(&inputs, &policy, Utc::now()).with_context(nothing_deleted)?;
+    let engine = Engine::open(settings.engine.clone())?;
+    let nothing_deleted = || format!("nothing deleted from {}", engine.config().repo);
+    let plan = engine
+        .retention_plan(&policy, Utc::now())
+        .await
+        .with_context(nothing_deleted)?;
     if args.dry_run {
         let text = format!("{}\ndry run: nothing deleted", human_plan(&plan));
         let result = RetentionResult {
@@ -51,7 +52,8 @@ pub async fn run(
     }
     let progress = Arc::new(Progress::default());
     let display = ProgressDisplay::start(progress.clone(), "retention", !json);
-    let report = apply_retention(&repo, &plan, &progress).await;
+    let cancel = super::cancel_on_signal();
+    let report = engine.apply_retention(&plan, &progress, &cancel).await;
     drop(display);
     let report = report?;
     let text = format!("{}\n{}", human_plan(&plan), human_report(&report));

@@ -5,8 +5,37 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::Context;
+use walarch_core::{WorkerHost, WorkerKind};
 
 use crate::args::GlobalArgs;
+
+/// Starts the engine's workers the way a one-shot command can: as `walarch push-worker` or
+/// `walarch fetch-worker` processes with this call's settings.
+#[derive(Debug)]
+pub struct ReExec<'a> {
+    global: &'a GlobalArgs,
+}
+
+impl<'a> ReExec<'a> {
+    pub fn new(global: &'a GlobalArgs) -> Self {
+        ReExec { global }
+    }
+}
+
+impl WorkerHost for ReExec<'_> {
+    fn start(&self, kind: WorkerKind, pg_wal: &Path) -> bool {
+        let (subcommand, spool) = match kind {
+            WorkerKind::Push => ("push-worker", "push"),
+            _ => ("fetch-worker", "fetch"),
+        };
+        worker(
+            self.global,
+            subcommand,
+            pg_wal,
+            &pg_wal.join("walarch").join(spool),
+        )
+    }
+}
 
 /// A worker's log is cut back to nothing once it grows past this.
 const MAX_LOG_BYTES: u64 = 1 << 20;

@@ -15,7 +15,6 @@ use super::stored::{ChecksumError, check_checksummed, open_history};
 use super::validate::{ContentError, validate_segment, validate_wal_content};
 use crate::codec::{Codec, CodecError};
 use crate::error::{ErrorKind, io_error_kind};
-use crate::local_files::{sweep_stale_temp_files, temp_beside};
 use crate::repo::{RepoError, Repository, StoredWal};
 use crate::store::keys;
 use crate::wal::{LongPageHeader, SystemId, WalFileName, XLOG_LONG_PAGE_HEADER_LEN};
@@ -33,10 +32,16 @@ pub struct FetchReport {
     pub elapsed: Duration,
 }
 
+/// What a fetch did.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum FetchOutcome {
+    /// The file was fetched from the store.
     Fetched(FetchReport),
-    /// The store answered that the file does not exist (under any codec).
+    /// A copy the fetch-ahead worker had downloaded was checked again and renamed into place.
+    FromSpool,
+    /// The store answered that the file does not exist (under any codec), now or earlier in
+    /// this recovery (a segment past the end of the archive).
     NotFound,
 }
 
@@ -265,54 +270,21 @@ impl Write for SegmentSink<'_> {
     }
 }
 
-/// Runs `fill` on a temporary file beside `dest` and renames it to `dest` if `fill`
-/// succeeds; removes it otherwise. The rename keeps a partial file from ever appearing under
-/// `dest`. `durable` adds fsyncs of the file before and the directory after the rename: the
-/// prefetch spool needs them, PostgreSQL's `%p` does not (after a crash it fetches again).
+/// [`crate::local_files::write_through_temp`] with this module's error for the file itself.
 fn write_through_temp<T>(
     dest: &Path,
     durable: bool,
     fill: impl FnOnce(&mut std::fs::File) -> Result<T, FetchError>,
 ) -> Result<T, FetchError> {
-    let write_err = |path: &Path, source| FetchError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    if dest.file_name().is_none() {
-        return Err(write_err(
-            dest,
-            std::io::Error::other("destination has no file name"),
-        ));
-    }
-    // What a fetch killed mid-download left here (up to a segment) goes first.
-    let dir = dest
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    sweep_stale_temp_files(dir);
-    let temp = temp_beside(dest);
-    let result = std::fs::File::create(&temp)
-        .map_err(|e| write_err(&temp, e))
-        .and_then(|mut file| {
-            let value = fill(&mut file)?;
-            if durable {
-                file.sync_all().map_err(|e| write_err(&temp, e))?;
-            }
-            Ok(value)
-        })
-        .and_then(|value| {
-            std::fs::rename(&temp, dest).map_err(|e| write_err(dest, e))?;
-            if durable {
-                std::fs::File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| write_err(dir, e))?;
-            }
-            Ok(value)
-        });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
+    crate::local_files::write_through_temp(
+        dest,
+        durable,
+        |path, source| FetchError::Write {
+            path: path.to_owned(),
+            source,
+        },
+        fill,
+    )
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -384,7 +356,7 @@ mod tests {
             synthetic_segment(SystemId::new(9), TimelineId::FIRST, SegmentNo::new(2), size);
         let name = SegmentName::new(TimelineId::FIRST, SegmentNo::new(2), size).to_string();
         std::fs::write(dir.path().join(&name), &content).unwrap();
-        push_wal_file(&repo, &dir.path().join(&name), Compression::default())
+        push_wal_file(&repo, &dir.path().join(&name), Compression::default(), None)
             .await
             .unwrap();
         (dir, repo, name, content)

@@ -3,9 +3,11 @@
 //! different content, success only once durable, "not found" only when the store says so.
 
 mod fetch;
+mod in_flight;
 mod prefetch;
 mod push;
 mod push_ahead;
+mod spool;
 pub mod stored;
 mod validate;
 

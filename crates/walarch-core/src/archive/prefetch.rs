@@ -16,16 +16,17 @@
 //!   PostgreSQL probes them to pick its new timeline id, precisely to see servers that
 //!   promoted meanwhile, and an answer from memory could make two copies pick the same id.
 
-use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
 
+use tokio_util::sync::CancellationToken;
+
 use super::fetch::{FetchOutcome, fetch_wal_file};
+use super::in_flight::InFlight;
+use super::spool::Spool;
 use crate::codec::Codec;
 use crate::local_files::{sweep_stale_temp_files, temp_beside};
 use crate::repo::Repository;
@@ -37,10 +38,10 @@ const STANDBY_MISS_TTL: Duration = Duration::from_secs(5);
 /// Remembered misses older than this are removed.
 const MISS_PRUNE_AGE: Duration = Duration::from_secs(600);
 
+/// The fetch-ahead spool of one data directory's pg_wal.
 #[derive(Debug, Clone)]
 pub struct FetchSpool {
-    pg_wal: PathBuf,
-    dir: PathBuf,
+    spool: Spool,
 }
 
 /// The sidecar of a spooled file.
@@ -55,38 +56,36 @@ struct SpooledCheck {
 impl FetchSpool {
     /// The spool for PostgreSQL's `%p` when it points into a `pg_wal` directory.
     pub fn for_destination(dest: &Path) -> Option<FetchSpool> {
-        let pg_wal = dest
-            .parent()
-            .filter(|d| d.file_name().is_some_and(|n| n == "pg_wal"))?;
-        Some(Self::for_pg_wal(pg_wal))
+        Spool::pg_wal_of(dest).map(Self::for_pg_wal)
     }
 
+    /// The spool of `pg_wal`.
     pub fn for_pg_wal(pg_wal: &Path) -> FetchSpool {
         FetchSpool {
-            pg_wal: pg_wal.to_owned(),
-            dir: pg_wal.join("walarch").join("fetch"),
+            spool: Spool::new(pg_wal, "fetch"),
         }
     }
 
+    /// The `pg_wal` directory this spool serves.
     pub fn pg_wal(&self) -> &Path {
-        &self.pg_wal
+        self.spool.pg_wal()
     }
 
     /// The spool directory itself.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.spool.dir()
     }
 
     fn data_path(&self, name: &WalFileName) -> PathBuf {
-        self.dir.join(name.to_string())
+        self.spool.file(&name.to_string())
     }
 
     fn check_path(&self, name: &WalFileName) -> PathBuf {
-        self.dir.join(format!("{name}.crc"))
+        self.spool.file(&format!("{name}.crc"))
     }
 
     fn miss_path(&self, name: &WalFileName) -> PathBuf {
-        self.dir.join("misses").join(name.to_string())
+        self.dir().join("misses").join(name.to_string())
     }
 
     fn is_spooled(&self, name: &WalFileName) -> bool {
@@ -119,8 +118,8 @@ impl FetchSpool {
     /// Records what PostgreSQL asked for last, for the worker: a segment moves the window; a
     /// history file means recovery is between segments (starting, or ending) and stops it.
     pub fn set_position(&self, name: &WalFileName) {
-        let _ = std::fs::create_dir_all(&self.dir);
-        let position = self.dir.join("position");
+        let _ = std::fs::create_dir_all(self.dir());
+        let position = self.spool.file("position");
         let temp = temp_beside(&position);
         if std::fs::write(&temp, name.to_string()).is_ok() {
             let _ = std::fs::rename(&temp, position);
@@ -128,7 +127,7 @@ impl FetchSpool {
     }
 
     fn position(&self) -> Option<WalFileName> {
-        std::fs::read_to_string(self.dir.join("position"))
+        std::fs::read_to_string(self.spool.file("position"))
             .ok()?
             .trim()
             .parse()
@@ -137,7 +136,7 @@ impl FetchSpool {
 
     /// This recovery's identity and whether the server is a standby.
     fn recovery(&self) -> Option<(String, bool)> {
-        let data_dir = self.pg_wal.parent()?;
+        let data_dir = self.spool.data_dir()?;
         let pid_file = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
         let mut lines = pid_file.lines();
         let (pid, _, start) = (lines.next()?, lines.next()?, lines.next()?);
@@ -176,7 +175,7 @@ impl FetchSpool {
             return;
         }
         if let Some((recovery, _)) = self.recovery() {
-            let _ = std::fs::create_dir_all(self.dir.join("misses"));
+            let _ = std::fs::create_dir_all(self.dir().join("misses"));
             let _ = std::fs::write(self.miss_path(name), recovery);
         }
     }
@@ -187,7 +186,7 @@ impl FetchSpool {
             worker_running: self.worker_running(),
             ..Default::default()
         };
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+        if let Ok(entries) = std::fs::read_dir(self.dir()) {
             for entry in entries.filter_map(|e| e.ok()) {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if name.parse::<WalFileName>().is_ok() {
@@ -196,22 +195,18 @@ impl FetchSpool {
                 }
             }
         }
-        status.remembered_misses = std::fs::read_dir(self.dir.join("misses"))
+        status.remembered_misses = std::fs::read_dir(self.dir().join("misses"))
             .map(|d| d.count())
             .unwrap_or(0);
         status.position = self.position().map(|n| n.to_string());
         status
     }
 
-    fn lock_path(&self) -> PathBuf {
-        self.dir.join("worker.lock")
-    }
-
     /// Removes what killed processes left behind (temporary files, in the spool and in
     /// pg_wal) and misses too old to matter, so the spool cannot grow without bound.
     fn sweep(&self) {
-        sweep_stale_temp_files(&self.dir);
-        sweep_stale_temp_files(&self.pg_wal);
+        self.spool.sweep();
+        sweep_stale_temp_files(self.pg_wal());
         let old = |entry: &std::fs::DirEntry| {
             entry
                 .metadata()
@@ -220,27 +215,28 @@ impl FetchSpool {
                 .and_then(|t| SystemTime::now().duration_since(t).ok())
                 .is_some_and(|age| age > MISS_PRUNE_AGE)
         };
-        if let Ok(entries) = std::fs::read_dir(self.dir.join("misses")) {
+        if let Ok(entries) = std::fs::read_dir(self.dir().join("misses")) {
             for entry in entries.filter_map(|e| e.ok()).filter(old) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
     }
 
+    /// Whether the spool directory exists.
     pub fn dir_exists(&self) -> bool {
-        self.dir.exists()
+        self.spool.exists()
     }
 
     /// Removes the whole spool (recovery is over).
     pub fn remove(&self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.spool.remove();
     }
 
     /// True once the data directory around this pg_wal has left recovery: PostgreSQL removes
     /// `recovery.signal` and `standby.signal` when it promotes. A server shut down at its
     /// target keeps its signal file, and its spool.
     pub fn recovery_is_over(&self) -> bool {
-        let Some(data_dir) = self.pg_wal.parent() else {
+        let Some(data_dir) = self.spool.data_dir() else {
             return false;
         };
         data_dir.join("PG_VERSION").is_file()
@@ -252,7 +248,7 @@ impl FetchSpool {
     /// `in_flight` others under way, leaving `reserve` bytes free. Unknown space counts as
     /// room: the reserve is a courtesy to PostgreSQL, and its own calls still fetch.
     fn has_room(&self, segment: u64, in_flight: usize, reserve: u64) -> bool {
-        match rustix::fs::statvfs(&self.pg_wal) {
+        match rustix::fs::statvfs(self.pg_wal()) {
             Ok(fs) => room_for_download(
                 fs.f_bavail.saturating_mul(fs.f_frsize),
                 reserve,
@@ -263,13 +259,14 @@ impl FetchSpool {
         }
     }
 
+    /// Whether a worker holds the spool's lock right now.
     pub fn worker_running(&self) -> bool {
-        super::push_ahead::lock_is_held(&self.lock_path())
+        self.spool.worker_running()
     }
 
     /// Takes the worker lock; `None` if another worker holds it.
     pub fn try_lock_worker(&self) -> std::io::Result<Option<std::fs::File>> {
-        super::push_ahead::take_lock(&self.dir, &self.lock_path())
+        self.spool.try_lock_worker()
     }
 
     /// Removes spooled segments before `position` on any timeline: recovery has moved on. (The
@@ -278,7 +275,7 @@ impl FetchSpool {
         let Ok(current) = position.segment_no(size) else {
             return;
         };
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+        let Ok(entries) = std::fs::read_dir(self.dir()) else {
             return;
         };
         for entry in entries.filter_map(|e| e.ok()) {
@@ -339,6 +336,7 @@ pub async fn run_prefetch_worker(
     repo: &Repository,
     spool: &FetchSpool,
     options: PrefetchOptions,
+    cancel: &CancellationToken,
 ) -> PrefetchReport {
     let mut report = PrefetchReport::default();
     let Ok(Some(identity)) = repo.identity().await else {
@@ -352,9 +350,7 @@ pub async fn run_prefetch_worker(
     let mut last_progress = Instant::now();
     // Segments the store did not have, and when we asked.
     let mut missing: Option<(SegmentName, Instant)> = None;
-    let mut failed: BTreeSet<String> = BTreeSet::new();
-    let mut in_flight = FuturesUnordered::new();
-    let mut in_flight_names: BTreeSet<String> = BTreeSet::new();
+    let mut in_flight = InFlight::new(parallelism);
     loop {
         let position = spool.position();
         if position != last_position {
@@ -375,7 +371,7 @@ pub async fn run_prefetch_worker(
                 .filter_map(|ahead| current_no.as_u64().checked_add(ahead))
                 .map(|n| SegmentName::new(current.timeline(), crate::wal::SegmentNo::new(n), size));
             for segment in candidates {
-                if in_flight.len() >= parallelism {
+                if !in_flight.has_room() || cancel.is_cancelled() {
                     break;
                 }
                 if let Some((miss, at)) = &missing {
@@ -390,10 +386,7 @@ pub async fn run_prefetch_worker(
                 }
                 let name = WalFileName::Segment(segment);
                 let text = name.to_string();
-                if spool.is_spooled(&name)
-                    || in_flight_names.contains(&text)
-                    || failed.contains(&text)
-                {
+                if spool.is_spooled(&name) || in_flight.skips(&text) {
                     continue;
                 }
                 if !spool.has_room(size.bytes(), in_flight.len(), options.reserve_bytes) {
@@ -406,8 +399,7 @@ pub async fn run_prefetch_worker(
                     report.paused_for_space += 1;
                     break;
                 }
-                in_flight_names.insert(text);
-                in_flight.push(async move {
+                in_flight.start(text, async move {
                     let result = fetch_wal_file(
                         repo,
                         &name,
@@ -416,12 +408,15 @@ pub async fn run_prefetch_worker(
                         true,
                     )
                     .await;
-                    (segment, name, result)
+                    (name, (segment, result))
                 });
             }
         }
-        let Some((segment, name, result)) = in_flight.next().await else {
+        let Some((name, (segment, result))) = in_flight.next().await else {
             // Nothing could be scheduled: the window is full, or ends at a miss.
+            if cancel.is_cancelled() {
+                return report;
+            }
             if idle {
                 // Recovery has ended (promoted): the spool is of no more use, whether or not
                 // this server archives (a wal-push would remove it too).
@@ -431,10 +426,12 @@ pub async fn run_prefetch_worker(
                 }
                 return report;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                () = cancel.cancelled() => {}
+            }
             continue;
         };
-        in_flight_names.remove(&name.to_string());
         match result {
             Ok(FetchOutcome::Fetched(fetched)) => {
                 let check = SpooledCheck {
@@ -459,10 +456,12 @@ pub async fn run_prefetch_worker(
                     missing = Some((segment, Instant::now()));
                 }
             }
+            // fetch_wal_file never answers from a spool.
+            Ok(FetchOutcome::FromSpool) => {}
             Err(e) => {
                 // PostgreSQL's own call fetches it and reports; do not hammer a failing store.
                 tracing::warn!(file = %name, error = %e, "prefetch failed");
-                failed.insert(name.to_string());
+                in_flight.failed(name.to_string());
                 report.failed += 1;
             }
         }
@@ -533,6 +532,7 @@ mod tests {
                 &repo,
                 &source.join(name.to_string()),
                 Compression::default(),
+                None,
             )
             .await
             .unwrap();
@@ -574,9 +574,10 @@ mod tests {
         };
         let mut opts = options();
         opts.max_bytes = 10 << 20;
+        let cancel = CancellationToken::new();
         let worker = tokio::time::timeout(
             Duration::from_secs(30),
-            run_prefetch_worker(&fx.repo, &spool, opts),
+            run_prefetch_worker(&fx.repo, &spool, opts, &cancel),
         );
         let (report, ()) = tokio::join!(worker, switch);
         let report = report.expect("the worker exits once idle");
@@ -588,7 +589,8 @@ mod tests {
         let fx = fixture(8).await;
         let spool = FetchSpool::for_pg_wal(&fx.pg_wal);
         spool.set_position(&fx.segments[0].0);
-        let report = run_prefetch_worker(&fx.repo, &spool, options()).await;
+        let report =
+            run_prefetch_worker(&fx.repo, &spool, options(), &CancellationToken::new()).await;
         assert_eq!(
             report.fetched, 3,
             "window of 3 MiB = 3 segments: {report:?}"
@@ -616,7 +618,7 @@ mod tests {
         let fx = fixture(4).await;
         let spool = FetchSpool::for_pg_wal(&fx.pg_wal);
         spool.set_position(&fx.segments[0].0);
-        run_prefetch_worker(&fx.repo, &spool, options()).await;
+        run_prefetch_worker(&fx.repo, &spool, options(), &CancellationToken::new()).await;
         let dest = fx.pg_wal.join("RECOVERYXLOG");
 
         let flipped = spool.data_path(&fx.segments[1].0);
@@ -666,7 +668,8 @@ mod tests {
         let fx = fixture(3).await;
         let spool = FetchSpool::for_pg_wal(&fx.pg_wal);
         spool.set_position(&fx.segments[1].0);
-        let report = run_prefetch_worker(&fx.repo, &spool, options()).await;
+        let report =
+            run_prefetch_worker(&fx.repo, &spool, options(), &CancellationToken::new()).await;
         assert_eq!(
             report.fetched, 1,
             "only segment 3 exists after 2: {report:?}"
@@ -681,13 +684,15 @@ mod tests {
         let fx = fixture(4).await;
         let spool = FetchSpool::for_pg_wal(&fx.pg_wal);
         spool.set_position(&fx.segments[0].0);
-        let report = run_prefetch_worker(&fx.repo, &spool, options()).await;
+        let report =
+            run_prefetch_worker(&fx.repo, &spool, options(), &CancellationToken::new()).await;
         assert!(report.fetched > 0 && !report.spool_removed);
         assert!(spool.dir_exists(), "still recovering: the spool stays");
 
         std::fs::remove_file(fx.data_dir.join("recovery.signal")).unwrap(); // promoted
         spool.set_position(&"00000002.history".parse().unwrap());
-        let report = run_prefetch_worker(&fx.repo, &spool, options()).await;
+        let report =
+            run_prefetch_worker(&fx.repo, &spool, options(), &CancellationToken::new()).await;
         assert!(report.spool_removed, "{report:?}");
         assert!(!spool.dir_exists());
     }
@@ -699,7 +704,7 @@ mod tests {
         spool.set_position(&fx.segments[0].0);
         let mut opts = options();
         opts.reserve_bytes = u64::MAX / 2; // more than any file system has free
-        let report = run_prefetch_worker(&fx.repo, &spool, opts).await;
+        let report = run_prefetch_worker(&fx.repo, &spool, opts, &CancellationToken::new()).await;
         assert_eq!(report.fetched, 0, "{report:?}");
         assert!(report.paused_for_space > 0, "{report:?}");
         assert!(!spool.is_spooled(&fx.segments[1].0));
@@ -728,7 +733,7 @@ mod tests {
         let left_in_spool = spool.dir().join(format!(".position.walarch-{dead}.tmp"));
         std::fs::write(&left_in_pg_wal, vec![0u8; 1 << 20]).unwrap();
         std::fs::write(&left_in_spool, "000000010000000000000001").unwrap();
-        run_prefetch_worker(&fx.repo, &spool, options()).await;
+        run_prefetch_worker(&fx.repo, &spool, options(), &CancellationToken::new()).await;
         assert!(!left_in_pg_wal.exists() && !left_in_spool.exists());
     }
 }

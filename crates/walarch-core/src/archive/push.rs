@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::stored::{ChecksumError, open_history, seal_history};
 use super::validate::{ContentError, ValidatedContent, validate_segment, validate_wal_content};
-use crate::backup::marker::{MarkerError, check_restored_copy, data_dir_of_wal_file};
+use crate::backup::marker::{MarkerError, check_restored_copy};
 use crate::codec::{Codec, CodecError, Compression};
 use crate::error::{ErrorKind, io_error_kind};
 use crate::repo::{Identity, PutOutcome, RepoError, Repository, StoredWal};
@@ -25,12 +25,16 @@ use crate::wal::{
 /// History and backup history files are a few hundred bytes; anything far larger is not one.
 const MAX_TEXT_FILE_LEN: u64 = 1 << 20;
 
+/// What a push did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PushOutcome {
     /// The file is now stored.
     Stored,
     /// An identical copy was already stored; nothing was written.
     AlreadyArchived,
+    /// The push-ahead worker had stored it, and the store confirmed it.
+    PushedAhead,
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +53,7 @@ pub async fn push_wal_file(
     repo: &Repository,
     path: &Path,
     compression: Compression,
+    data_dir: Option<&Path>,
 ) -> Result<PushReport, PushError> {
     let started = Instant::now();
     let name = wal_name_of(path)?;
@@ -73,12 +78,16 @@ pub async fn push_wal_file(
         // History and backup files carry no system identifier; the data directory they come
         // from does.
         (ValidatedContent::Text, Some(identity)) => {
-            check_data_directory_system(repo, path, &name, &identity)?
+            if let Some(data_dir) = data_dir {
+                check_data_directory_system(repo, data_dir, &name, &identity)?
+            }
         }
         (ValidatedContent::Text, None) => {}
     }
     // A restored copy must not write into its source's repository (DESIGN.md §2.5).
-    check_restored_copy(repo, &data_dir_of_wal_file(path)).await?;
+    if let Some(data_dir) = data_dir {
+        check_restored_copy(repo, data_dir).await?;
+    }
 
     let report = |outcome, key: String, stored_bytes| PushReport {
         name,
@@ -236,25 +245,15 @@ fn check_same_system(
     Ok(())
 }
 
-/// For files without a page header: when the file sits in a data directory's `pg_wal` (as
-/// PostgreSQL's `%p` does), that directory's `global/pg_control` names the system. A file
-/// pushed from elsewhere cannot be attributed and is let through.
+/// For files without a page header: the data directory's `global/pg_control` names the
+/// system they belong to.
 fn check_data_directory_system(
     repo: &Repository,
-    path: &Path,
+    data_dir: &Path,
     name: &WalFileName,
     identity: &Identity,
 ) -> Result<(), PushError> {
-    let Some(pg_wal) = path
-        .parent()
-        .filter(|dir| dir.file_name().is_some_and(|n| n == "pg_wal"))
-    else {
-        return Ok(());
-    };
-    let control = pg_wal
-        .parent()
-        .unwrap_or(Path::new(""))
-        .join("global/pg_control");
+    let control = data_dir.join("global/pg_control");
     let bytes = std::fs::read(&control).map_err(|source| PushError::Read {
         path: control.display().to_string(),
         source,
@@ -561,12 +560,12 @@ mod tests {
     async fn stores_once_then_accepts_identical_repushes() {
         let fx = Fixture::new();
         let path = fx.write_segment(7, 5, None);
-        let first = push_wal_file(&fx.repo, &path, Compression::default())
+        let first = push_wal_file(&fx.repo, &path, Compression::default(), None)
             .await
             .unwrap();
         assert_eq!(first.outcome, PushOutcome::Stored);
         assert!(first.stored_bytes < first.original_bytes / 2);
-        let again = push_wal_file(&fx.repo, &path, Compression::default())
+        let again = push_wal_file(&fx.repo, &path, Compression::default(), None)
             .await
             .unwrap();
         assert_eq!(again.outcome, PushOutcome::AlreadyArchived);
@@ -575,6 +574,7 @@ mod tests {
             &fx.repo,
             &path,
             Compression::new(Codec::Gzip, None).unwrap(),
+            None,
         )
         .await
         .unwrap();
@@ -595,7 +595,7 @@ mod tests {
     async fn refuses_different_content_and_keeps_the_stored_copy() {
         let fx = Fixture::new();
         let path = fx.write_segment(7, 5, None);
-        push_wal_file(&fx.repo, &path, Compression::default())
+        push_wal_file(&fx.repo, &path, Compression::default(), None)
             .await
             .unwrap();
         let stored = std::fs::read(
@@ -607,7 +607,7 @@ mod tests {
         let mut content = std::fs::read(&path).unwrap();
         content[100_000] ^= 1;
         std::fs::write(&path, &content).unwrap();
-        let err = push_wal_file(&fx.repo, &path, Compression::default())
+        let err = push_wal_file(&fx.repo, &path, Compression::default(), None)
             .await
             .unwrap_err();
         assert!(
@@ -630,6 +630,7 @@ mod tests {
             &fx.repo,
             &fx.write_segment(7, 5, None),
             Compression::default(),
+            None,
         )
         .await
         .unwrap();
@@ -637,6 +638,7 @@ mod tests {
             &fx.repo,
             &fx.write_segment(8, 6, None),
             Compression::default(),
+            None,
         )
         .await
         .unwrap_err();
@@ -656,20 +658,20 @@ mod tests {
         let fx = Fixture::new();
         let misnamed = fx.write_segment(7, 5, Some("000000010000000000000009"));
         assert!(matches!(
-            push_wal_file(&fx.repo, &misnamed, Compression::default()).await,
+            push_wal_file(&fx.repo, &misnamed, Compression::default(), None).await,
             Err(PushError::InvalidContent(_))
         ));
         let path = fx.write_segment(7, 5, None);
         let content = std::fs::read(&path).unwrap();
         std::fs::write(&path, &content[..content.len() / 2]).unwrap();
-        let err = push_wal_file(&fx.repo, &path, Compression::default())
+        let err = push_wal_file(&fx.repo, &path, Compression::default(), None)
             .await
             .unwrap_err();
         assert!(err.to_string().contains("truncated"), "{err}");
         let other = fx.dir.path().join("postgresql.conf");
         std::fs::write(&other, "x").unwrap();
         assert!(matches!(
-            push_wal_file(&fx.repo, &other, Compression::default()).await,
+            push_wal_file(&fx.repo, &other, Compression::default(), None).await,
             Err(PushError::NotAWalFile { .. })
         ));
         assert!(
@@ -685,7 +687,7 @@ mod tests {
         let path = fx.dir.path().join("00000002.history");
         std::fs::write(&path, "1\t0/3000148\tno recovery target specified\n").unwrap();
         assert_eq!(
-            push_wal_file(&fx.repo, &path, Compression::default())
+            push_wal_file(&fx.repo, &path, Compression::default(), None)
                 .await
                 .unwrap()
                 .outcome,
@@ -700,7 +702,7 @@ mod tests {
             )
         );
         assert_eq!(
-            push_wal_file(&fx.repo, &path, Compression::default())
+            push_wal_file(&fx.repo, &path, Compression::default(), None)
                 .await
                 .unwrap()
                 .outcome,
@@ -708,7 +710,7 @@ mod tests {
             "the same history again is already archived"
         );
         std::fs::write(&path, "1\t0/4000000\tother history\n").unwrap();
-        let err = push_wal_file(&fx.repo, &path, Compression::default())
+        let err = push_wal_file(&fx.repo, &path, Compression::default(), None)
             .await
             .unwrap_err();
         assert!(
@@ -724,6 +726,7 @@ mod tests {
             &fx.repo,
             &fx.write_segment(7, 5, None),
             Compression::default(),
+            None,
         )
         .await
         .unwrap();
@@ -740,14 +743,14 @@ mod tests {
         std::fs::write(&history, "1\t0/3000148\tno recovery target specified\n").unwrap();
 
         control(8);
-        let err = push_wal_file(&fx.repo, &history, Compression::default())
+        let err = push_wal_file(&fx.repo, &history, Compression::default(), Some(&pgdata))
             .await
             .unwrap_err();
         assert!(matches!(err, PushError::ForeignSystem { .. }), "{err}");
         assert!(!fx.stored_files().iter().any(|f| f.ends_with(".history")));
 
         control(7);
-        let ok = push_wal_file(&fx.repo, &history, Compression::default())
+        let ok = push_wal_file(&fx.repo, &history, Compression::default(), Some(&pgdata))
             .await
             .unwrap();
         assert_eq!(ok.outcome, PushOutcome::Stored);

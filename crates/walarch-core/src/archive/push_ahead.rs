@@ -22,20 +22,22 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
 
+use tokio_util::sync::CancellationToken;
+
+use super::in_flight::InFlight;
 use super::push::push_wal_file;
+use super::spool::Spool;
 use crate::codec::Compression;
+use crate::local_files::write_durably;
 use crate::repo::Repository;
 use crate::wal::WalFileName;
 
-/// The spool of one data directory's pg_wal.
+/// The push-ahead spool of one data directory's pg_wal.
 #[derive(Debug, Clone)]
 pub struct PushSpool {
-    pg_wal: PathBuf,
-    dir: PathBuf,
+    spool: Spool,
 }
 
 /// What a `.ok` record vouches for.
@@ -67,34 +69,32 @@ impl PushRecord {
 impl PushSpool {
     /// The spool for a file PostgreSQL asks to archive, when it lives in a `pg_wal` directory.
     pub fn for_wal_file(path: &Path) -> Option<PushSpool> {
-        let pg_wal = path
-            .parent()
-            .filter(|d| d.file_name().is_some_and(|n| n == "pg_wal"))?;
-        Some(Self::for_pg_wal(pg_wal))
+        Spool::pg_wal_of(path).map(Self::for_pg_wal)
     }
 
+    /// The spool of `pg_wal`.
     pub fn for_pg_wal(pg_wal: &Path) -> PushSpool {
         PushSpool {
-            pg_wal: pg_wal.to_owned(),
-            dir: pg_wal.join("walarch").join("push"),
+            spool: Spool::new(pg_wal, "push"),
         }
     }
 
+    /// The `pg_wal` directory this spool serves.
     pub fn pg_wal(&self) -> &Path {
-        &self.pg_wal
+        self.spool.pg_wal()
     }
 
     /// The spool directory itself.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.spool.dir()
     }
 
     fn record_path(&self, name: &WalFileName) -> PathBuf {
-        self.dir.join(format!("{name}.ok"))
+        self.spool.file(&format!("{name}.ok"))
     }
 
     fn error_path(&self, name: &WalFileName) -> PathBuf {
-        self.dir.join(format!("{name}.error"))
+        self.spool.file(&format!("{name}.error"))
     }
 
     /// The record for `path`, when there is one for this repository and this very file.
@@ -146,7 +146,6 @@ impl PushSpool {
         let meta = std::fs::metadata(path)?;
         let record = PushRecord::of(&repo.location().to_string(), &meta, key, stored_bytes);
         write_durably(
-            &self.dir,
             &self.record_path(name),
             &serde_json::to_vec(&record).expect("record serialises"),
         )?;
@@ -157,17 +156,17 @@ impl PushSpool {
     /// Marks `name` as being pushed by the worker right now (not durable: a hint for the
     /// waiting call, which re-checks the worker anyway).
     fn claim_path(&self, name: &WalFileName) -> PathBuf {
-        self.dir.join(format!("{name}.pushing"))
+        self.spool.file(&format!("{name}.pushing"))
     }
 
     fn record_error(&self, name: &WalFileName, message: &str) {
-        let _ = write_durably(&self.dir, &self.error_path(name), message.as_bytes());
+        let _ = write_durably(&self.error_path(name), message.as_bytes());
     }
 
     /// The files PostgreSQL has queued, in the order its archiver takes them: history files
     /// first, then by name (oldest segment first).
     pub fn ready_files(&self) -> std::io::Result<Vec<WalFileName>> {
-        let mut ready: Vec<WalFileName> = std::fs::read_dir(self.pg_wal.join("archive_status"))?
+        let mut ready: Vec<WalFileName> = std::fs::read_dir(self.pg_wal().join("archive_status"))?
             .filter_map(|entry| entry.ok())
             .filter_map(|entry| {
                 entry
@@ -184,7 +183,7 @@ impl PushSpool {
 
     /// Removes records and errors of files PostgreSQL no longer waits on.
     fn prune(&self, ready: &BTreeSet<String>) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+        let Ok(entries) = std::fs::read_dir(self.dir()) else {
             return;
         };
         for entry in entries.filter_map(|e| e.ok()) {
@@ -207,7 +206,7 @@ impl PushSpool {
             .iter()
             .filter_map(|n| {
                 std::fs::metadata(
-                    self.pg_wal
+                    self.pg_wal()
                         .join("archive_status")
                         .join(format!("{n}.ready")),
                 )
@@ -219,7 +218,7 @@ impl PushSpool {
         let queued: BTreeSet<String> = ready.iter().map(ToString::to_string).collect();
         let mut pushed_ahead = 0;
         let mut failures = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+        if let Ok(entries) = std::fs::read_dir(self.dir()) {
             for entry in entries.filter_map(|e| e.ok()) {
                 let file = entry.file_name().to_string_lossy().into_owned();
                 // Only records of files still queued count; older ones await pruning.
@@ -241,19 +240,15 @@ impl PushSpool {
         })
     }
 
-    fn lock_path(&self) -> PathBuf {
-        self.dir.join("worker.lock")
-    }
-
     fn call_path(&self) -> PathBuf {
-        self.dir.join("last-call")
+        self.spool.file("last-call")
     }
 
     /// Marks that PostgreSQL is calling archive_command now, for `repo`. The worker pushes ahead only
     /// while these calls continue: when an operator pauses archiving (`archive_command = ''`)
     /// or the server stops, the worker stops too.
     pub fn note_call(&self, repo: &Repository) {
-        let _ = std::fs::create_dir_all(&self.dir);
+        let _ = std::fs::create_dir_all(self.dir());
         let location = repo.location().to_string();
         if std::fs::read_to_string(self.call_path()).is_ok_and(|current| current == location) {
             if let Ok(file) = std::fs::OpenOptions::new()
@@ -282,16 +277,14 @@ impl PushSpool {
             .unwrap_or(Duration::MAX)
     }
 
-    /// Whether a worker holds the lock right now. Only "would block" means yes: any other
-    /// error (no lock file yet, a file system without locks) means no worker to wait for.
+    /// Whether a worker holds the spool's lock right now.
     pub fn worker_running(&self) -> bool {
-        lock_is_held(&self.lock_path())
+        self.spool.worker_running()
     }
 
-    /// Takes the worker lock; `None` if another worker holds it. The lock is released when the
-    /// returned file is dropped or the process dies.
+    /// Takes the worker lock; `None` if another worker holds it.
     pub fn try_lock_worker(&self) -> std::io::Result<Option<std::fs::File>> {
-        take_lock(&self.dir, &self.lock_path())
+        self.spool.try_lock_worker()
     }
 }
 
@@ -339,55 +332,55 @@ pub async fn run_push_worker(
     repo: &Repository,
     spool: &PushSpool,
     options: PushAheadOptions,
+    cancel: &CancellationToken,
 ) -> PushAheadReport {
     let mut report = PushAheadReport::default();
     let parallelism = options.parallelism.max(1);
-    crate::local_files::sweep_stale_temp_files(spool.dir());
-    // Files this worker tried and failed are not retried in a tight loop: PostgreSQL's own
-    // call for each tries again and reports.
-    let mut failed: BTreeSet<String> = BTreeSet::new();
-    let mut in_flight_names: BTreeSet<String> = BTreeSet::new();
-    let mut in_flight = FuturesUnordered::new();
+    spool.spool.sweep();
+    let mut in_flight = InFlight::new(parallelism);
     let mut spool_broken = false;
     loop {
-        // New pushes only while PostgreSQL keeps calling, for this repository; those in
-        // flight always finish.
+        // New pushes only while PostgreSQL keeps calling, for this repository, and the
+        // worker is not cancelled; those in flight always finish.
         let calling = !spool_broken
+            && !cancel.is_cancelled()
             && spool.since_last_call() < options.idle_exit
             && spool.calls_are_for(repo);
-        if calling && in_flight.len() < parallelism {
+        if calling && in_flight.has_room() {
             // Rescanned whenever a slot is free, so that a file PostgreSQL queued meanwhile
             // (a new history file first of all) is not stuck behind an old queue.
             let ready = spool.ready_files().unwrap_or_default();
             spool.prune(&ready.iter().map(ToString::to_string).collect());
             for name in ready {
-                if in_flight.len() >= parallelism {
+                if !in_flight.has_room() {
                     break;
                 }
                 let text = name.to_string();
-                if failed.contains(&text)
-                    || in_flight_names.contains(&text)
-                    || spool.is_recorded(repo, &spool.pg_wal.join(&text), &name)
+                if in_flight.skips(&text)
+                    || spool.is_recorded(repo, &spool.pg_wal().join(&text), &name)
                 {
                     continue;
                 }
                 let _ = std::fs::write(spool.claim_path(&name), b"");
-                in_flight_names.insert(text);
-                in_flight.push(async move {
-                    let path = spool.pg_wal.join(name.to_string());
-                    let result = push_wal_file(repo, &path, options.compression).await;
-                    (name, path, result)
+                in_flight.start(text, async move {
+                    let path = spool.pg_wal().join(name.to_string());
+                    let result =
+                        push_wal_file(repo, &path, options.compression, spool.pg_wal().parent())
+                            .await;
+                    (name, (path, result))
                 });
             }
         }
-        let Some((name, path, result)) = in_flight.next().await else {
+        let Some((name, (path, result))) = in_flight.next().await else {
             if !calling {
                 return report;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                () = cancel.cancelled() => {}
+            }
             continue;
         };
-        in_flight_names.remove(&name.to_string());
         let outcome = match result {
             Ok(pushed) => spool
                 .record(repo, &path, &name, &pushed.key, pushed.stored_bytes)
@@ -405,7 +398,7 @@ pub async fn run_push_worker(
                     spool.record_error(&name, &message);
                     report.failed += 1;
                 }
-                failed.insert(name.to_string());
+                in_flight.failed(name.to_string());
                 spool_broken |= spool_error;
             }
         }
@@ -453,57 +446,6 @@ impl PushSpool {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
-}
-
-/// Whether another process holds the advisory lock on `path`.
-pub(crate) fn lock_is_held(path: &Path) -> bool {
-    let Ok(file) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-    else {
-        return false;
-    };
-    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
-}
-
-/// Takes the advisory lock on `path`, retrying briefly: a `lock_is_held` check by another
-/// process holds it for an instant. `None` when a worker really holds it.
-pub(crate) fn take_lock(dir: &Path, path: &Path) -> std::io::Result<Option<std::fs::File>> {
-    std::fs::create_dir_all(dir)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)?;
-    for _ in 0..20 {
-        match file.try_lock() {
-            Ok(()) => return Ok(Some(file)),
-            Err(std::fs::TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(5)),
-            Err(std::fs::TryLockError::Error(e)) => return Err(e),
-        }
-    }
-    Ok(None)
-}
-
-/// Writes `content` to `path` so that it is complete and durable when this returns: temporary
-/// file, fsync, rename, directory fsync.
-fn write_durably(dir: &Path, path: &Path, content: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    std::fs::create_dir_all(dir)?;
-    let temp = crate::local_files::temp_beside(path);
-    let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(content)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
 }
 
 #[cfg(test)]
@@ -569,7 +511,7 @@ mod tests {
         let spool = PushSpool::for_pg_wal(&fx.pg_wal);
         let _lock = spool.try_lock_worker().unwrap().unwrap();
         calling(&spool, &fx.repo);
-        let report = run_push_worker(&fx.repo, &spool, options()).await;
+        let report = run_push_worker(&fx.repo, &spool, options(), &CancellationToken::new()).await;
         assert_eq!(report.pushed, 5, "{report:?}");
         for name in &spool.ready_files().unwrap() {
             assert!(
@@ -599,9 +541,10 @@ mod tests {
         );
         // A worker running: the call sees its record appear.
         let lock = spool.try_lock_worker().unwrap().unwrap();
+        let cancel = CancellationToken::new();
         let (waited, report) = tokio::join!(
             spool.wait_for_worker(&fx.repo, &path, &name, None, Duration::from_secs(30)),
-            run_push_worker(&fx.repo, &spool, options())
+            run_push_worker(&fx.repo, &spool, options(), &cancel)
         );
         drop(lock);
         assert!(waited, "{report:?}");
@@ -613,7 +556,7 @@ mod tests {
         let spool = PushSpool::for_pg_wal(&fx.pg_wal);
         let name: WalFileName = "000000010000000000000002".parse().unwrap();
         let path = fx.pg_wal.join(name.to_string());
-        let pushed = push_wal_file(&fx.repo, &path, Compression::default())
+        let pushed = push_wal_file(&fx.repo, &path, Compression::default(), None)
             .await
             .unwrap();
         spool
@@ -658,7 +601,7 @@ mod tests {
         std::fs::write(&bad, good).unwrap();
         let spool = PushSpool::for_pg_wal(&fx.pg_wal);
         calling(&spool, &fx.repo);
-        let report = run_push_worker(&fx.repo, &spool, options()).await;
+        let report = run_push_worker(&fx.repo, &spool, options(), &CancellationToken::new()).await;
         assert_eq!((report.pushed, report.failed), (2, 1), "{report:?}");
         let name: WalFileName = "000000010000000000000003".parse().unwrap();
         assert!(!spool.is_recorded(&fx.repo, &bad, &name));
@@ -676,7 +619,7 @@ mod tests {
         let fx = fixture(1..4);
         let spool = PushSpool::for_pg_wal(&fx.pg_wal);
         calling(&spool, &fx.repo);
-        run_push_worker(&fx.repo, &spool, options()).await;
+        run_push_worker(&fx.repo, &spool, options(), &CancellationToken::new()).await;
         // PostgreSQL archived 2 and 3 (.ready -> .done).
         for n in ["000000010000000000000002", "000000010000000000000003"] {
             std::fs::rename(
@@ -686,7 +629,7 @@ mod tests {
             .unwrap();
         }
         calling(&spool, &fx.repo);
-        run_push_worker(&fx.repo, &spool, options()).await;
+        run_push_worker(&fx.repo, &spool, options(), &CancellationToken::new()).await;
         // Only segment 1, still queued, keeps its record.
         assert_eq!(spool.status().unwrap().pushed_ahead, 1);
         let records = std::fs::read_dir(fx.pg_wal.join("walarch/push"))
@@ -707,7 +650,7 @@ mod tests {
         // archive_command = '' pauses archiving: .ready files pile up but no call comes.
         let fx = fixture(1..4);
         let spool = PushSpool::for_pg_wal(&fx.pg_wal);
-        let report = run_push_worker(&fx.repo, &spool, options()).await;
+        let report = run_push_worker(&fx.repo, &spool, options(), &CancellationToken::new()).await;
         assert_eq!(report.pushed, 0, "{report:?}");
         assert!(
             !fx.repo_dir.join("wal").exists(),

@@ -9,8 +9,8 @@
 //! Once a repository has been accepted (it was empty, or holds the take-over record), the
 //! marker remembers it, so later pushes cost one small local read.
 
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -57,13 +57,10 @@ pub fn read_marker(data_dir: &Path) -> io::Result<Option<RestoreMarker>> {
 
 /// Writes the marker durably (temp file, fsync, rename, directory fsync).
 pub fn write_marker(data_dir: &Path, marker: &RestoreMarker) -> io::Result<()> {
-    let path = data_dir.join(MARKER_FILE);
-    let temp = data_dir.join(format!("{MARKER_FILE}.tmp"));
-    let mut file = std::fs::File::create(&temp)?;
-    file.write_all(&serde_json::to_vec_pretty(marker).expect("a marker serialises"))?;
-    file.sync_all()?;
-    std::fs::rename(&temp, &path)?;
-    std::fs::File::open(data_dir)?.sync_all()
+    crate::local_files::write_durably(
+        &data_dir.join(MARKER_FILE),
+        &serde_json::to_vec_pretty(marker).expect("a marker serialises"),
+    )
 }
 
 /// Records a take-over of `repo` by a restored copy; returns the record's id for the marker.
@@ -78,7 +75,7 @@ pub async fn record_takeover(
         "taken_over_at": now,
         "restored_backup": backup,
         "data_directory": target,
-        "host": std::env::var("HOSTNAME").unwrap_or_default(),
+        "host": rustix::system::uname().nodename().to_string_lossy(),
     });
     let body = Bytes::from(serde_json::to_vec_pretty(&record).expect("a record serialises"));
     match repo.put_new(&takeover_key(&id), body).await? {
@@ -87,15 +84,6 @@ pub async fn record_takeover(
             path: takeover_key(&id).to_string(),
             source: io::Error::new(io::ErrorKind::AlreadyExists, "take-over record exists"),
         }),
-    }
-}
-
-/// The data directory of a WAL file path as PostgreSQL passes it (`pg_wal/<name>`, relative to
-/// the data directory, or absolute).
-pub fn data_dir_of_wal_file(wal_file: &Path) -> PathBuf {
-    match wal_file.parent().and_then(Path::parent) {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
     }
 }
 
@@ -145,7 +133,7 @@ pub enum MarkerError {
     #[error(
         "{data_dir} was restored from backup {backup} of {source_repo} and {repo} already holds WAL: \
          archiving this copy there would mix two histories. Archive into a new repository, or \
-         restore with --take-over if this copy replaces the original"
+         restore it as a take-over of the repository if this copy replaces the original"
     )]
     RestoredCopy {
         data_dir: String,
@@ -220,7 +208,7 @@ mod tests {
         add_wal(&source).await;
         let err = check_restored_copy(&source, dir.path()).await.unwrap_err();
         assert!(matches!(err, MarkerError::RestoredCopy { .. }), "{err}");
-        assert!(err.to_string().contains("--take-over"), "{err}");
+        assert!(err.to_string().contains("take-over"), "{err}");
 
         // An empty repository is accepted, and remembered: its own WAL does not lock it out.
         let fresh = repo("fresh");
@@ -255,17 +243,5 @@ mod tests {
         )
         .unwrap();
         assert!(check_restored_copy(&source, other.path()).await.is_err());
-    }
-
-    #[test]
-    fn data_directory_of_a_wal_path() {
-        assert_eq!(
-            data_dir_of_wal_file(Path::new("pg_wal/000000010000000000000001")),
-            PathBuf::from(".")
-        );
-        assert_eq!(
-            data_dir_of_wal_file(Path::new("/d/pg_wal/000000010000000000000001")),
-            PathBuf::from("/d")
-        );
     }
 }

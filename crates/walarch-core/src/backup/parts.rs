@@ -191,6 +191,7 @@ impl<'job> PartWriter<'job> {
                 if reader.padded {
                     tracing::debug!(file = %file.path, "file shrank while being copied; WAL replay restores it");
                 }
+                self.job.progress.add_file();
                 Ok(Some(FileEntry {
                     path: file.path,
                     size: file.size,

@@ -25,9 +25,10 @@ use super::read::{
     EntryError, EntryKind, PartReadError, copy_with_crc, copy_with_crc_pipelined, for_each_part,
     read_part,
 };
-use super::{BackupSelector, Progress};
+use super::{BackupSelector, Phase, Progress};
 use crate::repo::{RepoError, Repository};
 use crate::store::keys;
+use tokio_util::sync::CancellationToken;
 
 /// What to write so that starting PostgreSQL recovers from the archive.
 #[derive(Debug, Clone, Default)]
@@ -66,12 +67,18 @@ pub struct RestoreReport {
     pub take_over: bool,
 }
 
+/// Restores the backup `options.backup` into `options.pgdata`, set up to recover from the
+/// archive. Cancelled, it stops between files and leaves a directory without `pg_control`
+/// (PostgreSQL refuses to start it) that a new restore refuses, saying it holds an
+/// interrupted restore, unless it is told to empty it first.
 pub async fn restore_backup(
     repo: &Repository,
     options: &RestoreOptions,
     progress: Arc<Progress>,
+    cancel: &CancellationToken,
 ) -> Result<RestoreReport, RestoreError> {
     let started = Instant::now();
+    progress.set_phase(Phase::Preparing);
     let manifest = find_backup(repo, &options.backup).await?;
     if let Some(identity) = repo.identity().await?
         && identity.system_id != manifest.system_id
@@ -83,9 +90,12 @@ pub async fn restore_backup(
     }
     let target = options.pgdata.clone();
     prepare_target(&target, options.force)?;
+    // Says "a restore is (or was) under way here" until pg_control is in place.
+    write_file(&target.join(IN_PROGRESS), b"")?;
     let tablespaces = place_tablespaces(&target, &manifest, &options.tablespace_map)?;
     create_directories(&target, &manifest)?;
     progress.set_total(manifest.data_bytes());
+    progress.set_files_total(manifest.files.len() as u64);
     let label = repo
         .get_if_exists(&keys::backup_file(manifest.id.as_str(), "backup_label"))
         .await?
@@ -104,7 +114,22 @@ pub async fn restore_backup(
 
     let manifest = Arc::new(manifest);
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "target prepared");
-    unpack_parts(repo, &manifest, &target, options.parallel.max(1), progress).await?;
+    progress.set_phase(Phase::Restoring);
+    unpack_parts(
+        repo,
+        &manifest,
+        &target,
+        options.parallel.max(1),
+        progress.clone(),
+        cancel,
+    )
+    .await?;
+    if cancel.is_cancelled() {
+        return Err(RestoreError::Cancelled(format!(
+            "restore into {} (it has no pg_control, so PostgreSQL cannot start it)",
+            target.display()
+        )));
+    }
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "parts unpacked");
     write_file(&target.join("backup_label"), &label)?;
     if manifest.has_tablespace_map {
@@ -139,6 +164,7 @@ pub async fn restore_backup(
     // One syncfs per file system for what the background flushes have not covered (small
     // files, directories, the files written last): everything restored is durable before
     // pg_control appears.
+    progress.set_phase(Phase::Syncing);
     tokio::task::spawn_blocking(move || {
         for (dir, handle) in sync_dirs.iter().zip(&sync_handles) {
             rustix::fs::syncfs(handle).map_err(|e| io_error(dir, e.into()))?;
@@ -158,6 +184,8 @@ pub async fn restore_backup(
     fs::File::open(&global)
         .and_then(|dir| dir.sync_all())
         .map_err(|e| io_error(&global, e))?;
+    fs::remove_file(target.join(IN_PROGRESS)).map_err(|e| io_error(&target, e))?;
+    progress.set_phase(Phase::Done);
 
     Ok(RestoreReport {
         backup: manifest.id.clone(),
@@ -194,6 +222,11 @@ fn prepare_target(target: &Path, force: bool) -> Result<(), RestoreError> {
                 .map_err(|e| io_error(target, e))?;
             if !entries.is_empty() {
                 if !force {
+                    // A restore that stopped before the end (cancelled, failed) left its files
+                    // but never its pg_control: say so, rather than only "not empty".
+                    if target.join(IN_PROGRESS).exists() {
+                        return Err(RestoreError::Interrupted(target.display().to_string()));
+                    }
                     return Err(RestoreError::NotEmpty(target.display().to_string()));
                 }
                 if target.join("postmaster.pid").exists() {
@@ -312,6 +345,7 @@ async fn unpack_parts(
     target: &Path,
     parallel: usize,
     progress: Arc<Progress>,
+    cancel: &CancellationToken,
 ) -> Result<(), RestoreError> {
     // Path → (part, size, CRC-32, mode), and the directories, built once for all workers.
     let expected: HashMap<String, (u32, u64, u32, u32)> = manifest
@@ -325,14 +359,31 @@ async fn unpack_parts(
         .map(|d| d.path.clone())
         .collect();
     let restored = Arc::new(AtomicUsize::new(0));
+    // The part workers run on blocking threads: a cancel reaches them through this flag,
+    // checked before each entry.
+    let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch_cancel = tokio::spawn({
+        let (cancel, cancelled) = (cancel.clone(), cancelled.clone());
+        async move {
+            cancel.cancelled().await;
+            cancelled.store(true, Ordering::Relaxed);
+        }
+    });
     let background_sync = BackgroundSync::start(2);
     let unpacked = for_each_part(manifest.parts.len(), parallel, {
         let (store, manifest, target) = (repo.store().clone(), manifest.clone(), target.to_owned());
         let (restored, syncer) = (restored.clone(), background_sync.handle());
+        let cancelled = cancelled.clone();
         let runtime = tokio::runtime::Handle::current();
         move |index| -> Result<(), RestoreError> {
             let mut buffer = vec![0u8; 1 << 20];
             read_part(&store, &runtime, &manifest, index, |kind, path, clean, data| {
+                if cancelled.load(Ordering::Relaxed) {
+                    return Err(EntryError {
+                        kind: crate::error::ErrorKind::Cancelled,
+                        message: "cancelled".into(),
+                    });
+                }
                 if kind == EntryKind::Directory {
                     return if directories.contains(path) {
                         Ok(())
@@ -379,6 +430,7 @@ async fn unpack_parts(
                     .into());
                 }
                 restored.fetch_add(1, Ordering::Relaxed);
+                progress.add_file();
                 Ok(())
             })?;
             Ok(())
@@ -388,6 +440,13 @@ async fn unpack_parts(
     let synced = tokio::task::spawn_blocking(move || background_sync.finish())
         .await
         .expect("sync threads do not panic");
+    watch_cancel.abort();
+    if cancel.is_cancelled() {
+        return Err(RestoreError::Cancelled(format!(
+            "restore into {} (it has no pg_control, so PostgreSQL cannot start it)",
+            target.display()
+        )));
+    }
     unpacked?;
     synced?;
     let restored = restored.load(Ordering::Relaxed);
@@ -404,6 +463,10 @@ async fn unpack_parts(
     }
     Ok(())
 }
+
+/// Present in the target from the start of a restore until its pg_control is in place: a
+/// restore that stopped half-way is recognised by it.
+pub(crate) const IN_PROGRESS: &str = "walarch_restore.incomplete";
 
 /// pg_control, and the name it is restored under until every other file is in place.
 const CONTROL_FILE: &str = "global/pg_control";
@@ -584,12 +647,20 @@ pub enum RestoreError {
     /// The backup's manifest names objects the repository no longer holds.
     #[error("{0}: it cannot be restored")]
     Damaged(String),
-    #[error(
-        "{0} is not empty: restore into an empty directory, or pass --force to replace its contents"
-    )]
+    #[error("{0} is not empty: restore into an empty directory, or have it emptied first")]
     NotEmpty(String),
     #[error("{0} holds postmaster.pid: stop the server that uses it before restoring over it")]
     Running(String),
+    /// An earlier restore into the target stopped before the end.
+    #[error(
+        "{0} holds an interrupted restore (cancelled or failed before its pg_control was put in \
+         place, so PostgreSQL cannot start it): restore again, emptying it first"
+    )]
+    Interrupted(String),
+    /// The caller cancelled a restore (into the directory named) or a verify (of the backup
+    /// named).
+    #[error("{0} cancelled")]
+    Cancelled(String),
     #[error("cannot write {path}: {source}")]
     Io { path: String, source: io::Error },
 }
@@ -606,7 +677,10 @@ impl RestoreError {
             RestoreError::Invalid(_) => ErrorKind::Refused,
             RestoreError::NotFound(_) => ErrorKind::NotFound,
             RestoreError::Damaged(_) => ErrorKind::Corrupt,
-            RestoreError::NotEmpty(_) | RestoreError::Running(_) => ErrorKind::Refused,
+            RestoreError::NotEmpty(_) | RestoreError::Running(_) | RestoreError::Interrupted(_) => {
+                ErrorKind::Refused
+            }
+            RestoreError::Cancelled(_) => ErrorKind::Cancelled,
             RestoreError::Io { source, .. } => crate::error::io_error_kind(source),
         }
     }
@@ -668,13 +742,47 @@ mod tests {
     async fn pg_control_appears_last_and_only_on_success() {
         let (dir, repo) = repository_with_backup(&["global", "base", "base/1"]).await;
         let target = dir.path().join("restored");
-        restore_backup(&repo, &restore_options(&target), Arc::default())
-            .await
-            .unwrap();
+        restore_backup(
+            &repo,
+            &restore_options(&target),
+            Arc::default(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
         assert_eq!(fs::read(target.join(CONTROL_FILE)).unwrap(), [7u8; 8192]);
         assert!(!target.join(CONTROL_FILE_HELD).exists());
         assert!(target.join(super::super::marker::MARKER_FILE).is_file());
         assert!(target.join("recovery.signal").is_file());
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_restore_leaves_no_pg_control_and_a_retry_says_why_it_refuses() {
+        let (dir, repo) = repository_with_backup(&["global", "base", "base/1"]).await;
+        let target = dir.path().join("restored");
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let err = restore_backup(&repo, &restore_options(&target), Arc::default(), &cancel)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RestoreError::Cancelled(_)), "{err}");
+        assert!(!target.join(CONTROL_FILE).exists());
+        let again = restore_backup(
+            &repo,
+            &restore_options(&target),
+            Arc::default(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(again, RestoreError::Interrupted(_)), "{again}");
+        let mut forced = restore_options(&target);
+        forced.force = true;
+        restore_backup(&repo, &forced, Arc::default(), &CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(target.join(CONTROL_FILE).is_file());
+        assert!(!target.join(IN_PROGRESS).exists());
     }
 
     #[tokio::test]
@@ -704,9 +812,14 @@ mod tests {
         let (dir, repo) =
             repository_with_backup(&["global", "base", "base/1", "walarch_restore.json"]).await;
         let target = dir.path().join("restored");
-        let err = restore_backup(&repo, &restore_options(&target), Arc::default())
-            .await
-            .unwrap_err();
+        let err = restore_backup(
+            &repo,
+            &restore_options(&target),
+            Arc::default(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, RestoreError::Io { .. }), "{err}");
         assert!(
             target.join("backup_label").is_file(),

@@ -36,6 +36,7 @@ const EXCLUDED_FILES: &[&str] = &[
     "tablespace_map.old",
     "backup_manifest",
     super::marker::MARKER_FILE,
+    super::restore::IN_PROGRESS,
 ];
 
 /// A file to copy: stored under `path` (relative, `/`-separated), read from `source`.

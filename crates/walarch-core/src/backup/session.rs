@@ -2,72 +2,11 @@
 //! stays open while the files are copied, and stops it (DESIGN.md §4).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use tokio_postgres::{Client, Config, NoTls};
 
 use super::manifest::Tablespace;
 use crate::wal::{Lsn, SystemId, TimelineId, WalSegmentSize};
-
-/// How to reach the server: a libpq-style connection string (`host=... port=...` or a
-/// `postgresql://` URL), completed from the `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE` and
-/// `PGPASSWORD` environment like libpq does. Connections are plain (unix socket or loopback);
-/// TLS is not offered.
-pub fn connection_config(conninfo: Option<&str>) -> Result<Config, SessionError> {
-    let mut config: Config = match conninfo {
-        Some(text) if !text.trim().is_empty() => text
-            .parse()
-            .map_err(|e| SessionError::Conninfo(format!("{e}")))?,
-        _ => Config::new(),
-    };
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    if config.get_hosts().is_empty() {
-        let host = env("PGHOST").unwrap_or_else(|| {
-            ["/var/run/postgresql", "/tmp"]
-                .into_iter()
-                .find(|dir| std::path::Path::new(dir).is_dir())
-                .unwrap_or("/tmp")
-                .to_owned()
-        });
-        for host in host.split(',') {
-            if host.starts_with('/') {
-                config.host_path(host);
-            } else {
-                config.host(host);
-            }
-        }
-    }
-    if config.get_ports().is_empty()
-        && let Some(port) = env("PGPORT")
-    {
-        let port = port
-            .parse()
-            .map_err(|_| SessionError::Conninfo(format!("PGPORT={port} is not a port")))?;
-        config.port(port);
-    }
-    if config.get_user().is_none() {
-        let user = env("PGUSER")
-            .or_else(|| env("USER"))
-            .or_else(|| env("LOGNAME"))
-            .unwrap_or_else(|| "postgres".to_owned());
-        config.user(user);
-    }
-    if config.get_dbname().is_none()
-        && let Some(db) = env("PGDATABASE")
-    {
-        config.dbname(db);
-    }
-    if config.get_password().is_none()
-        && let Some(password) = env("PGPASSWORD")
-    {
-        config.password(password);
-    }
-    if config.get_application_name().is_none() {
-        config.application_name("walarch backup");
-    }
-    config.connect_timeout(Duration::from_secs(30));
-    Ok(config)
-}
 
 /// What the server says about itself.
 #[derive(Debug, Clone)]
@@ -275,7 +214,7 @@ fn parse_lsn(text: String) -> Result<Lsn, SessionError> {
 pub enum SessionError {
     #[error("invalid connection string: {0}")]
     Conninfo(String),
-    #[error("cannot connect to PostgreSQL: {0} (set --dbname or PGHOST/PGPORT/PGUSER)")]
+    #[error("cannot connect to PostgreSQL: {0}")]
     Connect(#[source] tokio_postgres::Error),
     #[error("cannot {0}: {1}")]
     Query(&'static str, #[source] tokio_postgres::Error),

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use object_store::ObjectStoreExt;
 
+use super::Phase;
 use super::Progress;
 use super::label::BackupLabel;
 use super::manifest::{BackupId, MANIFEST_FORMAT, Manifest};
@@ -21,20 +22,24 @@ use super::marker::{MarkerError, check_restored_copy};
 use super::parts::{Item, PartError, PartsJob};
 use super::scan::scan;
 use super::server_files;
-use super::session::{BackupSession, SessionError, connection_config};
+use super::session::{BackupSession, SessionError};
 use crate::codec::Compression;
 use crate::error::{ErrorKind, io_error_kind};
 use crate::repo::{Identity, PutOutcome, RepoError, Repository};
 use crate::store::keys;
 use crate::wal::{Lsn, SystemId, TimelineId};
+use tokio_util::sync::CancellationToken;
 
+/// How to take a base backup.
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
     /// The data directory to read; by default the server's `data_directory`. Either way it
-    /// must be the directory of the server connected to (checked by system identifier).
+    /// must be the directory of the server connected to (checked: see `server_files`).
     pub pgdata: Option<PathBuf>,
-    /// libpq-style connection string; PG* environment variables fill the rest.
-    pub conninfo: Option<String>,
+    /// How to reach the server. Nothing is taken from the environment: the caller fills
+    /// in host, port, user and password (the command line maps `--dbname` and `PG*`).
+    pub connection: tokio_postgres::Config,
+    /// How the parts are compressed.
     pub compression: Compression,
     /// Worker threads reading, compressing and uploading (each writes its own parts).
     pub parallel: usize,
@@ -50,7 +55,7 @@ impl Default for BackupOptions {
     fn default() -> Self {
         BackupOptions {
             pgdata: None,
-            conninfo: None,
+            connection: tokio_postgres::Config::new(),
             compression: Compression::default(),
             parallel: std::thread::available_parallelism()
                 .map_or(2, |n| n.get())
@@ -63,14 +68,27 @@ impl Default for BackupOptions {
 }
 
 /// Takes a base backup; returns its manifest once the backup exists (manifest stored).
-/// `progress` counts file bytes copied against the scanned total.
+/// `progress` counts file bytes copied against the scanned total. Cancelled, the backup
+/// stops the server's backup, writes no manifest and withdraws its claim on its folder
+/// (which retention then removes as interrupted).
 pub async fn take_backup(
     repo: &Repository,
     options: &BackupOptions,
     progress: Arc<Progress>,
+    cancel: &CancellationToken,
 ) -> Result<Manifest, BackupError> {
-    let config = connection_config(options.conninfo.as_deref())?;
-    let session = BackupSession::connect(&config).await?;
+    progress.set_phase(Phase::Preparing);
+    let mut config = options.connection.clone();
+    if config.get_application_name().is_none() {
+        config.application_name("walarch backup");
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(30));
+    }
+    let session = tokio::select! {
+        session = BackupSession::connect(&config) => session?,
+        () = cancel.cancelled() => return Err(BackupError::Cancelled { id: None }),
+    };
     let info = session.info().clone();
     let data_dir = options
         .pgdata
@@ -89,8 +107,47 @@ pub async fn take_backup(
         });
     }
     check_restored_copy(repo, &data_dir).await?;
+    if cancel.is_cancelled() {
+        return Err(BackupError::Cancelled { id: None });
+    }
 
     let id = unused_backup_id(repo).await?;
+    let result = backup_claimed(
+        repo,
+        options,
+        progress.clone(),
+        cancel,
+        session,
+        &id,
+        &data_dir,
+    )
+    .await;
+    progress.set_phase(Phase::Done);
+    if let Err(BackupError::Cancelled { .. }) = &result {
+        // Without its claim the folder is an interrupted backup to retention; nothing of it
+        // can become a backup now (no manifest is ever written after a cancel).
+        let claim = keys::backup_file(id.as_str(), "started");
+        if let Err(e) = repo.store().delete(&claim).await {
+            tracing::warn!(backup = %id, error = %crate::store::redact_secrets(&e.to_string()), "cannot withdraw the cancelled backup's claim");
+        }
+        return Err(BackupError::Cancelled { id: Some(id) });
+    }
+    result
+}
+
+/// The backup once its id is claimed: start, copy, stop, label, WAL, manifest.
+async fn backup_claimed(
+    repo: &Repository,
+    options: &BackupOptions,
+    progress: Arc<Progress>,
+    cancel: &CancellationToken,
+    session: BackupSession,
+    id: &BackupId,
+    data_dir: &Path,
+) -> Result<Manifest, BackupError> {
+    let info = session.info().clone();
+    let id = id.clone();
+    let data_dir = data_dir.to_owned();
     let started_at = Utc::now();
     let start_lsn = session
         .start(&format!("walarch {id}"), options.fast_checkpoint)
@@ -98,7 +155,19 @@ pub async fn take_backup(
     tracing::info!(backup = %id, %start_lsn, standby = info.in_recovery, "backup started");
 
     let copied = match server_files::check_checkpoint(&data_dir, &session, start_lsn).await {
-        Ok(()) => copy_files(repo, options, &id, &data_dir, &info, progress).await,
+        Ok(()) => {
+            progress.set_phase(Phase::Copying);
+            copy_files(
+                repo,
+                options,
+                &id,
+                &data_dir,
+                &info,
+                progress.clone(),
+                cancel,
+            )
+            .await
+        }
         Err(e) => Err(e),
     };
     // Stop even when copying failed, so the server does not keep the backup open.
@@ -147,7 +216,14 @@ pub async fn take_backup(
         files,
         parts,
     };
-    wait_for_wal(repo, &manifest, options.wal_timeout).await?;
+    progress.set_phase(Phase::WaitingForWal);
+    tokio::select! {
+        waited = wait_for_wal(repo, &manifest, options.wal_timeout) => waited?,
+        () = cancel.cancelled() => return Err(BackupError::Cancelled { id: Some(id) }),
+    }
+    if cancel.is_cancelled() {
+        return Err(BackupError::Cancelled { id: Some(id) });
+    }
     commit_manifest(repo, &mut manifest).await?;
     tracing::info!(backup = %id, stop_lsn = %manifest.stop_lsn, "backup complete");
     Ok(manifest)
@@ -216,6 +292,7 @@ async fn copy_files(
     data_dir: &Path,
     info: &super::ServerInfo,
     progress: Arc<Progress>,
+    cancel: &CancellationToken,
 ) -> Result<Copied, BackupError> {
     let tree = {
         let (dir, spaces, major) = (data_dir.to_owned(), info.tablespaces.clone(), info.major());
@@ -228,6 +305,7 @@ async fn copy_files(
             })?
     };
     progress.set_total(tree.total_bytes());
+    progress.set_files_total(tree.files.len() as u64);
     let directories = tree.directories.clone();
     let mut queue: VecDeque<Item> = tree.directories.into_iter().map(Item::Directory).collect();
     // pg_control is copied last, alone, once every other file is: for a backup from a
@@ -248,6 +326,14 @@ async fn copy_files(
         failed: AtomicBool::new(false),
         progress,
         runtime: tokio::runtime::Handle::current(),
+    });
+    // A cancel stops the workers between files, as a failure of one of them does.
+    let stop_on_cancel = tokio::spawn({
+        let (job, cancel) = (job.clone(), cancel.clone());
+        async move {
+            cancel.cancelled().await;
+            job.failed.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     });
     let workers: Vec<_> = (0..options.parallel.max(1))
         .map(|_| {
@@ -270,6 +356,12 @@ async fn copy_files(
                 first_error.get_or_insert(e);
             }
         }
+    }
+    stop_on_cancel.abort();
+    if cancel.is_cancelled() {
+        return Err(BackupError::Cancelled {
+            id: Some(id.clone()),
+        });
     }
     if let Some(e) = first_error {
         return Err(e.into());
@@ -364,10 +456,9 @@ pub enum BackupError {
     #[error(transparent)]
     Part(#[from] PartError),
     /// The caller cancelled the backup: no manifest was written, the claim was withdrawn.
-    #[error(
-        "backup {id} cancelled: it does not exist (no manifest); its folder is left for retention"
-    )]
-    Cancelled { id: BackupId },
+    /// The caller cancelled the backup: no manifest was written, the claim was withdrawn.
+    #[error("backup{} cancelled: it does not exist (no manifest); retention removes what it wrote", id.as_ref().map(|id| format!(" {id}")).unwrap_or_default())]
+    Cancelled { id: Option<BackupId> },
     /// Retention took the backup's folder for an interrupted backup and withdrew its claim.
     #[error(
         "backups/{id} was taken for an interrupted backup by a retention run while the backup ran, \
@@ -376,7 +467,7 @@ pub enum BackupError {
     ClaimWithdrawn { id: BackupId },
     #[error(
         "{data_dir} belongs to database system {local}, but the server connected to is {server}: \
-         give the data directory of that server (--pgdata) or connect to the right server (--dbname)"
+         give the data directory of that server, or connect to the server of that directory"
     )]
     WrongDataDirectory {
         data_dir: String,

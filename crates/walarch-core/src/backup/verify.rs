@@ -9,9 +9,10 @@ use serde::Serialize;
 
 use super::Progress;
 use super::manifest::{BackupId, Manifest};
-use super::read::{EntryKind, copy_with_crc, for_each_part, read_part};
+use super::read::{EntryError, EntryKind, copy_with_crc, for_each_part, read_part};
 use super::restore::RestoreError;
 use crate::repo::Repository;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
@@ -30,13 +31,28 @@ impl VerifyReport {
     }
 }
 
+/// Reads every part of the backup `manifest` describes and checks each file against it, its
+/// `backup_label`, and the WAL it needs. Problems are reported, not returned as errors.
 pub async fn verify_backup(
     repo: &Repository,
     manifest: &Manifest,
     parallel: usize,
     progress: Arc<Progress>,
+    cancel: &CancellationToken,
 ) -> Result<VerifyReport, RestoreError> {
-    progress.set_total(manifest.data_bytes());
+    progress.restart(
+        super::Phase::Verifying,
+        manifest.data_bytes(),
+        manifest.files.len() as u64,
+    );
+    let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch_cancel = tokio::spawn({
+        let (cancel, cancelled) = (cancel.clone(), cancelled.clone());
+        async move {
+            cancel.cancelled().await;
+            cancelled.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
     let manifest = Arc::new(manifest.clone());
     let seen: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
     let problems: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -44,6 +60,7 @@ pub async fn verify_backup(
     let _ = for_each_part(manifest.parts.len(), parallel, {
         let (store, manifest, seen, problems) =
             (repo.store().clone(), manifest.clone(), seen.clone(), problems.clone());
+        let (cancelled, progress) = (cancelled.clone(), progress.clone());
         let runtime = tokio::runtime::Handle::current();
         move |index| -> Result<(), std::convert::Infallible> {
             let expected: HashMap<&str, _> =
@@ -51,12 +68,19 @@ pub async fn verify_backup(
             let mut buffer = vec![0u8; 1 << 20];
             let problem = |text: String| problems.lock().expect("lock").push(text);
             let result = read_part(&store, &runtime, &manifest, index, |kind, path, _, data| {
+                if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err(EntryError {
+                        kind: crate::error::ErrorKind::Cancelled,
+                        message: "cancelled".into(),
+                    });
+                }
                 if kind == EntryKind::Directory {
                     return Ok(());
                 }
                 let (size, crc) = copy_with_crc(data, &mut std::io::sink(), &mut buffer)
                     .map_err(|e| format!("damaged: {e}"))?;
                 progress.add(size);
+                progress.add_file();
                 *seen.lock().expect("lock").entry(path.to_owned()).or_default() += 1;
                 match expected.get(path) {
                     None => problem(format!("part {index} holds {path}, which the manifest does not list")),
@@ -79,6 +103,13 @@ pub async fn verify_backup(
         }
     })
     .await;
+    watch_cancel.abort();
+    if cancel.is_cancelled() {
+        return Err(RestoreError::Cancelled(format!(
+            "verify of backup {}",
+            manifest.id
+        )));
+    }
     let seen = std::mem::take(&mut *seen.lock().expect("lock"));
     let mut problems = std::mem::take(&mut *problems.lock().expect("lock"));
     for file in &manifest.files {

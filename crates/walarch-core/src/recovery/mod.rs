@@ -14,9 +14,9 @@ pub use target::{
 };
 pub use window::{RecoverableWindow, recoverable_windows};
 
-use crate::backup::{Manifest, list_backups};
-use crate::catalog::{Timelines, WalIndex, list_wal};
-use crate::repo::{RepoError, Repository};
+use crate::backup::Manifest;
+use crate::catalog::{Snapshot, Timelines, WalIndex};
+use crate::repo::RepoError;
 
 /// Why recovery to a target cannot be planned.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +54,8 @@ impl PlanError {
     }
 }
 
-/// What planning reads from the repository: complete backups, stored WAL and history files.
+/// What planning reads: a [`Snapshot`]'s whole backups, its WAL indexed by timeline and
+/// segment, and its history files.
 pub(crate) struct RepositoryView {
     pub backups: Vec<Manifest>,
     pub index: WalIndex,
@@ -62,17 +63,12 @@ pub(crate) struct RepositoryView {
 }
 
 impl RepositoryView {
-    pub async fn load(repo: &Repository) -> Result<Self, PlanError> {
-        let identity = repo.identity().await?.ok_or(PlanError::Empty)?;
-        let (backups, listed) = futures::try_join!(
-            async { list_backups(repo).await.map_err(PlanError::from) },
-            async { list_wal(repo).await.map_err(PlanError::from) },
-        )?;
-        let timelines = Timelines::load(repo, &listed).await?;
+    pub fn of(snapshot: &Snapshot) -> Result<Self, PlanError> {
+        let identity = snapshot.identity.as_ref().ok_or(PlanError::Empty)?;
         Ok(RepositoryView {
-            backups: backups.backups,
-            index: WalIndex::new(&listed, identity.wal_segment_size),
-            timelines,
+            backups: snapshot.backups.backups.clone(),
+            index: WalIndex::new(&snapshot.wal, identity.wal_segment_size),
+            timelines: snapshot.timelines.clone(),
         })
     }
 }

@@ -10,6 +10,7 @@ use super::scan::{Scan, ScanEnd, scan_path};
 use super::target::{RecoveryTarget, TargetSpec, TimelineChoice};
 use super::{PlanError, RepositoryView};
 use crate::backup::{BackupSelector, Manifest};
+use crate::catalog::Snapshot;
 use crate::repo::Repository;
 use crate::wal::{
     Lsn, RecordEvent, SegmentName, SegmentNo, TimelineId, TimelineSpan, WalRecord, path_passes,
@@ -65,13 +66,15 @@ pub struct RecoveryPlan {
 }
 
 /// Plans recovery to `spec`, from `backup` when given, else from the backup the target
-/// calls for (time and LSN: the newest that finished before it; otherwise the newest).
+/// calls for (time and LSN: the newest that finished before it; otherwise the newest): a
+/// function of the repository's `snapshot` and the WAL it decodes (read from `repo`).
 pub async fn plan_recovery(
     repo: &Repository,
+    snapshot: &Snapshot,
     spec: &TargetSpec,
     backup: Option<&BackupSelector>,
 ) -> Result<RecoveryPlan, PlanError> {
-    let view = RepositoryView::load(repo).await?;
+    let view = RepositoryView::of(snapshot)?;
     // The newest suitable backup whose timeline the target timeline descends from (it must
     // have ended before the target timeline branched off, as PostgreSQL checks).
     let mut refused = None;
@@ -95,9 +98,9 @@ pub async fn plan_recovery(
                 manifest.timeline,
                 manifest.stop_lsn,
                 if backup.is_some() {
-                    "choose an older backup or another --target-timeline"
+                    "choose an older backup or another target timeline"
                 } else {
-                    "no older backup is either; give --target-timeline"
+                    "no older backup is either; choose another target timeline"
                 }
             )
         });
@@ -183,7 +186,7 @@ fn candidate_backups<'a>(
 ) -> Result<Vec<&'a Manifest>, PlanError> {
     if backups.is_empty() {
         return Err(PlanError::NoBackup(
-            "the repository holds no complete backup (take one with `walarch backup`)".into(),
+            "the repository holds no complete backup yet".into(),
         ));
     }
     // By real time (completion, then position), not by id.
@@ -195,9 +198,7 @@ fn candidate_backups<'a>(
                 .iter()
                 .find(|m| &m.id == id)
                 .map(|m| vec![m])
-                .ok_or_else(|| {
-                    PlanError::NoBackup(format!("no complete backup {id} (see `walarch backups`)"))
-                });
+                .ok_or_else(|| PlanError::NoBackup(format!("no complete backup {id}")));
         }
         Some(BackupSelector::Latest) => return Ok(vec![newest_first[0]]),
         None => {}
@@ -450,7 +451,7 @@ async fn walk_to_stop(
             };
             let hint = match spec.target {
                 RecoveryTarget::Xid(_) | RecoveryTarget::Name(_) => {
-                    " (if it lies before this backup, name an older backup with --backup)"
+                    " (if it lies before this backup, name an older backup)"
                 }
                 _ => "",
             };

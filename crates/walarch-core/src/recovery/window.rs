@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::scan::{Scan, scan_path};
 use super::{PlanError, RepositoryView};
+use crate::catalog::Snapshot;
 use crate::repo::Repository;
 use crate::wal::{Lsn, RecordEvent, SegmentNo, TimelineId, path_passes};
 
@@ -30,8 +31,11 @@ pub struct RecoverableWindow {
 
 /// The recoverable windows of every timeline with stored WAL, oldest timeline first; a
 /// timeline can have several windows when a gap separates backups.
-pub async fn recoverable_windows(repo: &Repository) -> Result<Vec<RecoverableWindow>, PlanError> {
-    let view = RepositoryView::load(repo).await?;
+pub async fn recoverable_windows(
+    repo: &Repository,
+    snapshot: &Snapshot,
+) -> Result<Vec<RecoverableWindow>, PlanError> {
+    let view = RepositoryView::of(snapshot)?;
     let index = &view.index;
     let size = index.segment_size();
     let mut windows = Vec::new();

@@ -24,6 +24,7 @@ use super::{RetentionError, RetentionPlan};
 use crate::backup::{BackupId, Progress};
 use crate::repo::Repository;
 use crate::store::keys;
+use tokio_util::sync::CancellationToken;
 
 /// What a retention run deleted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -43,15 +44,20 @@ pub struct RetentionReport {
 }
 
 /// Deletes what `plan` says, in the safe order. `progress` counts bytes deleted.
+/// Cancelled, it stops between batches of deletes, leaving what an interrupted run leaves: a
+/// repository in which every listed backup is whole and has its WAL.
 pub async fn apply_retention(
     repo: &Repository,
     plan: &RetentionPlan,
     progress: &Progress,
+    cancel: &CancellationToken,
 ) -> Result<RetentionReport, RetentionError> {
+    progress.set_phase(crate::backup::Phase::Deleting);
     let mut report = RetentionReport::default();
     let mut deleter = Deleter {
         repo,
         progress,
+        cancel,
         deleted: 0,
     };
 
@@ -142,10 +148,14 @@ async fn list_folders(
         .collect())
 }
 
+/// Deletes handed to the store at once (S3's batch limit), with a cancellation check between.
+const DELETE_BATCH: usize = 1000;
+
 #[derive(Debug)]
 struct Deleter<'a> {
     repo: &'a Repository,
     progress: &'a Progress,
+    cancel: &'a CancellationToken,
     /// Objects deleted by this run so far, for the failure message.
     deleted: u64,
 }
@@ -160,29 +170,42 @@ impl Deleter<'_> {
         what: &'static str,
     ) -> Result<(u64, u64), RetentionError> {
         let sizes: HashMap<Path, u64> = objects.iter().cloned().collect();
-        let keys = futures::stream::iter(objects.into_iter().map(|(key, _)| Ok(key))).boxed();
-        let mut results = self.repo.store().delete_stream(keys);
         let (mut gone, mut bytes) = (0, 0);
-        while let Some(result) = results.next().await {
-            match result {
-                Ok(key) => {
-                    let size = sizes.get(&key).copied().unwrap_or(0);
-                    self.progress.add(size);
-                    bytes += size;
-                }
-                // Already gone: deleted by an earlier, interrupted run.
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(source) => {
-                    return Err(RetentionError::DeleteFailed {
-                        what,
-                        location: self.repo.location().to_string(),
-                        source: crate::error::StoreFailure::new(source),
-                        deleted: self.deleted,
-                    });
-                }
+        for batch in objects.chunks(DELETE_BATCH) {
+            if self.cancel.is_cancelled() {
+                return Err(RetentionError::Cancelled {
+                    deleted: self.deleted,
+                });
             }
-            gone += 1;
-            self.deleted += 1;
+            let keys = futures::stream::iter(
+                batch
+                    .iter()
+                    .map(|(key, _)| Ok(key.clone()))
+                    .collect::<Vec<_>>(),
+            )
+            .boxed();
+            let mut results = self.repo.store().delete_stream(keys);
+            while let Some(result) = results.next().await {
+                match result {
+                    Ok(key) => {
+                        let size = sizes.get(&key).copied().unwrap_or(0);
+                        self.progress.add(size);
+                        bytes += size;
+                    }
+                    // Already gone: deleted by an earlier, interrupted run.
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(source) => {
+                        return Err(RetentionError::DeleteFailed {
+                            what,
+                            location: self.repo.location().to_string(),
+                            source: crate::error::StoreFailure::new(source),
+                            deleted: self.deleted,
+                        });
+                    }
+                }
+                gone += 1;
+                self.deleted += 1;
+            }
         }
         Ok((gone, bytes))
     }
@@ -537,7 +560,13 @@ mod tests {
             assert_eq!(planned.len(), 5 + 5 + 2 + 7 + 2, "{planned:#?}");
 
             budget.store(allowed, Ordering::SeqCst);
-            let first = apply_retention(&repo, &plan, &Progress::default()).await;
+            let first = apply_retention(
+                &repo,
+                &plan,
+                &Progress::default(),
+                &CancellationToken::new(),
+            )
+            .await;
             let context = format!("stopped after {allowed} deletes");
             if allowed >= planned.len() {
                 let report = first.unwrap();
@@ -557,9 +586,14 @@ mod tests {
             // Store back: plan again from what is left and finish.
             budget.store(usize::MAX, Ordering::SeqCst);
             let replan = plan_retention(&load_inputs(&repo).await.unwrap(), &policy, now).unwrap();
-            apply_retention(&repo, &replan, &Progress::default())
-                .await
-                .unwrap();
+            apply_retention(
+                &repo,
+                &replan,
+                &Progress::default(),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
             let after = all_keys(&memory).await;
             let expected: BTreeSet<Path> = before.difference(&planned).cloned().collect();
             assert_eq!(
@@ -621,9 +655,14 @@ mod tests {
             plan.incomplete_to_delete().collect::<Vec<_>>(),
             [&interrupted]
         );
-        let report = apply_retention(&repo, &plan, &Progress::default())
-            .await
-            .unwrap();
+        let report = apply_retention(
+            &repo,
+            &plan,
+            &Progress::default(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             report.incomplete_deleted,
             std::slice::from_ref(&interrupted)
@@ -659,9 +698,14 @@ mod tests {
         let kept: Vec<&BackupId> = plan.backups_to_keep().map(|b| &b.id).collect();
         assert_eq!(kept, [&whole.id], "the newest whole backup is the one kept");
         assert_eq!(plan.damaged, std::slice::from_ref(&damaged.id));
-        let report = apply_retention(&repo, &plan, &Progress::default())
-            .await
-            .unwrap();
+        let report = apply_retention(
+            &repo,
+            &plan,
+            &Progress::default(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
         assert_eq!(report.damaged_deleted, std::slice::from_ref(&damaged.id));
         let listed = list_backups(&repo).await.unwrap();
         assert_eq!(

@@ -18,8 +18,8 @@ mod delete;
 mod plan;
 mod policy;
 
-use crate::backup::{RestoreError, list_backups};
-use crate::catalog::{Timelines, list_wal};
+use crate::backup::RestoreError;
+use crate::catalog::Snapshot;
 use crate::repo::{RepoError, Repository};
 use crate::wal::WalSegmentSize;
 
@@ -30,31 +30,36 @@ pub use plan::{
 };
 pub use policy::{RetentionPolicy, RetentionWindow};
 
-/// Reads everything the planner looks at: the complete and interrupted backups, one listing
-/// of `wal/` and the history files in it, and the segment size from `walarch.json`.
+/// Reads everything the planner looks at (a [`Snapshot`]): the whole, interrupted and
+/// damaged backups, one listing of `wal/` and the history files in it, and the segment size
+/// from `walarch.json`.
 pub async fn load_inputs(repo: &Repository) -> Result<RetentionInputs, RetentionError> {
-    let (identity, backups, wal) =
-        futures::join!(repo.identity(), list_backups(repo), list_wal(repo));
-    let (identity, backups, wal) = (identity?, backups?, wal?);
-    let segment_size = match identity {
-        Some(identity) => identity.wal_segment_size,
-        // Without WAL there is no segment to plan for; the size is never used.
-        None if wal.is_empty() => WalSegmentSize::DEFAULT,
-        None => return Err(RetentionError::NoIdentity),
-    };
-    let timelines = Timelines::load(repo, &wal).await?;
-    Ok(RetentionInputs {
-        backups: backups.backups.iter().map(BackupFacts::from).collect(),
-        incomplete: backups.incomplete,
-        damaged: backups
-            .damaged
-            .iter()
-            .map(|d| d.manifest.id.clone())
-            .collect(),
-        wal,
-        timelines,
-        segment_size,
-    })
+    RetentionInputs::from_snapshot(Snapshot::load(repo).await?)
+}
+
+impl RetentionInputs {
+    /// The planner's inputs from a snapshot of the repository.
+    pub fn from_snapshot(snapshot: Snapshot) -> Result<Self, RetentionError> {
+        let segment_size = match &snapshot.identity {
+            Some(identity) => identity.wal_segment_size,
+            // Without WAL there is no segment to plan for; the size is never used.
+            None if snapshot.wal.is_empty() => WalSegmentSize::DEFAULT,
+            None => return Err(RetentionError::NoIdentity),
+        };
+        let backups = snapshot.backups;
+        Ok(RetentionInputs {
+            backups: backups.backups.iter().map(BackupFacts::from).collect(),
+            incomplete: backups.incomplete,
+            damaged: backups
+                .damaged
+                .iter()
+                .map(|d| d.manifest.id.clone())
+                .collect(),
+            wal: snapshot.wal,
+            timelines: snapshot.timelines,
+            segment_size,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,8 +75,7 @@ pub enum RetentionError {
     InvalidWindow { text: String, reason: String },
     #[error(
         "the repository holds no complete backup (but {wal_files} WAL objects, {incomplete} \
-         interrupted and {damaged} damaged backups): retention deletes nothing until one exists \
-         (take one with `walarch backup`)"
+         interrupted and {damaged} damaged backups): retention deletes nothing until one exists"
     )]
     NoCompleteBackups {
         wal_files: usize,
@@ -99,6 +103,12 @@ pub enum RetentionError {
         source: crate::error::StoreFailure,
         deleted: u64,
     },
+    /// The caller cancelled the run between two batches of deletes.
+    #[error(
+        "retention cancelled after {deleted} objects were deleted; every kept backup and its WAL \
+         are intact: run retention again to finish"
+    )]
+    Cancelled { deleted: u64 },
 }
 
 impl RetentionError {
@@ -115,6 +125,7 @@ impl RetentionError {
             RetentionError::Repo(e) => e.kind(),
             RetentionError::Backups(e) => e.kind(),
             RetentionError::DeleteFailed { source, .. } => source.kind(),
+            RetentionError::Cancelled { .. } => ErrorKind::Cancelled,
         }
     }
 }

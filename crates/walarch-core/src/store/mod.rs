@@ -3,6 +3,9 @@
 //! standard credential environment, durable local writes and retries with backoff.
 //!
 //! Every backend is an `object_store::ObjectStore`:
+//! Credentials and cloud settings come from [`StoreOptions::cloud`], never from the process
+//! environment: the command line passes its environment, an embedder what applies.
+//!
 //! - local paths use `LocalFileSystem` built `with_fsync(true)`: a put writes a staged file,
 //!   fsyncs it, links or renames it into place and fsyncs the directory, so success means
 //!   durable and a partial file is never visible under its final name; a delete that empties
@@ -155,12 +158,80 @@ pub struct S3Options {
     pub conditional_put: Option<bool>,
 }
 
+/// How to open a repository's store.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreOptions {
+    /// Retries of cloud store requests.
     pub retry: RetryOptions,
+    /// Settings for S3 and S3-compatible servers.
     pub s3: S3Options,
     /// Per-request timeout for cloud stores (connection and transfer).
     pub request_timeout: Option<Duration>,
+    /// The clouds' credentials and settings, as their standard variables name them
+    /// (`AWS_ACCESS_KEY_ID`, `GOOGLE_SERVICE_ACCOUNT`, `AZURE_STORAGE_ACCOUNT_KEY`, ...). The
+    /// engine never reads the process environment: the caller passes what applies.
+    pub cloud: CloudSettings,
+}
+
+/// The clouds' standard variables (`AWS_*`, `GOOGLE_*` and `SERVICE_ACCOUNT`, `AZURE_*` and
+/// `MSI_ENDPOINT`) given to the store. Printed (`Debug`) by name only: values can be secrets.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct CloudSettings(Vec<(String, String)>);
+
+impl CloudSettings {
+    /// Keeps the clouds' variables among `vars` (e.g. `std::env::vars()`), ignoring the rest.
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let cloud = |name: &str| {
+            ["AWS_", "GOOGLE_", "AZURE_"]
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+                || matches!(name, "SERVICE_ACCOUNT" | "MSI_ENDPOINT")
+        };
+        CloudSettings(vars.into_iter().filter(|(name, _)| cloud(name)).collect())
+    }
+
+    /// Adds one variable.
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.0.push((name.to_owned(), value.to_owned()));
+    }
+
+    /// The variables starting with `prefix`, as object_store's lower-case configuration
+    /// keys (`AWS_ACCESS_KEY_ID` → `aws_access_key_id`).
+    fn keys_for<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (String, &'a str)> + 'a {
+        self.0
+            .iter()
+            .filter(move |(name, _)| name.starts_with(prefix))
+            .map(|(name, value)| (name.to_ascii_lowercase(), value.as_str()))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether S3 credentials (or a way to get them other than the instance metadata
+    /// service) are given.
+    pub fn has_s3_credentials(&self) -> bool {
+        [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "AWS_SKIP_SIGNATURE",
+        ]
+        .iter()
+        .any(|name| self.get(name).is_some_and(|v| !v.is_empty()))
+    }
+}
+
+impl std::fmt::Debug for CloudSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| name))
+            .finish()
+    }
 }
 
 /// Opens the object store for `location`. Local repositories are created if missing only
@@ -200,9 +271,13 @@ pub fn open(
             if let Some(allow) = s3.allow_http {
                 client_settings.push((ClientConfigKey::AllowHttp, allow.to_string()));
             }
-            let mut builder = AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .with_retry(retry);
+            let mut builder = AmazonS3Builder::new();
+            for (key, value) in options.cloud.keys_for("AWS_") {
+                if let Ok(key) = key.parse::<AmazonS3ConfigKey>() {
+                    builder = builder.with_config(key, value);
+                }
+            }
+            let mut builder = builder.with_bucket_name(bucket).with_retry(retry);
             for (key, value) in client_settings {
                 builder = builder.with_config(AmazonS3ConfigKey::Client(key), value);
             }
@@ -218,18 +293,32 @@ pub fn open(
             (Arc::new(builder.build().map_err(open_err)?), prefix)
         }
         RepoLocation::Gcs { bucket, prefix } => {
-            let mut builder = GoogleCloudStorageBuilder::from_env()
-                .with_bucket_name(bucket)
-                .with_retry(retry);
+            let mut builder = GoogleCloudStorageBuilder::new();
+            if let Some(path) = options.cloud.get("SERVICE_ACCOUNT") {
+                builder = builder.with_service_account_path(path);
+            }
+            for (key, value) in options.cloud.keys_for("GOOGLE_") {
+                if let Ok(key) = key.parse::<GoogleConfigKey>() {
+                    builder = builder.with_config(key, value);
+                }
+            }
+            let mut builder = builder.with_bucket_name(bucket).with_retry(retry);
             for (key, value) in client_settings {
                 builder = builder.with_config(GoogleConfigKey::Client(key), value);
             }
             (Arc::new(builder.build().map_err(open_err)?), prefix)
         }
         RepoLocation::Azure { container, prefix } => {
-            let mut builder = MicrosoftAzureBuilder::from_env()
-                .with_container_name(container)
-                .with_retry(retry);
+            let mut builder = MicrosoftAzureBuilder::new();
+            for (key, value) in options.cloud.keys_for("AZURE_") {
+                if let Ok(key) = key.parse::<AzureConfigKey>() {
+                    builder = builder.with_config(key, value);
+                }
+            }
+            if let Some(endpoint) = options.cloud.get("MSI_ENDPOINT") {
+                builder = builder.with_msi_endpoint(endpoint);
+            }
+            let mut builder = builder.with_container_name(container).with_retry(retry);
             for (key, value) in client_settings {
                 builder = builder.with_config(AzureConfigKey::Client(key), value);
             }
@@ -245,9 +334,11 @@ pub fn open(
 
 fn open_local(path: &Path, create: bool) -> Result<Arc<dyn ObjectStore>, StoreError> {
     if create {
-        create_dir_durably(path).map_err(|source| StoreError::LocalDirectory {
-            path: path.to_owned(),
-            source,
+        crate::local_files::create_dir_durably(path).map_err(|source| {
+            StoreError::LocalDirectory {
+                path: path.to_owned(),
+                source,
+            }
         })?;
     }
     match std::fs::metadata(path) {
@@ -276,29 +367,6 @@ fn open_local(path: &Path, create: bool) -> Result<Arc<dyn ObjectStore>, StoreEr
         // a folder being removed recreates it (object_store retries on a missing parent).
         .with_automatic_cleanup(true);
     Ok(Arc::new(store))
-}
-
-/// `mkdir -p` that survives a power loss: every directory it creates, and the directory that
-/// holds the first one, is fsynced (a new repository must not vanish after a push said done).
-fn create_dir_durably(path: &Path) -> std::io::Result<()> {
-    let mut missing = Vec::new();
-    let mut dir = path;
-    while !dir.exists() {
-        missing.push(dir.to_path_buf());
-        match dir.parent() {
-            Some(parent) => dir = parent,
-            None => break,
-        }
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(path)?;
-    // Deepest first, then the existing ancestor whose entry list changed.
-    for created in missing.iter().chain(std::iter::once(&dir.to_path_buf())) {
-        std::fs::File::open(created)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
