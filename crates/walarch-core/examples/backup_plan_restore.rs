@@ -128,8 +128,17 @@ async fn main() -> Result<()> {
         outcome.state,
         outcome.stop_message.as_deref().unwrap_or("-")
     );
-    let mut copy = connection.clone();
-    copy.port(port);
+    // The copy: the same host, user and database, on its own port.
+    let mut copy = tokio_postgres::Config::new();
+    match connection.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Unix(path)) => copy.host_path(path),
+        Some(tokio_postgres::config::Host::Tcp(host)) => copy.host(host),
+        None => copy.host("localhost"),
+    };
+    copy.port(port).user(user.as_str()).dbname("postgres");
+    if let Some(password) = connection.get_password() {
+        copy.password(password);
+    }
     let rows = async {
         let (client, driver) = copy.connect(tokio_postgres::NoTls).await?;
         tokio::spawn(driver);

@@ -675,11 +675,12 @@ impl Engine {
         };
         // Planning only reads: dropping it on cancel leaves nothing behind.
         tokio::select! {
+            biased;
+            () = cancel.cancelled() => Err(Error::Cancelled("planning")),
             plan = planned => Ok(CheckedPlan {
                 plan: plan?,
                 to_latest: matches!(spec.target, RecoveryTarget::Latest),
             }),
-            () = cancel.cancelled() => Err(Error::Cancelled("planning")),
         }
     }
 
@@ -895,6 +896,129 @@ mod tests {
             "",
         ] {
             assert!(check_copy_setting(refused).is_err(), "{refused:?}");
+        }
+    }
+
+    /// The engine's errors, each reached through a real path, and their kinds.
+    mod error_kinds {
+        use super::*;
+        use crate::ErrorKind;
+        use crate::testing::{synthetic_backup, synthetic_segment};
+        use crate::wal::{Lsn, SegmentName, SegmentNo, SystemId, TimelineId, WalSegmentSize};
+
+        const SIZE: u64 = 1 << 20;
+
+        /// A local repository holding one segment of system 9 and one backup.
+        async fn repository() -> (tempfile::TempDir, Engine, PathBuf, WalFileName) {
+            let dir = tempfile::tempdir().unwrap();
+            let config = EngineConfig::new(RepoLocation::Local(dir.path().join("repo")));
+            let engine = Engine::open_for_write(config).unwrap();
+            let size = WalSegmentSize::new(SIZE).unwrap();
+            let name = SegmentName::new(TimelineId::FIRST, SegmentNo::new(1), size);
+            let file = dir.path().join(name.to_string());
+            std::fs::write(
+                &file,
+                synthetic_segment(SystemId::new(9), TimelineId::FIRST, SegmentNo::new(1), size),
+            )
+            .unwrap();
+            engine.push(&file, None).await.unwrap();
+            synthetic_backup(
+                engine.repository().unwrap(),
+                &"20261121T000000Z".parse().unwrap(),
+                Lsn::new(SIZE + 0x28),
+                Lsn::new(SIZE + 0x100),
+                &[],
+                &[("PG_VERSION", b"15\n")],
+            )
+            .await;
+            (dir, engine, file, WalFileName::Segment(name))
+        }
+
+        #[tokio::test]
+        async fn a_backup_the_store_does_not_have_is_not_found() {
+            let (_dir, engine, _, _) = repository().await;
+            let missing: BackupSelector = "20990101T000000Z".parse().unwrap();
+            let spec = TargetSpec {
+                target: RecoveryTarget::Latest,
+                timeline: crate::recovery::TimelineChoice::Latest,
+                inclusive: true,
+            };
+            let err = engine
+                .plan(&spec, Some(&missing), &CancellationToken::new())
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+        }
+
+        #[tokio::test]
+        async fn another_systems_segment_is_refused() {
+            let (dir, engine, _, name) = repository().await;
+            let size = WalSegmentSize::new(SIZE).unwrap();
+            let foreign = dir.path().join("foreign");
+            std::fs::create_dir(&foreign).unwrap();
+            let file = foreign.join(name.to_string());
+            std::fs::write(
+                &file,
+                synthetic_segment(
+                    SystemId::new(10),
+                    TimelineId::FIRST,
+                    SegmentNo::new(1),
+                    size,
+                ),
+            )
+            .unwrap();
+            let err = engine.push(&file, None).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
+        }
+
+        #[tokio::test]
+        async fn a_corrupted_object_is_corrupt() {
+            let (dir, engine, _, name) = repository().await;
+            let stored = dir
+                .path()
+                .join(format!("repo/wal/0000000100000000/{name}.zst"));
+            let mut bytes = std::fs::read(&stored).unwrap();
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x40;
+            std::fs::write(&stored, bytes).unwrap();
+            let err = engine
+                .fetch(&name, &dir.path().join("RECOVERYXLOG"))
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        }
+
+        #[tokio::test]
+        async fn a_location_that_is_no_repository_is_a_setting_to_fix() {
+            let dir = tempfile::tempdir().unwrap();
+            let engine =
+                Engine::open(EngineConfig::new(RepoLocation::Local(dir.path().into()))).unwrap();
+            let err = engine.info(None).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Configuration, "{err}");
+            assert!(
+                err.to_string().contains("not a walarch repository"),
+                "{err}"
+            );
+            let missing = Engine::open(EngineConfig::new(RepoLocation::Local(
+                dir.path().join("absent"),
+            )))
+            .unwrap();
+            let err = missing.backups().await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Configuration, "{err}");
+        }
+
+        #[tokio::test]
+        async fn a_cancelled_plan_is_cancelled() {
+            let (_dir, engine, _, _) = repository().await;
+            let cancel = CancellationToken::new();
+            cancel.cancel();
+            let spec = TargetSpec {
+                target: RecoveryTarget::Latest,
+                timeline: crate::recovery::TimelineChoice::Latest,
+                inclusive: true,
+            };
+            let err = engine.plan(&spec, None, &cancel).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
         }
     }
 }

@@ -141,15 +141,21 @@ pub async fn push_wal_file(
         // Another pusher won a race for the same name: its content decides.
         PutOutcome::AlreadyExists => {
             let stored = repo.find_wal(&name).await?;
-            match compare_with_stored(repo, &name, &local, stored).await? {
-                Some(existing) => Ok(report(
+            match compare_with_stored(repo, &name, &local, stored).await {
+                Ok(Some(existing)) => Ok(report(
                     PushOutcome::AlreadyArchived,
                     existing.key.to_string(),
                     existing.size,
                 )),
-                None => Err(PushError::Vanished {
+                Ok(None) => Err(PushError::Vanished {
                     key: key.to_string(),
                 }),
+                // Nothing was stored under the name when this push looked, and a different
+                // file is now: another writer archived the same name at the same moment.
+                Err(PushError::AlreadyArchivedDifferent { name, key }) => {
+                    Err(PushError::ConcurrentWriter { name, key })
+                }
+                Err(other) => Err(other),
             }
         }
     }
@@ -440,6 +446,12 @@ pub enum PushError {
          archiving into this repository"
     )]
     AlreadyArchivedDifferent { name: String, key: String },
+    /// Another writer stored different content under the same name while this push ran.
+    #[error(
+        "refusing to archive {name}: another writer stored different content at {key} while this \
+         push ran; both are kept. Two clusters are archiving into this repository"
+    )]
+    ConcurrentWriter { name: String, key: String },
     #[error(
         "cannot compare {name} with the stored copy {key}: {source}; the stored copy is kept, investigate it"
     )]
@@ -485,7 +497,7 @@ impl PushError {
             PushError::StoredCopyUnreadable { .. } | PushError::StoredCopyUnchecked { .. } => {
                 ErrorKind::Corrupt
             }
-            PushError::Vanished { .. } => ErrorKind::Conflict,
+            PushError::Vanished { .. } | PushError::ConcurrentWriter { .. } => ErrorKind::Conflict,
             PushError::Codec(e) => e.kind(),
             PushError::Repo(e) => e.kind(),
         }
@@ -494,6 +506,8 @@ impl PushError {
 
 #[cfg(test)]
 mod tests {
+    use object_store::ObjectStoreExt;
+
     use super::*;
     use crate::store::RepoLocation;
     use crate::testing::synthetic_segment;
@@ -754,5 +768,41 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ok.outcome, PushOutcome::Stored);
+    }
+
+    #[tokio::test]
+    async fn two_writers_racing_on_one_name_with_different_content_is_a_conflict() {
+        // The other writer's object lands between this push's lookup (nothing stored) and
+        // its create-only put: deterministic with a hook before the put.
+        let fx = Fixture::new();
+        let path = fx.write_segment(7, 5, None);
+        let theirs = Compression::default()
+            .encode(&{
+                let mut other = std::fs::read(&path).unwrap();
+                let last = other.len() - 1;
+                other[last] ^= 1;
+                other
+            })
+            .unwrap();
+        let mut store = crate::testing::hooks::HookStore::new(fx.repo.store().clone());
+        store.before_put = Some(std::sync::Arc::new(move |key, inner| {
+            let theirs = theirs.clone();
+            Box::pin(async move {
+                if key.as_ref().ends_with(".zst") && key.as_ref().starts_with("wal/") {
+                    let _ = inner.put(&key, theirs.into()).await;
+                }
+            })
+        }));
+        let racing = Repository::from_store(std::sync::Arc::new(store), fx.repo.location().clone());
+        let err = push_wal_file(&racing, &path, Compression::default(), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PushError::ConcurrentWriter { .. }), "{err}");
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        // Asked again, the stored copy simply differs: refused by the contract.
+        let again = push_wal_file(&fx.repo, &path, Compression::default(), None)
+            .await
+            .unwrap_err();
+        assert_eq!(again.kind(), ErrorKind::Refused, "{again}");
     }
 }

@@ -766,6 +766,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, RestoreError::Cancelled(_)), "{err}");
+        assert_eq!(err.kind(), crate::error::ErrorKind::Cancelled);
         assert!(!target.join(CONTROL_FILE).exists());
         let again = restore_backup(
             &repo,
@@ -776,6 +777,7 @@ mod tests {
         .await
         .unwrap_err();
         assert!(matches!(again, RestoreError::Interrupted(_)), "{again}");
+        assert_eq!(again.kind(), crate::error::ErrorKind::Refused);
         let mut forced = restore_options(&target);
         forced.force = true;
         restore_backup(&repo, &forced, Arc::default(), &CancellationToken::new())

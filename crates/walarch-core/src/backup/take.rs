@@ -86,8 +86,9 @@ pub async fn take_backup(
         config.connect_timeout(Duration::from_secs(30));
     }
     let session = tokio::select! {
-        session = BackupSession::connect(&config) => session?,
+        biased;
         () = cancel.cancelled() => return Err(BackupError::Cancelled { id: None }),
+        session = BackupSession::connect(&config) => session?,
     };
     let info = session.info().clone();
     let data_dir = options
@@ -218,8 +219,9 @@ async fn backup_claimed(
     };
     progress.set_phase(Phase::WaitingForWal);
     tokio::select! {
-        waited = wait_for_wal(repo, &manifest, options.wal_timeout) => waited?,
+        biased;
         () = cancel.cancelled() => return Err(BackupError::Cancelled { id: Some(id) }),
+        waited = wait_for_wal(repo, &manifest, options.wal_timeout) => waited?,
     }
     if cancel.is_cancelled() {
         return Err(BackupError::Cancelled { id: Some(id) });
@@ -614,6 +616,11 @@ mod tests {
         let repo = Repository::from_store(Arc::new(store), RepoLocation::Local("/mem".into()));
         let err = commit_manifest(&repo, &mut manifest).await.unwrap_err();
         assert!(matches!(err, BackupError::ClaimWithdrawn { .. }), "{err}");
+        assert_eq!(
+            err.kind(),
+            ErrorKind::Conflict,
+            "a concurrent writer (retention)"
+        );
         assert!(
             !manifest_exists(&memory, &manifest),
             "the manifest of a folder retention took over was left behind"
