@@ -360,7 +360,7 @@ async fn the_engine_archives_backs_up_and_recovers_to_a_time_through_its_public_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopped_s3_server_is_a_transient_error() {
+async fn a_stopped_s3_server_is_a_transient_error_and_missing_credentials_a_setting() {
     let scratch = Scratch::new("library-s3");
     let s3 = S3Server::start(&scratch, "walarch-library");
     let mut config =
@@ -377,8 +377,23 @@ async fn a_stopped_s3_server_is_a_transient_error() {
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
-    let engine = Engine::open_for_write(config).unwrap();
+    // Without credentials object_store asks the instance metadata service (kept on
+    // loopback here): the error says no credentials were found, a setting to fix.
+    let mut without = config.clone();
+    without.store.cloud = CloudSettings::from_vars([
+        ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
+        (
+            "AWS_METADATA_ENDPOINT".to_owned(),
+            format!("http://127.0.0.1:{}", free_port()),
+        ),
+    ]);
+    let engine = Engine::open_for_write(without).unwrap();
     let segments = synthetic_segments(&scratch);
+    let err = engine.push(&segments[0], None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Configuration, "{err}");
+    assert!(err.to_string().contains("no S3 credentials found"), "{err}");
+
+    let engine = Engine::open_for_write(config).unwrap();
     engine.push(&segments[0], None).await.unwrap();
     drop(s3); // the server goes away
     let err = engine.push(&segments[1], None).await.unwrap_err();

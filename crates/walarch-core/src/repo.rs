@@ -71,6 +71,9 @@ pub struct Repository {
     /// `walarch.json` once read or written. The identity is never rewritten (the repository is
     /// append-only), so one read serves a long-lived worker for all its files.
     identity: std::sync::OnceLock<Identity>,
+    /// An S3 repository opened without credentials: object_store then asks the instance
+    /// metadata service, and its failure is reported as "no credentials".
+    without_credentials: bool,
 }
 
 impl Repository {
@@ -93,7 +96,11 @@ impl Repository {
         create: bool,
     ) -> Result<Self, RepoError> {
         let store = store::open(&location, options, create)?;
-        Ok(Self::from_store(store, location))
+        let without_credentials =
+            matches!(location, RepoLocation::S3 { .. }) && !options.cloud.has_s3_credentials();
+        let mut repo = Self::from_store(store, location);
+        repo.without_credentials = without_credentials;
+        Ok(repo)
     }
 
     /// Wraps an already opened object store (tests, embedding applications).
@@ -103,6 +110,7 @@ impl Repository {
             location,
             create_only_supported: AtomicBool::new(true),
             identity: std::sync::OnceLock::new(),
+            without_credentials: false,
         }
     }
 
@@ -246,6 +254,18 @@ impl Repository {
         key: &Path,
         source: object_store::Error,
     ) -> RepoError {
+        // Without credentials object_store falls back to the instance metadata service
+        // (`/latest/api/token`); outside a cloud instance that fails with a network error
+        // that says nothing about credentials.
+        let text = source.to_string();
+        if self.without_credentials
+            && (text.contains("/latest/api/token") || text.contains("/latest/meta-data"))
+        {
+            return RepoError::NoCredentials {
+                location: self.location.to_string(),
+                source: StoreFailure::new(source),
+            };
+        }
         RepoError::Store {
             action,
             key: key.to_string(),
@@ -277,6 +297,16 @@ pub enum RepoError {
         location: String,
         message: String,
     },
+    /// No credentials were given for an S3 repository, and none could be had from the
+    /// instance metadata service.
+    #[error(
+        "no S3 credentials found for {location}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+         (or AWS_WEB_IDENTITY_TOKEN_FILE), or run with an instance role ({source})"
+    )]
+    NoCredentials {
+        location: String,
+        source: StoreFailure,
+    },
     /// The location holds nothing of walarch's (no identity, WAL or backups).
     #[error(
         "{location} is not a walarch repository (no walarch.json, no WAL, no backups): check the \
@@ -298,9 +328,9 @@ impl RepoError {
             RepoError::Open(e) => e.kind(),
             RepoError::Store { source, .. } => source.kind(),
             RepoError::Invalid { .. } | RepoError::CorruptIdentity { .. } => ErrorKind::Corrupt,
-            RepoError::UnsupportedFormat { .. } | RepoError::NotARepository { .. } => {
-                ErrorKind::Configuration
-            }
+            RepoError::UnsupportedFormat { .. }
+            | RepoError::NotARepository { .. }
+            | RepoError::NoCredentials { .. } => ErrorKind::Configuration,
         }
     }
 }
