@@ -26,7 +26,12 @@ cleanup() {
   for d in "$DEMO/primary" "$DEMO/restored"; do
     [ -f "$d/postmaster.pid" ] && as_pg "$PGBIN/pg_ctl" -D "$d" -m fast -w stop >/dev/null 2>&1 || true
   done
-  if [ "${KEEP:-0}" = 1 ]; then echo "kept $DEMO"; else rm -rf "$DEMO"; fi
+  if [ "${KEEP:-0}" = 1 ]; then
+    echo "kept $DEMO (servers stopped; the repository is $DEMO/repo)"
+  else
+    rm -rf "$DEMO"
+    echo "removed $DEMO, the demo's servers and repository (run with KEEP=1 to keep them)"
+  fi
 }
 trap cleanup EXIT
 rm -rf "$DEMO"; mkdir -p "$DEMO"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every check walarch has: formatting, lints, unit tests, end-to-end tests against a real
-# PostgreSQL 15 and a real S3-compatible server on 127.0.0.1, and a build of the fuzz targets.
+# Runs every check walarch has: formatting, lints, the library's documentation, unit tests,
+# end-to-end tests against a real PostgreSQL 15 and a real S3-compatible server on 127.0.0.1
+# (the library's examples included), and a build of the fuzz targets.
 # Installs what a fresh machine lacks first. This is the command README.md gives and CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,8 @@ export WALARCH_MOTO_SERVER
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The library's public API is documented, every item (missing_docs), without broken links.
+RUSTDOCFLAGS="-D warnings" cargo doc -p walarch-core --no-deps --locked
 # The end-to-end tests drive the built binary.
 cargo build --locked -p walarch-cli
 results=$(mktemp)

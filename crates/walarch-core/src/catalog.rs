@@ -67,32 +67,51 @@ impl Snapshot {
 /// One stored WAL object, as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedWal {
+    /// The WAL file the object holds, from its key.
     pub name: WalFileName,
+    /// How the object is encoded, from its key's extension.
     pub codec: Codec,
     /// The object's key, as listed (retention deletes exactly what it saw).
     pub key: Path,
+    /// The object's size in the store, in bytes.
     pub size: u64,
+    /// When the store last wrote the object.
     pub last_modified: DateTime<Utc>,
 }
 
+/// The WAL one timeline holds in the repository (only timelines with at least one whole
+/// segment are summarised).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TimelineWal {
+    /// The timeline id.
     pub timeline: u32,
+    /// The name of the lowest stored segment.
     pub first: String,
+    /// The name of the highest stored segment.
     pub last: String,
+    /// Number of distinct whole segments stored.
     pub segments: u64,
+    /// Number of `.partial` segments stored.
     pub partial_segments: u64,
+    /// Bytes stored for the timeline's segments and `.partial` segments.
     pub stored_bytes: u64,
     /// Missing stretches between `first` and `last`, as (first missing, last missing).
     pub gaps: Vec<(String, String)>,
 }
 
+/// What a WAL listing holds, as [`summarize`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WalSummary {
+    /// Per timeline, in ascending order.
     pub timelines: Vec<TimelineWal>,
+    /// The timelines whose history file is stored, ascending.
     pub history_files: Vec<u32>,
+    /// Number of backup history files (`.backup`) stored.
     pub backup_history_files: u64,
+    /// The name of the most recently written WAL object of any kind; `None` when none is
+    /// stored.
     pub last_archived: Option<String>,
+    /// When that object was written.
     pub last_archived_at: Option<DateTime<Utc>>,
 }
 
@@ -135,6 +154,7 @@ pub struct Timelines {
 }
 
 impl Timelines {
+    /// Timelines from already parsed history files, by the timeline each file is for.
     pub fn new(histories: BTreeMap<TimelineId, TimelineHistory>) -> Self {
         Timelines { histories }
     }
@@ -189,6 +209,7 @@ impl Timelines {
             .unwrap_or(TimelineId::FIRST)
     }
 
+    /// Timeline 1 and every timeline with a history file, in ascending order.
     pub fn known(&self) -> impl Iterator<Item = TimelineId> + '_ {
         std::iter::once(TimelineId::FIRST)
             .chain(self.histories.keys().copied())
@@ -205,6 +226,7 @@ pub struct WalIndex {
 }
 
 impl WalIndex {
+    /// Indexes the whole segments in `listed` (other files are left out).
     pub fn new(listed: &[ListedWal], size: WalSegmentSize) -> Self {
         let segments = listed
             .iter()
@@ -219,10 +241,12 @@ impl WalIndex {
         WalIndex { size, segments }
     }
 
+    /// The segment size the index was built with.
     pub fn segment_size(&self) -> WalSegmentSize {
         self.size
     }
 
+    /// The stored segment `segno` of `timeline`; `None` when it is not stored.
     pub fn get(&self, timeline: TimelineId, segno: SegmentNo) -> Option<&ListedWal> {
         self.segments.get(&(timeline, segno))
     }

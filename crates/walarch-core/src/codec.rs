@@ -17,12 +17,16 @@ use std::str::FromStr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub enum Codec {
+    /// A zstd frame with its content checksum; key extension `.zst`.
     Zstd,
+    /// A gzip member; key extension `.gz`. Also what `compression = none` writes.
     Gzip,
+    /// Raw bytes under the file's own name, with no checksum of their own.
     None,
 }
 
 impl Codec {
+    /// Every codec: zstd, gzip, none.
     pub const ALL: [Codec; 3] = [Codec::Zstd, Codec::Gzip, Codec::None];
 
     /// Extension appended to the object key; `None` stores the file under its own name.
@@ -34,6 +38,7 @@ impl Codec {
         }
     }
 
+    /// The codec a key extension (without the dot) names; `None` for any other extension.
     pub fn from_extension(ext: &str) -> Option<Codec> {
         match ext {
             "zst" => Some(Codec::Zstd),
@@ -126,6 +131,7 @@ impl Compression {
     /// structures; on real pgbench WAL, matches from 5 bytes stored 13 % less than level 1's
     /// default of 6, at the same speed, and less than level 3 (benches/README.md).
     pub const WAL_MIN_MATCH: u32 = 5;
+    /// gzip level used when none is given.
     pub const DEFAULT_GZIP_LEVEL: i32 = 6;
 
     /// The compression for `codec` at `level` (`None`: walarch's default for the codec).
@@ -159,6 +165,7 @@ impl Compression {
         self.codec
     }
 
+    /// The compression level (0 for "none").
     pub fn level(self) -> i32 {
         self.level
     }
@@ -271,8 +278,11 @@ impl Compression {
 /// A streaming encoder made by [`Compression::writer`].
 #[allow(missing_debug_implementations)] // zstd's encoder has no Debug
 pub enum EncodingWriter<W: Write> {
+    /// Writes one zstd frame with its content checksum.
     Zstd(zstd::stream::write::Encoder<'static, W>),
+    /// Writes one gzip member.
     Gzip(flate2::write::GzEncoder<W>),
+    /// Passes the bytes through unchanged.
     None(W),
 }
 
@@ -341,20 +351,42 @@ impl FromStr for Codec {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CodecError {
+    /// The compression name is not one walarch knows.
     #[error("unknown compression {name:?}: use zstd, gzip or none")]
-    UnknownCodec { name: String },
+    UnknownCodec {
+        /// The name given.
+        name: String,
+    },
+    /// The compression level is outside the codec's range.
     #[error("compression level {level} is out of range for {codec}")]
-    InvalidLevel { codec: Codec, level: i32 },
+    InvalidLevel {
+        /// The codec the level was given for.
+        codec: Codec,
+        /// The level given.
+        level: i32,
+    },
+    /// Compressing failed, or reading the input to compress failed.
     #[error("{codec} compression failed: {source}")]
     Encode {
+        /// The codec compressing.
         codec: Codec,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The stored object decodes to more bytes than allowed.
     #[error("stored {codec} data decodes to more than {max_len} bytes")]
-    TooLarge { codec: Codec, max_len: usize },
+    TooLarge {
+        /// The codec of the stored object.
+        codec: Codec,
+        /// The largest decoded size allowed, in bytes.
+        max_len: usize,
+    },
+    /// The stored object does not decode: damaged, truncated, or its checksum does not match.
     #[error("stored {codec} data is corrupt or truncated: {source}")]
     Corrupt {
+        /// The codec of the stored object.
         codec: Codec,
+        /// The decoder's error.
         source: std::io::Error,
     },
 }

@@ -131,30 +131,43 @@ pub(crate) fn io_error_kind(error: &std::io::Error) -> ErrorKind {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The repository location is invalid, or its store cannot be opened.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// A repository operation failed.
     #[error(transparent)]
     Repo(#[from] crate::repo::RepoError),
+    /// Compressing or decoding failed, or a compression setting is invalid.
     #[error(transparent)]
     Codec(#[from] crate::codec::CodecError),
+    /// A WAL push failed.
     #[error(transparent)]
     Push(#[from] crate::archive::PushError),
+    /// A WAL fetch failed.
     #[error(transparent)]
     Fetch(#[from] crate::archive::FetchError),
+    /// Taking a base backup failed.
     #[error(transparent)]
     Backup(#[from] crate::backup::BackupError),
+    /// Restoring, verifying or finding a backup failed.
     #[error(transparent)]
     Restore(#[from] crate::backup::RestoreError),
+    /// Planning a recovery failed.
     #[error(transparent)]
     Plan(#[from] crate::recovery::PlanError),
+    /// A recovery target is not valid.
     #[error(transparent)]
     Target(#[from] crate::recovery::TargetError),
+    /// A PostgreSQL server could not be started, or did not reach its recovery target.
     #[error(transparent)]
     Server(#[from] crate::postgres::ServerError),
+    /// Applying the retention policy failed.
     #[error(transparent)]
     Retention(#[from] crate::retention::RetentionError),
+    /// Talking to PostgreSQL for a backup failed.
     #[error(transparent)]
     Session(#[from] crate::backup::SessionError),
+    /// A restored copy may not write into the repository, or its restore marker is unusable.
     #[error(transparent)]
     Marker(#[from] crate::backup::marker::MarkerError),
     /// A setting given to the engine is not valid.

@@ -13,6 +13,8 @@
 //! - [`retention`]: which backups and WAL a policy lets go, and deleting them safely.
 //! - [`local_files`]: temporary files beside local files, and sweeping what a killed process left.
 
+#![warn(missing_docs)]
+
 pub mod archive;
 pub mod backup;
 pub mod catalog;

@@ -44,10 +44,14 @@ pub struct RecoveryOutcome {
     pub stop_message: Option<String>,
     /// The last replayed record's end, and the time of the last replayed commit.
     pub replayed_to: Option<Lsn>,
+    /// `pg_last_xact_replay_timestamp()`: when the last replayed transaction committed or
+    /// aborted; `None` when none was replayed or the server shut down.
     pub last_replayed_commit: Option<DateTime<Utc>>,
     /// The timeline the server runs on afterwards (a new one after promotion).
     pub timeline: Option<u32>,
+    /// Seconds from starting the server to recovery reaching its target.
     pub seconds: f64,
+    /// The server's log file (`<pgdata>/log/walarch-recovery.log`).
     pub log_file: PathBuf,
 }
 
@@ -55,20 +59,37 @@ pub struct RecoveryOutcome {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
+    /// `pg_ctl start` could not be run or failed.
     #[error("cannot start PostgreSQL in {pgdata}: {message}")]
-    Start { pgdata: String, message: String },
+    Start {
+        /// The data directory.
+        pgdata: String,
+        /// What went wrong: `pg_ctl`'s standard error, or why it could not be run.
+        message: String,
+    },
+    /// The server stopped before recovery reached its target (other than by a shutdown at
+    /// the target when that was the action).
     #[error("PostgreSQL stopped before recovery reached its target{}: see {log}", last_lines.as_deref().map(|l| format!(" ({l})")).unwrap_or_default())]
     Exited {
+        /// The server's log file.
         log: String,
+        /// The log's last FATAL or PANIC line (else its last line); `None` when the log is
+        /// empty or unreadable.
         last_lines: Option<String>,
     },
+    /// Recovery did not reach its target within the timeout; the server is left running.
     #[error(
         "recovery has not reached its target after {seconds} s; the server is still running (see {log}){last_error}; stop it with pg_ctl stop -D {pgdata}"
     )]
     Timeout {
+        /// The timeout, in whole seconds.
         seconds: u64,
+        /// The server's log file.
         log: String,
+        /// The data directory.
         pgdata: String,
+        /// `; last connection attempt: <error>` when the last attempt to query the server
+        /// failed, else empty.
         last_error: String,
     },
 }

@@ -25,15 +25,22 @@ pub const FORMAT_VERSION: u32 = 1;
 /// first push of a WAL segment, with a create-only put; never rewritten.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
+    /// The repository format ([`FORMAT_VERSION`]).
     pub format: u32,
+    /// The database system identifier of the cluster whose WAL the repository holds.
     pub system_id: SystemId,
+    /// The cluster's WAL segment size.
     pub wal_segment_size: WalSegmentSize,
+    /// The cluster's PostgreSQL major version, for example 15.
     pub pg_major: u32,
+    /// When the identity was written.
     pub created_at: DateTime<Utc>,
+    /// The walarch that wrote it: `walarch <version>`.
     pub created_by: String,
 }
 
 impl Identity {
+    /// An identity in the current format, created now by this walarch.
     pub fn new(system_id: SystemId, wal_segment_size: WalSegmentSize, pg_major: u32) -> Self {
         Identity {
             format: FORMAT_VERSION,
@@ -49,18 +56,24 @@ impl Identity {
 /// A WAL file found in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredWal {
+    /// The object's key, which names the codec.
     pub key: Path,
+    /// The compression the object is stored with.
     pub codec: Codec,
+    /// The object's stored size in bytes.
     pub size: u64,
 }
 
 /// Whether a create-only put stored the object or found one already there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
+    /// The object was stored.
     Created,
+    /// An object was already at the key; nothing was written.
     AlreadyExists,
 }
 
+/// An open repository: the object store and its location, and the repository's identity once read.
 #[derive(Debug)]
 pub struct Repository {
     store: Arc<dyn ObjectStore>,
@@ -114,6 +127,7 @@ impl Repository {
         }
     }
 
+    /// Where the repository is.
     pub fn location(&self) -> &RepoLocation {
         &self.location
     }
@@ -275,26 +289,36 @@ impl Repository {
     }
 }
 
+/// Why an operation on a repository failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RepoError {
+    /// The store could not be opened.
     #[error(transparent)]
     Open(#[from] StoreError),
     /// Any store failure that survived the retries; the store's error is its source,
     /// displayed with secrets removed.
     #[error("cannot {action} {key} in {location}: {source}")]
     Store {
+        /// What was being done: `read`, `write`, `look up`, `list` or `delete`.
         action: &'static str,
+        /// The object's key (or the listed prefix).
         key: String,
+        /// The repository's location.
         location: String,
+        /// The store's error.
         source: StoreFailure,
     },
     /// A stored object walarch reads for its own bookkeeping does not parse.
     #[error("cannot {action} {key} in {location}: {message}")]
     Invalid {
+        /// What was being done, for example `parse`.
         action: &'static str,
+        /// The object's key.
         key: String,
+        /// The repository's location.
         location: String,
+        /// What is wrong with the object.
         message: String,
     },
     /// No credentials were given for an S3 repository, and none could be had from the
@@ -304,7 +328,9 @@ pub enum RepoError {
          (or AWS_WEB_IDENTITY_TOKEN_FILE), or run with an instance role ({source})"
     )]
     NoCredentials {
+        /// The repository's location.
         location: String,
+        /// The store's error from the failed metadata service request.
         source: StoreFailure,
     },
     /// The location holds nothing of walarch's (no identity, WAL or backups).
@@ -312,13 +338,28 @@ pub enum RepoError {
         "{location} is not a walarch repository (no walarch.json, no WAL, no backups): check the \
          location; nothing has been archived there yet"
     )]
-    NotARepository { location: String },
+    NotARepository {
+        /// The location given.
+        location: String,
+    },
+    /// `walarch.json` does not parse, or vanished while being created.
     #[error("{location}/walarch.json is not a valid repository identity: {reason}")]
-    CorruptIdentity { location: String, reason: String },
+    CorruptIdentity {
+        /// The repository's location.
+        location: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `walarch.json` names a repository format other than [`FORMAT_VERSION`].
     #[error(
         "{location} has repository format {format}, this walarch reads format {FORMAT_VERSION}: upgrade walarch"
     )]
-    UnsupportedFormat { location: String, format: u32 },
+    UnsupportedFormat {
+        /// The repository's location.
+        location: String,
+        /// The format `walarch.json` names.
+        format: u32,
+    },
 }
 
 impl RepoError {

@@ -35,7 +35,7 @@ pub fn synthetic_segment(
     out
 }
 
-/// One record for [`segment_with_records`]: resource manager, info bits, transaction id and
+/// One record for [`segments_with_records`]: resource manager, info bits, transaction id and
 /// the body after the 24-byte record header (block headers, data).
 #[derive(Debug, Clone)]
 pub struct SyntheticRecord {

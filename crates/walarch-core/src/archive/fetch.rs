@@ -22,13 +22,18 @@ use crate::wal::{LongPageHeader, SystemId, WalFileName, XLOG_LONG_PAGE_HEADER_LE
 /// History and backup history files are a few hundred bytes; anything far larger is not one.
 const MAX_TEXT_FILE_LEN: usize = 1 << 20;
 
+/// What a fetch from the store brought back, for logs and metrics.
 #[derive(Debug, Clone)]
 pub struct FetchReport {
+    /// The key of the stored object that was restored.
     pub key: String,
+    /// Size of the stored object (compressed, if it was), in bytes.
     pub stored_bytes: u64,
+    /// Size of the file written to the destination, in bytes.
     pub restored_bytes: u64,
     /// CRC-32 of the restored bytes, computed as they were written.
     pub crc32: u32,
+    /// Wall-clock time the whole fetch took.
     pub elapsed: Duration,
 }
 
@@ -287,34 +292,67 @@ fn write_through_temp<T>(
     )
 }
 
+/// Why a fetch failed. None of these means "not found", which is [`FetchOutcome::NotFound`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FetchError {
+    /// The location has no repository identity and holds no copy of the file, so a miss
+    /// there cannot be reported as "not found".
     #[error(
         "{location} holds no walarch repository (no walarch.json): check the repository URL, bucket and mount; \
          refusing to report the file as missing"
     )]
-    NotARepository { location: String },
+    NotARepository {
+        /// The repository location, as displayed to the user.
+        location: String,
+    },
+    /// The stored segment's page header names another database system than the repository's.
     #[error(
         "stored object {key} holds WAL of database system {found}, but this repository belongs to system {expected}; \
          the repository location may be wrong"
     )]
     ForeignSystem {
+        /// The stored object's key.
         key: String,
+        /// The system identifier in the stored segment's header.
         found: SystemId,
+        /// The system identifier the repository belongs to.
         expected: SystemId,
     },
+    /// The stored object does not decode with its codec.
     #[error("stored object {key} is corrupt: {source}")]
-    Corrupt { key: String, source: CodecError },
+    Corrupt {
+        /// The stored object's key.
+        key: String,
+        /// Why decoding failed.
+        source: CodecError,
+    },
+    /// The stored object carries no checksum that fetch can verify, or its history file's
+    /// checksum line is missing or does not match.
     #[error("stored object {key} is not handed over: {source}")]
-    Unchecked { key: String, source: ChecksumError },
+    Unchecked {
+        /// The stored object's key.
+        key: String,
+        /// What is wrong with the object's checksum.
+        source: ChecksumError,
+    },
+    /// The stored object decodes, but not to a valid copy of the requested file.
     #[error("stored object {key} does not hold the requested file: {source}")]
-    InvalidContent { key: String, source: ContentError },
+    InvalidContent {
+        /// The stored object's key.
+        key: String,
+        /// What is wrong with the decoded content.
+        source: ContentError,
+    },
+    /// Writing the destination file (or its temporary file) failed.
     #[error("cannot write {}: {source}", path.display())]
     Write {
+        /// The file that could not be written.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The repository or its store failed.
     #[error(transparent)]
     Repo(#[from] RepoError),
 }

@@ -293,10 +293,15 @@ impl FetchSpool {
 /// See [`FetchSpool::status`].
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FetchSpoolStatus {
+    /// The last file PostgreSQL asked for; `None` before its first call (or if unreadable).
     pub position: Option<String>,
+    /// Number of WAL files downloaded into the spool and not yet taken.
     pub spooled_files: usize,
+    /// Total size of those files, in bytes.
     pub spooled_bytes: u64,
+    /// Number of segments remembered as missing from the store.
     pub remembered_misses: usize,
+    /// Whether a fetch-ahead worker holds the spool's lock.
     pub worker_running: bool,
 }
 
@@ -306,9 +311,12 @@ fn room_for_download(free: u64, reserve: u64, segment: u64, in_flight: usize) ->
     free.saturating_sub(segment.saturating_mul(in_flight as u64)) >= reserve.saturating_add(segment)
 }
 
+/// Settings of the fetch-ahead worker ([`run_prefetch_worker`]).
 #[derive(Debug, Clone, Copy)]
 pub struct PrefetchOptions {
+    /// The codec looked up first in the store (the one this configuration pushes with).
     pub preferred: Codec,
+    /// Downloads run at once; 0 counts as 1.
     pub parallelism: usize,
     /// Bytes of WAL kept downloaded ahead of replay.
     pub max_bytes: u64,
@@ -318,9 +326,12 @@ pub struct PrefetchOptions {
     pub idle_exit: Duration,
 }
 
+/// What a run of the fetch-ahead worker did.
 #[derive(Debug, Clone, Default)]
 pub struct PrefetchReport {
+    /// Segments downloaded into the spool with their sidecar.
     pub fetched: usize,
+    /// Downloads that failed (PostgreSQL's own call fetches those segments).
     pub failed: usize,
     /// Downloads not started because pg_wal's file system was down to its reserve.
     pub paused_for_space: usize,

@@ -37,13 +37,20 @@ pub enum PushOutcome {
     PushedAhead,
 }
 
+/// What a successful push did, for logs and metrics.
 #[derive(Debug, Clone)]
 pub struct PushReport {
+    /// The WAL file that was pushed.
     pub name: WalFileName,
+    /// Whether it was stored now or found already stored.
     pub outcome: PushOutcome,
+    /// The key of the stored object: the new one, or the existing identical copy.
     pub key: String,
+    /// Size of the local file, in bytes.
     pub original_bytes: u64,
+    /// Size of the stored object (after compression), in bytes.
     pub stored_bytes: u64,
+    /// Wall-clock time the whole push took.
     pub elapsed: Duration,
 }
 
@@ -402,81 +409,141 @@ impl<R: Read> std::io::Write for CompareWriter<R> {
     }
 }
 
+/// Why a push failed. Nothing was stored, and no existing object was changed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PushError {
+    /// The data directory is a restored copy that may not write into this repository, or its
+    /// restore marker could not be used.
     #[error(transparent)]
     RestoredCopy(#[from] MarkerError),
+    /// The file name is not one PostgreSQL archives.
     #[error(
         "{path} is not a WAL file name PostgreSQL archives (segment, .partial, .backup or .history)"
     )]
-    NotAWalFile { path: String },
+    NotAWalFile {
+        /// The path given to push.
+        path: String,
+    },
+    /// A local file (the WAL file, or the data directory's `global/pg_control`) could not be
+    /// read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file that could not be read.
         path: String,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The file's content is not what its name says.
     #[error("refusing to archive: {0}")]
     InvalidContent(#[from] ContentError),
+    /// The file belongs to another database system than the repository.
     #[error(
         "refusing to archive {name}: it belongs to database system {file_system_id} but repository {location} \
          belongs to system {repo_system_id}; point this cluster at its own repository"
     )]
     ForeignSystem {
+        /// The WAL file name.
         name: String,
+        /// The system identifier of the file (from its page header, or from `pg_control` for
+        /// files without one).
         file_system_id: SystemId,
+        /// The system identifier the repository belongs to.
         repo_system_id: SystemId,
+        /// The repository location, as displayed to the user.
         location: String,
     },
+    /// The segment's size differs from the segment size of the WAL the repository holds.
     #[error(
         "refusing to archive {name}: its segment size is {file} but the repository holds {repo} segments"
     )]
     SegmentSizeMismatch {
+        /// The WAL file name.
         name: String,
+        /// The segment size in the file's header.
         file: WalSegmentSize,
+        /// The segment size recorded in the repository's identity.
         repo: WalSegmentSize,
     },
+    /// The segment was written by another PostgreSQL major version than the repository's WAL.
     #[error(
         "refusing to archive {name}: it is PostgreSQL {file} WAL but the repository holds PostgreSQL {repo} WAL; \
          use a new repository after a major upgrade"
     )]
-    MajorVersionMismatch { name: String, file: u32, repo: u32 },
+    MajorVersionMismatch {
+        /// The WAL file name.
+        name: String,
+        /// The PostgreSQL major version of the file, from its page header.
+        file: u32,
+        /// The PostgreSQL major version recorded in the repository's identity.
+        repo: u32,
+    },
+    /// A stored copy under this name holds different content; it is left as it is.
     #[error(
         "refusing to archive {name}: {key} already holds different content; both are kept. Another cluster may be \
          archiving into this repository"
     )]
-    AlreadyArchivedDifferent { name: String, key: String },
+    AlreadyArchivedDifferent {
+        /// The WAL file name.
+        name: String,
+        /// The key of the stored copy that differs.
+        key: String,
+    },
     /// Another writer stored different content under the same name while this push ran.
     #[error(
         "refusing to archive {name}: another writer stored different content at {key} while this \
          push ran; both are kept. Two clusters are archiving into this repository"
     )]
-    ConcurrentWriter { name: String, key: String },
+    ConcurrentWriter {
+        /// The WAL file name.
+        name: String,
+        /// The key of the other writer's object.
+        key: String,
+    },
+    /// A stored copy could not be decoded to compare it with the local file.
     #[error(
         "cannot compare {name} with the stored copy {key}: {source}; the stored copy is kept, investigate it"
     )]
     StoredCopyUnreadable {
+        /// The WAL file name.
         name: String,
+        /// The key of the stored copy.
         key: String,
+        /// Why decoding failed.
         source: CodecError,
     },
+    /// A stored history file's checksum line is missing or does not match, so it could not be
+    /// compared with the local file.
     #[error(
         "cannot compare {name} with its stored copy {key}: {source}; the stored copy was left as it is"
     )]
     StoredCopyUnchecked {
+        /// The WAL file name.
         name: String,
+        /// The key of the stored copy.
         key: String,
+        /// What is wrong with its checksum.
         source: ChecksumError,
     },
+    /// The data directory's `global/pg_control` does not yield a system identifier.
     #[error("cannot read the system identifier from {path}: {source}")]
     InvalidControlFile {
+        /// The path of `pg_control`.
         path: String,
+        /// Why it could not be read.
         source: crate::wal::WalError,
     },
+    /// The store refused to create the object because it exists, but no copy could then be
+    /// read (deleted in between).
     #[error("{key} was reported to exist but could not be found; retry")]
-    Vanished { key: String },
+    Vanished {
+        /// The key the push tried to create.
+        key: String,
+    },
+    /// Compressing the file failed.
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// The repository or its store failed.
     #[error(transparent)]
     Repo(#[from] RepoError),
 }

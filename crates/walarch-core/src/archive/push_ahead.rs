@@ -291,11 +291,16 @@ impl PushSpool {
 /// See [`PushSpool::status`].
 #[derive(Debug, Clone, Serialize)]
 pub struct PushSpoolStatus {
+    /// Number of files PostgreSQL has queued for archiving (`archive_status/*.ready`).
     pub ready: usize,
+    /// Age of the oldest `.ready` file (serialised in seconds); `None` when none is queued.
     #[serde(serialize_with = "secs")]
     pub oldest_ready_age: Option<Duration>,
+    /// Number of queued files the worker has already stored and recorded (`.ok`).
     pub pushed_ahead: usize,
+    /// The worker's last failure per file, as (file name, error message), sorted by name.
     pub failures: Vec<(String, String)>,
+    /// Whether a push-ahead worker holds the spool's lock.
     pub worker_running: bool,
 }
 
@@ -309,6 +314,7 @@ fn secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Er
 /// How the worker runs.
 #[derive(Debug, Clone, Copy)]
 pub struct PushAheadOptions {
+    /// How files are compressed before they are stored.
     pub compression: Compression,
     /// Files pushed at once.
     pub parallelism: usize,
@@ -319,7 +325,9 @@ pub struct PushAheadOptions {
 /// What a worker did before it exited.
 #[derive(Debug, Clone, Default)]
 pub struct PushAheadReport {
+    /// Files stored (or found already stored) and recorded in the spool.
     pub pushed: usize,
+    /// Files whose push failed while the file was still in pg_wal; each left a `.error` record.
     pub failed: usize,
 }
 

@@ -23,23 +23,34 @@ const SEAL_LEN: usize = SEAL_PREFIX.len() + 8 + 1;
 /// zstd's frame magic number, little-endian.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 
+/// Why a stored object's checksum cannot be trusted, found before or while it is decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ChecksumError {
+    /// A segment stored as raw bytes, which carry no checksum.
     #[error(
         "it is stored as raw bytes without a checksum (by hand, or by an earlier walarch with \
          compression none), so it cannot be verified: check it (pg_waldump), delete it and \
          archive the file again"
     )]
     Unverifiable,
+    /// A zstd frame written without its content checksum.
     #[error("its zstd frame carries no content checksum, so it cannot be verified")]
     ZstdWithoutChecksum,
+    /// A zstd object that does not start with a frame, or holds bytes after its first frame.
     #[error("it is not a single zstd frame")]
     NotOneZstdFrame,
+    /// A stored history file whose last line is not a well-formed `# walarch crc32c` line.
     #[error("its checksum line (# walarch crc32c ...) is missing or malformed")]
     NoSeal,
+    /// A stored history file whose content does not match its checksum line.
     #[error("its CRC-32C is {actual:08x}, but {recorded:08x} was recorded when it was stored")]
-    Mismatch { recorded: u32, actual: u32 },
+    Mismatch {
+        /// The CRC-32C written in the checksum line when the file was stored.
+        recorded: u32,
+        /// The CRC-32C of the content as read back.
+        actual: u32,
+    },
 }
 
 /// A history file as stored: `content` (which must end with a newline, as PostgreSQL writes

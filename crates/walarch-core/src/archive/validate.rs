@@ -15,23 +15,45 @@ pub enum ValidatedContent {
     Text,
 }
 
+/// Why the bytes of a WAL file are not what its name says.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ContentError {
+    /// The segment's long page header does not decode or does not match the file name, or the
+    /// name is not a segment's.
     #[error("{name}: {source}")]
-    Header { name: String, source: WalError },
+    Header {
+        /// The WAL file name.
+        name: String,
+        /// What is wrong with the header.
+        source: WalError,
+    },
+    /// The segment's length differs from the segment size in its header.
     #[error(
         "{name} is {actual} bytes but its header says segments are {expected} bytes (truncated or padded file)"
     )]
     WrongLength {
+        /// The WAL file name.
         name: String,
+        /// The file's length, in bytes.
         actual: u64,
+        /// The segment size from the header, in bytes.
         expected: u64,
     },
+    /// The timeline history file does not parse, or does not fit its timeline.
     #[error("{name}: {source}")]
-    History { name: String, source: WalError },
+    History {
+        /// The WAL file name.
+        name: String,
+        /// Why the history file is invalid.
+        source: WalError,
+    },
+    /// The backup history file does not start with `START WAL LOCATION: `.
     #[error("{name} is not a PostgreSQL backup history file")]
-    NotBackupHistory { name: String },
+    NotBackupHistory {
+        /// The WAL file name.
+        name: String,
+    },
 }
 
 /// Validates a segment (or `.partial`) from its first bytes and total length, so that a

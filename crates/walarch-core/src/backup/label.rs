@@ -5,7 +5,9 @@ use crate::wal::{Lsn, TimelineId};
 /// The fields of `backup_label` that walarch relies on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupLabel {
+    /// `START WAL LOCATION`: the LSN recovery from the backup starts at.
     pub start_lsn: Lsn,
+    /// `START TIMELINE`: the timeline the backup started on.
     pub timeline: TimelineId,
     /// `BACKUP FROM: standby`.
     pub from_standby: bool,

@@ -18,6 +18,7 @@ use super::restore::RestoreError;
 use crate::repo::{RepoError, Repository};
 use crate::store::keys;
 
+/// The repository's backup folders, sorted into usable, incomplete and damaged backups.
 #[derive(Debug, Clone, Default)]
 pub struct BackupList {
     /// Complete backups whose every part is stored, oldest first.
@@ -31,6 +32,7 @@ pub struct BackupList {
 /// A manifest whose backup lacks stored objects.
 #[derive(Debug, Clone)]
 pub struct DamagedBackup {
+    /// The backup's manifest, as stored.
     pub manifest: Manifest,
     /// The keys of the missing objects (or stored with another size than recorded).
     pub missing: Vec<String>,

@@ -23,10 +23,12 @@ pub struct BackupId(String);
 const ID_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 
 impl BackupId {
+    /// The id of a backup starting at `time`, truncated to the second.
     pub fn from_time(time: DateTime<Utc>) -> Self {
         BackupId(time.format(ID_FORMAT).to_string())
     }
 
+    /// The id as text, e.g. `20261121T142700Z`.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -73,71 +75,102 @@ impl fmt::Display for BackupId {
 /// `pg_tblspc/<oid>/...` in the parts; restore links `pg_tblspc/<oid>` to its location.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tablespace {
+    /// The tablespace's oid, its directory name under `pg_tblspc`.
     pub oid: u32,
+    /// The tablespace's name (`spcname`).
     pub name: String,
+    /// Where the tablespace lived on the backed-up server (`pg_tablespace_location`).
     pub location: PathBuf,
 }
 
 /// A directory of the data directory (or of a tablespace, under `pg_tblspc/<oid>/`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectoryEntry {
+    /// The directory's path relative to the data directory, without a trailing `/`.
     pub path: String,
+    /// The directory's permission bits (`mode & 0o7777`).
     pub mode: u32,
 }
 
 /// A file as stored: `size` bytes whose CRC-32 is `crc32`, in part `part`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
+    /// The file's path relative to the data directory.
     pub path: String,
+    /// The file's length as stored, in bytes.
     pub size: u64,
+    /// CRC-32 of the stored content.
     pub crc32: u32,
+    /// The file's permission bits (`mode & 0o7777`).
     pub mode: u32,
+    /// The index of the part holding the file.
     pub part: u32,
 }
 
 /// One compressed tar stream of the backup's content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartEntry {
+    /// The part's number, from 0; manifests list parts in this order.
     pub index: u32,
     /// Bytes of the tar stream before compression.
     pub tar_bytes: u64,
     /// Bytes stored (the object's size).
     pub stored_bytes: u64,
+    /// Number of files in the part (directories not counted).
     pub files: u32,
 }
 
+/// A backup's manifest, stored as `backups/<id>/manifest.json` (see the module doc).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The manifest format ([`MANIFEST_FORMAT`]).
     pub format: u32,
+    /// The backup's id, also its folder's name.
     pub id: BackupId,
     /// Always `full` in this format.
     pub kind: String,
+    /// The walarch that wrote the backup: `walarch <version>`.
     pub tool_version: String,
+    /// The database system identifier of the backed-up cluster.
     pub system_id: SystemId,
     /// `server_version_num`, e.g. 150018.
     pub pg_version_num: u32,
+    /// The cluster's WAL segment size.
     pub wal_segment_size: WalSegmentSize,
+    /// The timeline the backup started on (`START TIMELINE` of `backup_label`).
     pub timeline: TimelineId,
+    /// Where recovery from the backup starts reading WAL.
     pub start_lsn: Lsn,
+    /// The backup's end: recovery must replay up to here to be consistent.
     pub stop_lsn: Lsn,
+    /// When walarch started the backup on the server.
     pub started_at: DateTime<Utc>,
+    /// When the server's backup was stopped, after the files were copied.
     pub stopped_at: DateTime<Utc>,
     /// When the WAL up to `stop_lsn` was confirmed in the repository and the backup was done.
     pub completed_at: DateTime<Utc>,
+    /// Whether the backup was taken from a standby.
     pub from_standby: bool,
+    /// How the parts are compressed.
     pub codec: Codec,
+    /// Whether a `tablespace_map` is stored beside `backup_label`.
     pub has_tablespace_map: bool,
     /// CRC-32 of the stored `backup_label`, checked before restore writes it into the target
     /// (manifests written before walarch recorded it have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_label_crc32: Option<u32>,
+    /// The tablespaces outside the data directory.
     pub tablespaces: Vec<Tablespace>,
+    /// Every directory restore creates, including empty ones.
     pub directories: Vec<DirectoryEntry>,
+    /// Every file in the parts, sorted by path.
     pub files: Vec<FileEntry>,
+    /// The parts, by index.
     pub parts: Vec<PartEntry>,
 }
 
 impl Manifest {
+    /// The PostgreSQL major version, e.g. 15 for `pg_version_num` 150018.
     pub fn pg_major(&self) -> u32 {
         self.pg_version_num / 10000
     }
@@ -235,6 +268,7 @@ impl Manifest {
         Ok(manifest)
     }
 
+    /// The manifest as stored: pretty-printed JSON.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("a manifest serialises")
     }
@@ -262,17 +296,22 @@ pub fn safe_relative_path(path: &str) -> Result<PathBuf, ManifestError> {
     Ok(clean)
 }
 
+/// Why a backup id or a stored manifest is not usable.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManifestError {
+    /// The text is not a backup id; holds the text.
     #[error("{0:?} is not a backup id (expected a UTC time like 20261121T142700Z, or latest)")]
     BadBackupId(String),
+    /// The manifest does not parse or is inconsistent; holds the reason.
     #[error("the manifest is not valid: {0}")]
     Invalid(String),
+    /// The manifest has a format this build does not read; holds that format.
     #[error(
         "the manifest has format {0}; this walarch reads format {MANIFEST_FORMAT}: upgrade walarch"
     )]
     UnsupportedFormat(u32),
+    /// A path in the manifest or a part is not a plain relative path; holds the path.
     #[error("refusing path {0:?}: not a plain relative path (absolute, '..' or empty)")]
     UnsafePath(String),
 }

@@ -22,14 +22,20 @@ use super::BackupId;
 use crate::repo::{PutOutcome, RepoError, Repository};
 use crate::wal::SystemId;
 
+/// The name of the restore marker file, in the data directory's top level.
 pub const MARKER_FILE: &str = "walarch_restore.json";
 
+/// The content of [`MARKER_FILE`]: which backup a data directory was restored from, and
+/// which repositories it may write to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreMarker {
+    /// When the restore wrote the marker.
     pub restored_at: DateTime<Utc>,
+    /// The backup the data directory was restored from.
     pub backup_id: BackupId,
     /// The repository the backup came from (no credentials: locations never hold any).
     pub source_repository: String,
+    /// The database system identifier of the restored backup (and so of this copy).
     pub system_id: SystemId,
     /// Set when restored with `--take-over`: the id of the record stored in the source repository.
     #[serde(default)]
@@ -127,22 +133,37 @@ async fn holds_wal(repo: &Repository) -> Result<bool, MarkerError> {
     }
 }
 
+/// Why a restored copy may not write into a repository, or why its marker could not be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MarkerError {
+    /// The data directory is a restored copy, the repository already holds WAL, and no
+    /// take-over of it was recorded.
     #[error(
         "{data_dir} was restored from backup {backup} of {source_repo} and {repo} already holds WAL: \
          archiving this copy there would mix two histories. Archive into a new repository, or \
          restore it as a take-over of the repository if this copy replaces the original"
     )]
     RestoredCopy {
+        /// The restored data directory.
         data_dir: String,
+        /// The id of the backup it was restored from.
         backup: String,
+        /// The repository the backup came from.
         source_repo: String,
+        /// The repository the copy tried to write to.
         repo: String,
     },
+    /// The marker file could not be read or written, or a take-over record could not be
+    /// created because one with the same id exists.
     #[error("cannot use the restore marker {path}: {source}")]
-    Io { path: String, source: io::Error },
+    Io {
+        /// The marker file, or the take-over record's key.
+        path: String,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The repository or its store failed.
     #[error(transparent)]
     Repo(#[from] RepoError),
 }

@@ -38,7 +38,9 @@ pub use verify::{VerifyReport, verify_backup};
 /// Which backup to use: a named one or the newest complete one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackupSelector {
+    /// The newest complete backup (`latest`).
     Latest,
+    /// The backup with this id.
     Id(BackupId),
 }
 

@@ -300,18 +300,29 @@ impl<W: Write> Write for Counted<W> {
     }
 }
 
+/// Why writing a backup part failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PartError {
     /// A file of the data directory could not be read.
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: io::Error },
+    Read {
+        /// The file that could not be read.
+        path: String,
+        /// The I/O error.
+        source: io::Error,
+    },
     /// Building the part failed before it was known which (compression, tar).
     #[error(transparent)]
     Io(#[from] io::Error),
     /// The part could not be uploaded.
     #[error("cannot write backup part {key}: {source}")]
-    Write { key: String, source: io::Error },
+    Write {
+        /// The part's key in the store.
+        key: String,
+        /// The I/O error.
+        source: io::Error,
+    },
 }
 
 impl PartError {

@@ -41,9 +41,12 @@ pub struct RecoverySettings {
     pub standby: bool,
 }
 
+/// How to restore a backup.
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
+    /// The target data directory: must be empty, or is emptied with `force`.
     pub pgdata: PathBuf,
+    /// Which backup to restore.
     pub backup: BackupSelector,
     /// Empty a non-empty target first (refused while a server runs in it).
     pub force: bool,
@@ -51,19 +54,27 @@ pub struct RestoreOptions {
     pub parallel: usize,
     /// New locations for tablespaces, by OID or name; others go back where they were.
     pub tablespace_map: Vec<(String, PathBuf)>,
+    /// What to write so that PostgreSQL recovers from the archive when started.
     pub recovery: RecoverySettings,
     /// This copy replaces the original: record a take-over in the repository, so that it may
     /// archive into it (DESIGN.md §2.5).
     pub take_over: bool,
 }
 
+/// What a completed restore did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RestoreReport {
+    /// The backup that was restored.
     pub backup: BackupId,
+    /// The data directory it was restored into.
     pub pgdata: PathBuf,
+    /// Number of files restored (those in the manifest).
     pub files: usize,
+    /// Bytes of file content restored.
     pub bytes: u64,
+    /// Wall-clock time the whole restore took.
     pub elapsed: Duration,
+    /// Whether a take-over of the source repository was recorded.
     pub take_over: bool,
 }
 
@@ -629,26 +640,36 @@ fn io_error(path: &Path, source: io::Error) -> RestoreError {
     }
 }
 
+/// Why a restore (or a verify, or finding a backup) failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RestoreError {
+    /// The repository or its store failed.
     #[error(transparent)]
     Repo(#[from] RepoError),
+    /// A backup id or the stored manifest is not usable.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// Recording the take-over in the repository failed.
     #[error(transparent)]
     Marker(#[from] MarkerError),
+    /// Reading or unpacking a part failed.
     #[error("restore failed: {0}")]
     Part(#[from] PartReadError),
+    /// The backup or the request does not hold together (another system's backup, a damaged
+    /// `backup_label`, an unknown tablespace, files missing from the parts); holds the reason.
     #[error("{0}")]
     Invalid(String),
+    /// The repository holds no complete backup that matches; holds the message.
     #[error("{0}")]
     NotFound(String),
     /// The backup's manifest names objects the repository no longer holds.
     #[error("{0}: it cannot be restored")]
     Damaged(String),
+    /// The target directory is not empty and was not to be emptied; holds its path.
     #[error("{0} is not empty: restore into an empty directory, or have it emptied first")]
     NotEmpty(String),
+    /// The target directory holds a `postmaster.pid` (a server may use it); holds its path.
     #[error("{0} holds postmaster.pid: stop the server that uses it before restoring over it")]
     Running(String),
     /// An earlier restore into the target stopped before the end.
@@ -661,8 +682,14 @@ pub enum RestoreError {
     /// named).
     #[error("{0} cancelled")]
     Cancelled(String),
+    /// A local file or directory of the restore could not be written.
     #[error("cannot write {path}: {source}")]
-    Io { path: String, source: io::Error },
+    Io {
+        /// The file or directory concerned.
+        path: String,
+        /// The I/O error.
+        source: io::Error,
+    },
 }
 
 impl RestoreError {

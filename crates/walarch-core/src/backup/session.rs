@@ -11,19 +11,26 @@ use crate::wal::{Lsn, SystemId, TimelineId, WalSegmentSize};
 /// What the server says about itself.
 #[derive(Debug, Clone)]
 pub struct ServerInfo {
+    /// `server_version_num`, e.g. 150018.
     pub version_num: u32,
+    /// The server's data directory (`data_directory`), as the server names it.
     pub data_directory: PathBuf,
     /// The port the server listens on (`port`).
     pub port: u16,
     /// `pg_postmaster_start_time()`, as seconds since the Unix epoch.
     pub postmaster_start_epoch: f64,
+    /// `pg_is_in_recovery()`: true on a standby.
     pub in_recovery: bool,
+    /// The database system identifier (`pg_control_system()`).
     pub system_id: SystemId,
+    /// The server's `wal_segment_size`.
     pub wal_segment_size: WalSegmentSize,
+    /// The tablespaces other than `pg_default` and `pg_global`, by oid.
     pub tablespaces: Vec<Tablespace>,
 }
 
 impl ServerInfo {
+    /// The PostgreSQL major version, e.g. 15 for `version_num` 150018.
     pub fn major(&self) -> u32 {
         self.version_num / 10000
     }
@@ -32,16 +39,22 @@ impl ServerInfo {
 /// The server's last checkpoint, from `pg_control_checkpoint()`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerCheckpoint {
+    /// Where the checkpoint record is (`checkpoint_lsn`).
     pub checkpoint: Lsn,
+    /// Where replay from this checkpoint starts (`redo_lsn`).
     pub redo: Lsn,
+    /// The checkpoint's timeline (`timeline_id`).
     pub timeline: TimelineId,
 }
 
 /// What `pg_backup_stop` returns.
 #[derive(Debug, Clone)]
 pub struct BackupStop {
+    /// The backup's end: the WAL up to here is needed to make it consistent.
     pub stop_lsn: Lsn,
+    /// The content of `backup_label`, to be stored with the backup.
     pub backup_label: String,
+    /// The content of `tablespace_map`; `None` when the cluster has no tablespaces.
     pub tablespace_map: Option<String>,
 }
 
@@ -54,6 +67,8 @@ pub struct BackupSession {
 }
 
 impl BackupSession {
+    /// Connects and reads the server's [`ServerInfo`]; refuses servers older than
+    /// PostgreSQL 10.
     pub async fn connect(config: &Config) -> Result<Self, SessionError> {
         let (client, connection) = config.connect(NoTls).await.map_err(SessionError::Connect)?;
         let connection = tokio::spawn(async move {
@@ -72,6 +87,7 @@ impl BackupSession {
         })
     }
 
+    /// What the server said about itself when the session connected.
     pub fn info(&self) -> &ServerInfo {
         &self.info
     }
@@ -150,6 +166,7 @@ impl BackupSession {
         })
     }
 
+    /// Closes the connection and waits for it to end.
     pub async fn close(self) {
         drop(self.client);
         let _ = self.connection.await;
@@ -209,17 +226,23 @@ fn parse_lsn(text: String) -> Result<Lsn, SessionError> {
         .map_err(|_| SessionError::Unexpected(format!("LSN {text:?}")))
 }
 
+/// Why talking to PostgreSQL for a backup failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
+    /// The connection string is not valid; holds the reason.
     #[error("invalid connection string: {0}")]
     Conninfo(String),
+    /// The connection to the server could not be opened.
     #[error("cannot connect to PostgreSQL: {0}")]
     Connect(#[source] tokio_postgres::Error),
+    /// A query failed: what it was for (e.g. "start the backup"), and the error.
     #[error("cannot {0}: {1}")]
     Query(&'static str, #[source] tokio_postgres::Error),
+    /// The server is older than PostgreSQL 10; holds its `server_version_num`.
     #[error("PostgreSQL {0} is too old: walarch backs up PostgreSQL 10 and later")]
     Unsupported(u32),
+    /// The server returned a value walarch cannot use; holds what it was and its text.
     #[error("PostgreSQL returned an unexpected {0}")]
     Unexpected(String),
 }

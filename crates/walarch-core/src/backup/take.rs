@@ -440,18 +440,26 @@ async fn wait_for_wal(
     }
 }
 
+/// Why a base backup failed. The backup does not exist: no manifest was written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackupError {
+    /// Talking to PostgreSQL failed.
     #[error(transparent)]
     Session(#[from] SessionError),
+    /// The repository or its store failed.
     #[error(transparent)]
     Repo(#[from] RepoError),
+    /// The data directory is a restored copy that may not write into this repository, or its
+    /// restore marker could not be used.
     #[error(transparent)]
     RestoredCopy(#[from] MarkerError),
+    /// A local file or directory of the data directory could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// What could not be read.
         path: String,
+        /// The I/O error.
         source: std::io::Error,
     },
     /// Writing a backup part failed.
@@ -460,31 +468,49 @@ pub enum BackupError {
     /// The caller cancelled the backup: no manifest was written, the claim was withdrawn.
     /// The caller cancelled the backup: no manifest was written, the claim was withdrawn.
     #[error("backup{} cancelled: it does not exist (no manifest); retention removes what it wrote", id.as_ref().map(|id| format!(" {id}")).unwrap_or_default())]
-    Cancelled { id: Option<BackupId> },
+    Cancelled {
+        /// The backup's id; `None` when it was cancelled before an id was claimed.
+        id: Option<BackupId>,
+    },
     /// Retention took the backup's folder for an interrupted backup and withdrew its claim.
     #[error(
         "backups/{id} was taken for an interrupted backup by a retention run while the backup ran, \
          and its files may be deleted: backup {id} does not exist; run the backup again"
     )]
-    ClaimWithdrawn { id: BackupId },
+    ClaimWithdrawn {
+        /// The backup's id.
+        id: BackupId,
+    },
+    /// The data directory's `global/pg_control` names another database system than the
+    /// server connected to.
     #[error(
         "{data_dir} belongs to database system {local}, but the server connected to is {server}: \
          give the data directory of that server, or connect to the server of that directory"
     )]
     WrongDataDirectory {
+        /// The data directory to be backed up.
         data_dir: String,
+        /// The system identifier in its `global/pg_control`.
         local: SystemId,
+        /// The system identifier of the server connected to.
         server: SystemId,
     },
+    /// The data directory's `postmaster.pid` is missing or describes another server than the
+    /// one connected to.
     #[error(
         "{data_dir} holds the files of {files}, but {server}: back up the data directory of the \
          server connected to, or connect to the server that runs in {data_dir}"
     )]
     NotTheServersFiles {
+        /// The data directory to be backed up.
         data_dir: String,
+        /// Which server the directory's `postmaster.pid` describes, or that there is none.
         files: String,
+        /// Which server the session is connected to.
         server: String,
     },
+    /// The data directory's last checkpoint is not the one the backup started from (nor a
+    /// later one of the same server): its files belong to another server.
     #[error(
         "{data_dir}'s last checkpoint starts at {local_redo} on timeline {local_timeline} \
          (global/pg_control), but the backup started from the checkpoint at {start}: the files \
@@ -492,30 +518,46 @@ pub enum BackupError {
          may lag behind; back up the data directory of the server connected to"
     )]
     CheckpointMismatch {
+        /// The data directory to be backed up.
         data_dir: String,
+        /// The redo LSN of the last checkpoint in its `global/pg_control`.
         local_redo: Lsn,
+        /// The timeline of that checkpoint.
         local_timeline: TimelineId,
+        /// The backup's start LSN, as the server returned it.
         start: Lsn,
     },
+    /// The repository belongs to another database system, or holds another WAL segment size.
     #[error(
         "{repo} belongs to database system {repo_system}, not to this server ({server_system}); use a \
          repository of its own for each database system"
     )]
     WrongRepository {
+        /// The repository location.
         repo: String,
+        /// The system identifier the repository belongs to.
         repo_system: SystemId,
+        /// The system identifier of the server connected to.
         server_system: SystemId,
     },
+    /// An object the backup writes already exists; holds its key.
     #[error("{0} already exists in the repository; not overwritten")]
     Exists(String),
+    /// The `backup_label` returned by the server does not parse; holds the reason.
     #[error("PostgreSQL returned an unreadable backup_label: {0}")]
     Label(String),
+    /// The WAL needed to make the backup consistent did not reach the repository in time.
     #[error(
         "WAL segment {segment} did not reach the repository within {waited} s, so the backup cannot be \
          made consistent and is not complete (no manifest): check archive_command; on a standby the \
          primary must switch segments (archive_timeout)"
     )]
-    WalNotArchived { segment: String, waited: u64 },
+    WalNotArchived {
+        /// The first segment still missing from the repository.
+        segment: String,
+        /// How long the backup waited, in seconds.
+        waited: u64,
+    },
 }
 
 impl BackupError {

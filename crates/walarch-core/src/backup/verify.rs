@@ -14,10 +14,14 @@ use super::restore::RestoreError;
 use crate::repo::Repository;
 use tokio_util::sync::CancellationToken;
 
+/// What a verify found. Problems are listed here; they are not errors.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
+    /// The backup that was verified.
     pub backup: BackupId,
+    /// Number of distinct file paths read back from the parts.
     pub files_checked: usize,
+    /// Bytes of file content in the backup, as its manifest records them.
     pub bytes_checked: u64,
     /// Everything wrong, each naming the part and file.
     pub problems: Vec<String>,
@@ -26,6 +30,7 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
+    /// True when nothing is wrong: no problem found and no WAL missing.
     pub fn ok(&self) -> bool {
         self.problems.is_empty() && self.missing_wal.is_empty()
     }

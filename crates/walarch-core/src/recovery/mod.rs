@@ -22,19 +22,36 @@ use crate::repo::RepoError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PlanError {
+    /// No complete backup fits the request; the text says why.
     #[error("{0}")]
     NoBackup(String),
     /// A piece recovery needs is not in the repository.
     #[error("{name} is missing from the repository: {why}")]
-    Missing { name: String, why: String },
+    Missing {
+        /// The missing file: a WAL segment or history file name.
+        name: String,
+        /// Why recovery needs it.
+        why: String,
+    },
+    /// The target cannot be reached from any suitable backup with the archived WAL; the text
+    /// says why.
     #[error("cannot reach the target: {0}")]
     Unreachable(String),
+    /// A stored object recovery needs cannot be decompressed or decoded.
     #[error("{key} cannot be read: {reason}")]
-    Corrupt { key: String, reason: String },
+    Corrupt {
+        /// The store key or WAL segment name of the object.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The repository has no `walarch.json`, so nothing was ever archived into it.
     #[error("the repository has no identity (walarch.json): nothing was ever archived into it")]
     Empty,
+    /// Reading the repository failed.
     #[error(transparent)]
     Repo(#[from] RepoError),
+    /// A backup operation failed.
     #[error(transparent)]
     Backup(#[from] crate::backup::RestoreError),
 }

@@ -16,23 +16,36 @@ use crate::wal::{
     Lsn, RecordEvent, SegmentName, SegmentNo, TimelineId, TimelineSpan, WalRecord, path_passes,
 };
 
+/// The backup a recovery plan restores.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedBackup {
+    /// The backup's ID.
     pub id: String,
+    /// The timeline the backup was taken on.
     pub timeline: TimelineId,
+    /// Where the backup started in the WAL (`START WAL LOCATION` in its backup label): replay
+    /// begins here.
     pub start_lsn: Lsn,
+    /// Where the backup ends: recovery is consistent once it has replayed WAL to here.
     pub stop_lsn: Lsn,
+    /// When the backup finished.
     pub stopped_at: DateTime<Utc>,
+    /// Bytes stored for the backup's parts (compressed).
     pub stored_bytes: u64,
 }
 
 /// The WAL read from one timeline.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedTimeline {
+    /// The timeline.
     pub timeline: TimelineId,
+    /// The name of the first segment read from this timeline.
     pub first_segment: String,
+    /// The name of the last segment read from this timeline.
     pub last_segment: String,
+    /// How many segments are read from this timeline.
     pub segments: u64,
+    /// Bytes stored for those segments (compressed).
     pub stored_bytes: u64,
 }
 
@@ -41,25 +54,41 @@ pub struct PlannedTimeline {
 pub struct StopPoint {
     /// What PostgreSQL will do there, in words.
     pub description: String,
+    /// The position of the record recovery stops at, or for `latest` the end of the archived WAL.
     pub lsn: Lsn,
+    /// The name of the segment holding that position.
     pub segment: String,
+    /// The commit, abort or restore point time of the stop record; for `latest`, the time of the
+    /// last commit or abort; `None` when there is none.
     pub time: Option<DateTime<Utc>>,
+    /// The transaction ID of the stop record's commit or abort; for `latest`, that of the last
+    /// commit or abort; `None` when there is none.
     pub xid: Option<u32>,
 }
 
+/// How recovery to a target will go: the backup to restore, the WAL to replay, where recovery stops
+/// and the settings that make PostgreSQL stop there.
 #[derive(Debug, Clone, Serialize)]
 pub struct RecoveryPlan {
+    /// The target, in words (for example `time 2026-11-21T11:32:00Z`).
     pub target: String,
+    /// `recovery_target_inclusive` as requested.
     pub inclusive: bool,
+    /// The backup to restore.
     pub backup: PlannedBackup,
+    /// The timeline recovery ends on.
     pub target_timeline: TimelineId,
     /// History file recovery reads to follow the timelines (none on timeline 1).
     pub history_file: Option<String>,
+    /// The WAL read from each timeline, in the order recovery reads it.
     pub timelines: Vec<PlannedTimeline>,
+    /// The number of segments recovery reads, over all timelines.
     pub wal_segments: u64,
+    /// Bytes stored for those segments (compressed).
     pub wal_bytes: u64,
     /// Backup parts plus WAL, as stored (compressed).
     pub fetch_bytes: u64,
+    /// Where recovery stops.
     pub stop: StopPoint,
     /// The `recovery_target*` settings that carry out this plan.
     pub settings: Vec<(String, String)>,

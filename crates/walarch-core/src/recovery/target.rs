@@ -33,13 +33,16 @@ pub enum TimelineChoice {
     Latest,
     /// The backup's own timeline.
     Current,
+    /// This timeline.
     Id(TimelineId),
 }
 
 /// A complete request: target, timeline, inclusiveness.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetSpec {
+    /// Where recovery stops.
     pub target: RecoveryTarget,
+    /// Which timeline recovery follows (`recovery_target_timeline`).
     pub timeline: TimelineChoice,
     /// `recovery_target_inclusive` (PostgreSQL's default: true).
     pub inclusive: bool,
@@ -55,16 +58,30 @@ impl Default for TargetSpec {
     }
 }
 
+/// Why a recovery target, timeline or restore point name given by the user is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {
+    /// A time target that cannot be read, or has no time zone.
     #[error(
         "{text:?} is not a time walarch can read: use e.g. '2026-11-21 11:32:00+00' or 2026-11-21T11:32:00Z (with a time zone: the server's zone may differ from this shell's)"
     )]
-    Time { text: String },
+    Time {
+        /// The text as given.
+        text: String,
+    },
+    /// A transaction ID target that is not a number of at least 3 (the first normal xid).
     #[error("{text:?} is not a transaction id")]
-    Xid { text: String },
+    Xid {
+        /// The text as given.
+        text: String,
+    },
+    /// A timeline that is neither a timeline ID, `current` nor `latest`.
     #[error("{text:?} is not a timeline: use a number, current or latest")]
-    Timeline { text: String },
+    Timeline {
+        /// The text as given.
+        text: String,
+    },
+    /// A restore point name that is empty or longer than 63 bytes.
     #[error("a restore point name is at most 63 bytes, and not empty")]
     Name,
 }
@@ -116,6 +133,8 @@ fn parse_time_exact(text: &str) -> Result<DateTime<Utc>, TargetError> {
     })
 }
 
+/// Reads a transaction ID target (`recovery_target_xid`); a 64-bit, epoch-qualified xid is cut to
+/// its low 32 bits, as WAL records carry them.
 pub fn parse_xid(text: &str) -> Result<u32, TargetError> {
     // PostgreSQL accepts a 64-bit (epoch-qualified) xid too; WAL records carry the low half.
     text.trim()
@@ -128,6 +147,7 @@ pub fn parse_xid(text: &str) -> Result<u32, TargetError> {
         })
 }
 
+/// Reads `recovery_target_timeline`: `latest`, `current` or a timeline ID.
 pub fn parse_timeline(text: &str) -> Result<TimelineChoice, TargetError> {
     match text.trim() {
         "latest" => Ok(TimelineChoice::Latest),
@@ -143,6 +163,7 @@ pub fn parse_timeline(text: &str) -> Result<TimelineChoice, TargetError> {
     }
 }
 
+/// Checks a restore point name (`recovery_target_name`): 1 to 63 bytes.
 pub fn check_name(name: &str) -> Result<(), TargetError> {
     if name.is_empty() || name.len() > 63 {
         return Err(TargetError::Name);

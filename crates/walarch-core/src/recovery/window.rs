@@ -11,19 +11,25 @@ use crate::catalog::Snapshot;
 use crate::repo::Repository;
 use crate::wal::{Lsn, RecordEvent, SegmentNo, TimelineId, path_passes};
 
+/// A stretch of one timeline that recovery can reach: from where a backup became consistent to the
+/// end of the WAL archived after it without a gap.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RecoverableWindow {
+    /// The timeline the window lies on.
     pub timeline: TimelineId,
     /// The oldest backup this stretch can be reached from.
     pub backup: String,
     /// The earliest point: where that backup became consistent.
     pub start_lsn: Lsn,
+    /// When that backup became consistent (its stop time).
     pub start_time: DateTime<Utc>,
     /// The last commit (or abort) in the archived WAL that follows without a gap.
     pub end_time: Option<DateTime<Utc>>,
+    /// Where the last commit (or abort) is; `None` when the WAL holds none.
     pub last_commit_lsn: Option<Lsn>,
     /// The end of the last valid record: how far `--target latest` replays.
     pub end_lsn: Lsn,
+    /// The name of the last segment stored without a gap.
     pub last_segment: String,
     /// The first segment recovery would ask for and not find.
     pub next_missing: String,

@@ -29,7 +29,9 @@ use tokio_util::sync::CancellationToken;
 /// What a retention run deleted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RetentionReport {
+    /// Complete backups deleted.
     pub backups_deleted: Vec<BackupId>,
+    /// Interrupted backups whose folders were deleted.
     pub incomplete_deleted: Vec<BackupId>,
     /// Backups whose manifest named missing objects.
     pub damaged_deleted: Vec<BackupId>,
@@ -38,6 +40,8 @@ pub struct RetentionReport {
     pub completed_since_planned: Vec<BackupId>,
     /// Objects deleted from backup folders, manifests included.
     pub backup_objects_deleted: u64,
+    /// WAL objects deleted (segments, partial segments and backup history files; never history
+    /// files).
     pub wal_files_deleted: u64,
     /// Bytes of the deleted objects whose size was known (manifests are not counted).
     pub bytes_deleted: u64,

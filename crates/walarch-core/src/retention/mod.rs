@@ -62,33 +62,50 @@ impl RetentionInputs {
     }
 }
 
+/// Why a retention policy is refused, or why retention cannot plan or finish.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RetentionError {
+    /// A policy with neither a number of backups to keep nor a time window.
     #[error(
         "a retention policy keeps a number of newest backups, a time window, or both: neither was given"
     )]
     NoPolicy,
+    /// A policy that keeps 0 backups.
     #[error("the number of backups to keep must be at least 1: the newest backup is never deleted")]
     KeepZero,
+    /// A retention window that cannot be read, is zero or is longer than 100 years.
     #[error("invalid retention window {text:?}: {reason}")]
-    InvalidWindow { text: String, reason: String },
+    InvalidWindow {
+        /// The window as given (or, built from a number, that number of seconds with `s`).
+        text: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The repository holds WAL, interrupted or damaged backups, but no complete backup, so
+    /// nothing tells what to keep.
     #[error(
         "the repository holds no complete backup (but {wal_files} WAL objects, {incomplete} \
          interrupted and {damaged} damaged backups): retention deletes nothing until one exists"
     )]
     NoCompleteBackups {
+        /// The number of objects listed under `wal/`.
         wal_files: usize,
+        /// The number of interrupted backups.
         incomplete: usize,
+        /// The number of damaged backups (their manifest names missing objects).
         damaged: usize,
     },
+    /// The repository holds WAL but no `walarch.json`, so its segment size is unknown.
     #[error(
         "the repository holds WAL but no walarch.json, so its segment size is unknown: \
          retention deletes nothing in a repository it cannot read"
     )]
     NoIdentity,
+    /// Reading the repository failed.
     #[error(transparent)]
     Repo(#[from] RepoError),
+    /// Loading the repository's backups failed.
     #[error(transparent)]
     Backups(#[from] RestoreError),
     /// A delete failed and retention stopped. What was deleted so far was not needed by any
@@ -98,9 +115,13 @@ pub enum RetentionError {
          failure; every kept backup and its WAL are intact: run retention again to finish)"
     )]
     DeleteFailed {
+        /// What was being deleted, for example `"WAL files"`.
         what: &'static str,
+        /// The repository's location.
         location: String,
+        /// The store's error.
         source: crate::error::StoreFailure,
+        /// How many objects this run deleted before the failure.
         deleted: u64,
     },
     /// The caller cancelled the run between two batches of deletes.
@@ -108,7 +129,10 @@ pub enum RetentionError {
         "retention cancelled after {deleted} objects were deleted; every kept backup and its WAL \
          are intact: run retention again to finish"
     )]
-    Cancelled { deleted: u64 },
+    Cancelled {
+        /// How many objects this run deleted before it was cancelled.
+        deleted: u64,
+    },
 }
 
 impl RetentionError {

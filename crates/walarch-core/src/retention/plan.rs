@@ -28,12 +28,20 @@ use crate::wal::{Lsn, SegmentName, SegmentNo, TimelineId, WalSegmentSize, path_p
 /// What retention needs to know about one complete backup (read from its manifest).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BackupFacts {
+    /// The backup's ID.
     pub id: BackupId,
+    /// The timeline the backup started on.
     pub timeline: TimelineId,
+    /// Where recovery from the backup starts reading WAL.
     pub start_lsn: Lsn,
+    /// The backup's end: recovery must replay up to here to be consistent.
     pub stop_lsn: Lsn,
+    /// When walarch started the backup on the server.
     pub started_at: DateTime<Utc>,
+    /// When the server's backup was stopped, after the files were copied.
     pub stopped_at: DateTime<Utc>,
+    /// When the backup was complete in the repository, its WAL up to `stop_lsn` included; backups
+    /// are ordered by this.
     pub completed_at: DateTime<Utc>,
     /// Bytes stored for the backup's parts.
     pub stored_bytes: u64,
@@ -73,14 +81,19 @@ pub struct RetentionInputs {
     pub damaged: Vec<BackupId>,
     /// One listing of `wal/`.
     pub wal: Vec<ListedWal>,
+    /// The repository's timeline histories, which say which timelines a backup can recover onto.
     pub timelines: Timelines,
+    /// The cluster's WAL segment size, from `walarch.json`.
     pub segment_size: WalSegmentSize,
 }
 
+/// Whether the plan keeps or deletes a backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
+    /// It stays.
     Keep,
+    /// It is deleted.
     Delete,
 }
 
@@ -91,14 +104,22 @@ pub enum BackupReason {
     /// The newest complete backup is never deleted, whatever the policy.
     Newest,
     /// Among the `keep` newest; `rank` 1 is the newest.
-    AmongNewest { rank: u32, keep: u32 },
+    AmongNewest {
+        /// The backup's place by completion, 1 for the newest.
+        rank: u32,
+        /// How many newest backups the policy keeps.
+        keep: u32,
+    },
     /// Completed within the window.
     WithinWindow,
     /// The newest backup completed at or before the window's start: recovery to the
     /// window's first moments starts from it.
     WindowAnchor,
     /// Older than the `keep` newest.
-    NotAmongNewest { keep: u32 },
+    NotAmongNewest {
+        /// How many newest backups the policy keeps.
+        keep: u32,
+    },
     /// Completed before the window's anchor: the window does not need it.
     BeforeWindowAnchor,
 }
@@ -128,11 +149,16 @@ impl fmt::Display for BackupReason {
     }
 }
 
+/// The plan for one complete backup: the action and the reasons for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BackupDecision {
+    /// The backup.
     #[serde(flatten)]
     pub backup: BackupFacts,
+    /// Whether it is kept or deleted.
     pub action: Action,
+    /// Every rule of the policy that keeps it or, when it is deleted, every rule it falls outside
+    /// of.
     pub reasons: Vec<BackupReason>,
 }
 
@@ -144,7 +170,7 @@ pub enum IncompleteReason {
     StartedBeforeOldestKept,
     /// It may still be running: a backup is left alone until it is older than every kept one.
     MayStillBeRunning,
-    /// It started less than [`INCOMPLETE_GRACE`] ago: a long backup may still be running.
+    /// It started less than `INCOMPLETE_GRACE` ago: a long backup may still be running.
     StartedRecently,
 }
 
@@ -164,10 +190,14 @@ impl fmt::Display for IncompleteReason {
     }
 }
 
+/// The plan for one backup folder without a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IncompleteDecision {
+    /// The folder's backup ID.
     pub id: BackupId,
+    /// Whether the folder is kept or deleted.
     pub action: Action,
+    /// Why.
     pub reason: IncompleteReason,
 }
 
@@ -177,7 +207,12 @@ pub struct IncompleteDecision {
 pub enum TimelineStatus {
     /// A kept backup recovers onto or through this timeline: its WAL from `keep_from` on
     /// stays; `by` is the backup that needs the oldest of it.
-    Needed { keep_from: String, by: BackupId },
+    Needed {
+        /// The name of the oldest segment of this timeline that stays.
+        keep_from: String,
+        /// The kept backup that needs that segment.
+        by: BackupId,
+    },
     /// No kept backup can reach this timeline: all of its WAL goes (its history file stays).
     Unreachable,
     /// The timeline's history file is missing, so its ancestry is unknown: all of it stays.
@@ -191,34 +226,52 @@ pub enum TimelineStatus {
 /// One timeline's WAL files (segments, `.partial` and `.backup` files) before and after.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TimelineWalPlan {
+    /// The timeline.
     pub timeline: TimelineId,
+    /// What happens to the timeline's WAL, and why.
     #[serde(flatten)]
     pub status: TimelineStatus,
+    /// How many of its WAL files are deleted.
     pub deleted_files: u64,
+    /// Stored bytes of the deleted WAL files.
     pub deleted_bytes: u64,
+    /// The name of the oldest WAL file deleted; `None` when none is.
     pub first_deleted: Option<String>,
+    /// The name of the newest WAL file deleted; `None` when none is.
     pub last_deleted: Option<String>,
+    /// How many of its WAL files stay.
     pub kept_files: u64,
+    /// Stored bytes of the WAL files that stay.
     pub kept_bytes: u64,
 }
 
+/// The plan's counts, over all backups and timelines.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PlanTotals {
+    /// Complete backups kept.
     pub backups_kept: u64,
+    /// Complete backups deleted.
     pub backups_deleted: u64,
     /// Stored bytes of the deleted backups' parts.
     pub backup_bytes_deleted: u64,
+    /// Interrupted backup folders deleted.
     pub incomplete_deleted: u64,
+    /// Damaged backups deleted.
     pub damaged_deleted: u64,
+    /// WAL files deleted (segments, `.partial` and `.backup` files).
     pub wal_files_deleted: u64,
+    /// Stored bytes of the deleted WAL files.
     pub wal_bytes_deleted: u64,
+    /// WAL files kept (history files not counted).
     pub wal_files_kept: u64,
 }
 
 /// What a retention run does; apply it with [`super::apply_retention`].
 #[derive(Debug, Clone, Serialize)]
 pub struct RetentionPlan {
+    /// The policy planned for.
     pub policy: RetentionPolicy,
+    /// The time the plan was made for; the window reaches back from it.
     pub now: DateTime<Utc>,
     /// `now` minus the window, when the policy has one.
     pub window_start: Option<DateTime<Utc>>,
@@ -230,6 +283,7 @@ pub struct RetentionPlan {
     pub damaged: Vec<BackupId>,
     /// Every timeline with WAL files, by number.
     pub timelines: Vec<TimelineWalPlan>,
+    /// The plan's counts.
     pub totals: PlanTotals,
     /// The WAL files to delete, oldest segment first (too many to print; counted above).
     #[serde(skip)]
@@ -237,6 +291,7 @@ pub struct RetentionPlan {
 }
 
 impl RetentionPlan {
+    /// The complete backups to delete, oldest first.
     pub fn backups_to_delete(&self) -> impl Iterator<Item = &BackupFacts> {
         self.backups
             .iter()
@@ -244,6 +299,7 @@ impl RetentionPlan {
             .map(|d| &d.backup)
     }
 
+    /// The complete backups to keep, oldest first.
     pub fn backups_to_keep(&self) -> impl Iterator<Item = &BackupFacts> {
         self.backups
             .iter()
@@ -251,6 +307,7 @@ impl RetentionPlan {
             .map(|d| &d.backup)
     }
 
+    /// The IDs of the interrupted backup folders to delete.
     pub fn incomplete_to_delete(&self) -> impl Iterator<Item = &BackupId> {
         self.incomplete
             .iter()
@@ -268,6 +325,7 @@ impl RetentionPlan {
         &self.wal_to_delete
     }
 
+    /// Whether applying the plan would delete nothing at all.
     pub fn deletes_nothing(&self) -> bool {
         self.totals.backups_deleted == 0
             && self.totals.incomplete_deleted == 0

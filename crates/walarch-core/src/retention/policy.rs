@@ -22,6 +22,7 @@ const UNITS: [(char, u64); 4] = [('d', 86_400), ('h', 3_600), ('m', 60), ('s', 1
 const MAX_SECONDS: u64 = 100 * 366 * 86_400;
 
 impl RetentionWindow {
+    /// A window of `seconds`; refuses 0 and more than 100 years.
     pub fn from_seconds(seconds: u64) -> Result<Self, RetentionError> {
         let invalid = |reason: &str| RetentionError::InvalidWindow {
             text: format!("{seconds}s"),
@@ -34,10 +35,12 @@ impl RetentionWindow {
         }
     }
 
+    /// The window's length in seconds.
     pub fn as_seconds(self) -> u64 {
         self.seconds
     }
 
+    /// The window's length as a duration.
     pub fn as_time_delta(self) -> TimeDelta {
         TimeDelta::seconds(self.seconds as i64)
     }
@@ -108,10 +111,13 @@ impl RetentionPolicy {
         }
     }
 
+    /// The number of newest backups to keep (at least 1); `None` when only the window counts.
     pub fn keep(&self) -> Option<u32> {
         self.keep
     }
 
+    /// The time window recovery must reach back over; `None` when only the number of backups
+    /// counts.
     pub fn window(&self) -> Option<RetentionWindow> {
         self.window
     }

@@ -34,10 +34,30 @@ use url::Url;
 /// Where a repository lives, parsed but not yet opened (parsing does no I/O).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RepoLocation {
+    /// A local directory (`file:///path` or a bare path), absolute.
     Local(PathBuf),
-    S3 { bucket: String, prefix: String },
-    Gcs { bucket: String, prefix: String },
-    Azure { container: String, prefix: String },
+    /// An Amazon S3 or S3-compatible bucket (`s3://bucket/prefix`).
+    S3 {
+        /// The bucket's name.
+        bucket: String,
+        /// The key prefix inside the bucket, without leading or trailing `/`; empty for none.
+        prefix: String,
+    },
+    /// A Google Cloud Storage bucket (`gs://bucket/prefix`).
+    Gcs {
+        /// The bucket's name.
+        bucket: String,
+        /// The key prefix inside the bucket, without leading or trailing `/`; empty for none.
+        prefix: String,
+    },
+    /// An Azure Blob Storage container (`az://container/prefix`).
+    Azure {
+        /// The container's name.
+        container: String,
+        /// The key prefix inside the container, without leading or trailing `/`; empty for
+        /// none.
+        prefix: String,
+    },
 }
 
 impl RepoLocation {
@@ -106,6 +126,7 @@ impl RepoLocation {
         }
     }
 
+    /// Whether the repository is a local directory.
     pub fn is_local(&self) -> bool {
         matches!(self, RepoLocation::Local(_))
     }
@@ -133,6 +154,7 @@ impl std::fmt::Display for RepoLocation {
 /// Retry policy for transient failures of cloud stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryOptions {
+    /// How many times a failed request is retried.
     pub max_retries: usize,
     /// Give up retrying once this much time has passed since the first attempt.
     pub timeout: Duration,
@@ -150,8 +172,11 @@ impl Default for RetryOptions {
 /// Options for S3-compatible servers; unset values fall back to the `AWS_*` environment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct S3Options {
+    /// The endpoint URL of an S3-compatible server; `None` for AWS itself.
     pub endpoint: Option<String>,
+    /// The bucket's region.
     pub region: Option<String>,
+    /// Whether an `http://` (unencrypted) endpoint is allowed.
     pub allow_http: Option<bool>,
     /// `false` for servers that do not honour `If-None-Match: *`; walarch then checks for
     /// an existing object before each put instead of relying on a create-only put.
@@ -369,19 +394,32 @@ fn open_local(path: &Path, create: bool) -> Result<Arc<dyn ObjectStore>, StoreEr
     Ok(Arc::new(store))
 }
 
+/// Why a repository location cannot be parsed or its store opened.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// The location is not a supported repository URL or path.
     #[error("invalid repository location {url:?}: {reason}")]
-    InvalidUrl { url: String, reason: String },
+    InvalidUrl {
+        /// The location as given, with secrets removed.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A local repository directory cannot be created, does not exist or is not a directory.
     #[error("repository directory {}: {source}", path.display())]
     LocalDirectory {
+        /// The directory.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The store's client could not be built (bad settings or credentials configuration).
     #[error("cannot open repository {location}: {source}")]
     Open {
+        /// The repository's location.
         location: String,
+        /// The store's error.
         source: StoreFailure,
     },
 }

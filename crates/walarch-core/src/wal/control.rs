@@ -26,11 +26,13 @@ pub fn system_id_from_pg_control(bytes: &[u8]) -> Result<SystemId, WalError> {
 /// `checkPointCopy` whose first fields are `redo` (40) and `ThisTimeLineID` (48).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ControlCheckpoint {
+    /// The system identifier (`system_identifier`).
     pub system_id: SystemId,
     /// Where the checkpoint record is (`Latest checkpoint location`).
     pub checkpoint: Lsn,
     /// Where its replay starts (`Latest checkpoint's REDO location`).
     pub redo: Lsn,
+    /// The checkpoint's timeline (`ThisTimeLineID` of `checkPointCopy`).
     pub timeline: TimelineId,
 }
 

@@ -8,14 +8,18 @@ use super::{Lsn, TimelineId, WalError};
 /// One line of a history file: `parent` ended at `switch_lsn`, where the next timeline began.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryEntry {
+    /// The ancestor timeline.
     pub parent: TimelineId,
+    /// The LSN at which `parent` ended and the next timeline branched off.
     pub switch_lsn: Lsn,
+    /// Free-form text PostgreSQL wrote about why the timeline was switched.
     pub reason: String,
 }
 
 /// The ancestry of a timeline, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TimelineHistory {
+    /// One entry per ancestor timeline, oldest first.
     pub entries: Vec<HistoryEntry>,
 }
 
@@ -83,12 +87,16 @@ impl TimelineHistory {
 /// from `begin` (inclusive) to `end` (exclusive; `None` while the timeline is the newest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimelineSpan {
+    /// The timeline to read.
     pub timeline: TimelineId,
+    /// The first position read from this timeline (inclusive).
     pub begin: Lsn,
+    /// Where the next timeline branches off (exclusive); `None` for the newest timeline.
     pub end: Option<Lsn>,
 }
 
 impl TimelineSpan {
+    /// Whether `lsn` lies within `begin..end`.
     pub fn contains(&self, lsn: Lsn) -> bool {
         lsn >= self.begin && self.end.is_none_or(|end| lsn < end)
     }

@@ -27,8 +27,10 @@ impl TryFrom<u32> for TimelineId {
 }
 
 impl TimelineId {
+    /// The first timeline, which `initdb` creates.
     pub const FIRST: TimelineId = TimelineId(1);
 
+    /// A timeline ID; refuses 0.
     pub fn new(value: u32) -> Result<Self, WalError> {
         if value == 0 {
             Err(WalError::ZeroTimeline)
@@ -37,6 +39,7 @@ impl TimelineId {
         }
     }
 
+    /// The timeline ID as a number.
     pub const fn get(self) -> u32 {
         self.0
     }
@@ -54,14 +57,17 @@ impl fmt::Display for TimelineId {
 pub struct SegmentNo(u64);
 
 impl SegmentNo {
+    /// The segment number `value`.
     pub const fn new(value: u64) -> Self {
         SegmentNo(value)
     }
 
+    /// The segment number as a number.
     pub const fn as_u64(self) -> u64 {
         self.0
     }
 
+    /// The following segment; `None` on overflow.
     pub fn next(self) -> Option<SegmentNo> {
         self.0.checked_add(1).map(SegmentNo)
     }
@@ -80,10 +86,14 @@ impl fmt::Display for SegmentNo {
 pub struct WalSegmentSize(u32);
 
 impl WalSegmentSize {
+    /// The smallest segment size PostgreSQL allows, in bytes (1 MiB).
     pub const MIN: u64 = 1 << 20;
+    /// The largest segment size PostgreSQL allows, in bytes (1 GiB).
     pub const MAX: u64 = 1 << 30;
+    /// PostgreSQL's default segment size (16 MiB).
     pub const DEFAULT: WalSegmentSize = WalSegmentSize(16 << 20);
 
+    /// A segment size of `bytes`; refuses anything but a power of two from 1 MiB to 1 GiB.
     pub fn new(bytes: u64) -> Result<Self, WalError> {
         if bytes.is_power_of_two() && (Self::MIN..=Self::MAX).contains(&bytes) {
             Ok(WalSegmentSize(bytes as u32))
@@ -92,6 +102,7 @@ impl WalSegmentSize {
         }
     }
 
+    /// The segment size in bytes.
     pub const fn bytes(self) -> u64 {
         self.0 as u64
     }
@@ -134,10 +145,12 @@ impl fmt::Display for WalSegmentSize {
 pub struct SystemId(u64);
 
 impl SystemId {
+    /// The system identifier `value`.
     pub const fn new(value: u64) -> Self {
         SystemId(value)
     }
 
+    /// The system identifier as a number.
     pub const fn get(self) -> u64 {
         self.0
     }

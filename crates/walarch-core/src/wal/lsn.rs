@@ -41,18 +41,22 @@ impl Lsn {
     /// `InvalidXLogRecPtr`: no record can start at 0.
     pub const INVALID: Lsn = Lsn(0);
 
+    /// The position `value`, in bytes from the start of the WAL stream.
     pub const fn new(value: u64) -> Self {
         Lsn(value)
     }
 
+    /// The position in bytes from the start of the WAL stream.
     pub const fn as_u64(self) -> u64 {
         self.0
     }
 
+    /// The position `bytes` further on; `None` on overflow.
     pub fn checked_add(self, bytes: u64) -> Option<Lsn> {
         self.0.checked_add(bytes).map(Lsn)
     }
 
+    /// The distance in bytes from `other` up to this position; `None` if `other` is later.
     pub fn checked_sub(self, other: Lsn) -> Option<u64> {
         self.0.checked_sub(other.0)
     }

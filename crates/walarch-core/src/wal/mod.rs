@@ -22,26 +22,63 @@ pub use record::{DecodeEnd, RecordEvent, SegmentRecords, WalDecoder, WalRecord, 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WalError {
+    /// Text that is not an LSN in PostgreSQL's `X/X` notation.
     #[error("invalid LSN {text:?}: expected two hexadecimal halves like 16/B374D848")]
-    InvalidLsn { text: String },
+    InvalidLsn {
+        /// The text as given.
+        text: String,
+    },
+    /// A timeline ID of 0.
     #[error("timeline 0 does not exist (timelines start at 1)")]
     ZeroTimeline,
+    /// A segment size that is not a power of two from 1 MiB to 1 GiB.
     #[error("invalid WAL segment size {bytes}: must be a power of two from 1 MiB to 1 GiB")]
-    InvalidSegmentSize { bytes: u64 },
+    InvalidSegmentSize {
+        /// The refused size, in bytes.
+        bytes: u64,
+    },
+    /// A name that is not a segment, `.partial`, `.backup` or `.history` file name.
     #[error("{name:?} is not a WAL file name (segment, .partial, .backup or .history)")]
-    InvalidFileName { name: String },
+    InvalidFileName {
+        /// The name as given.
+        name: String,
+    },
+    /// A segment name whose last 8 hex digits exceed the segments per log id of the segment
+    /// size.
     #[error("{name:?}: segment part {seg:#X} is out of range for {size} segments")]
     SegmentOutOfRange {
+        /// The segment name.
         name: String,
+        /// Its last 8 hex digits (the segment within the log id).
         seg: u32,
+        /// The segment size the name was read with.
         size: WalSegmentSize,
     },
+    /// A timeline history file that cannot be parsed or does not fit its timeline.
     #[error("timeline history line {line}: {reason}")]
-    InvalidHistory { line: usize, reason: String },
+    InvalidHistory {
+        /// The 1-based line number of the offending line; 0 when the file as a whole is wrong.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A long page header that is not a valid first page of a segment.
     #[error("WAL page header: {reason}")]
-    InvalidPageHeader { reason: String },
+    InvalidPageHeader {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A `global/pg_control` that is too short, has an unknown `pg_control_version` or no
+    /// valid CRC.
     #[error("invalid pg_control: {reason}")]
-    InvalidControlFile { reason: String },
+    InvalidControlFile {
+        /// What is wrong.
+        reason: String,
+    },
+    /// An `xlp_magic` (`XLOG_PAGE_MAGIC`) of a PostgreSQL version other than 13 to 17.
     #[error("unsupported WAL page magic {magic:#06X}: walarch reads PostgreSQL 13 to 17")]
-    UnknownPageMagic { magic: u16 },
+    UnknownPageMagic {
+        /// The page magic found.
+        magic: u16,
+    },
 }

@@ -36,6 +36,7 @@ impl SegmentName {
         }
     }
 
+    /// The timeline the segment belongs to (the first 8 hex digits).
     pub fn timeline(&self) -> TimelineId {
         self.timeline
     }
@@ -92,17 +93,23 @@ impl fmt::Display for SegmentName {
 /// Any file PostgreSQL archives or asks back from the archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WalFileName {
+    /// A complete segment, `000000010000000A0000002F`.
     Segment(SegmentName),
+    /// A partial segment left behind at a timeline switch, `<segment>.partial`.
     Partial(SegmentName),
     /// A backup history file; `offset` is the backup's start offset within the segment.
     Backup {
+        /// The segment the backup started in.
         segment: SegmentName,
+        /// The backup's start offset within the segment, in bytes.
         offset: u32,
     },
+    /// A timeline history file, `<TLI>.history`.
     History(TimelineId),
 }
 
 impl WalFileName {
+    /// The timeline the file belongs to (a history file's own timeline).
     pub fn timeline(&self) -> TimelineId {
         match self {
             WalFileName::Segment(s) | WalFileName::Partial(s) => s.timeline,

@@ -41,6 +41,8 @@ impl PgMajor {
         (0xD116, 17),
     ];
 
+    /// The major version whose `XLOG_PAGE_MAGIC` is `magic`; an error for versions other than 13 to
+    /// 17.
     pub fn from_page_magic(magic: u16) -> Result<Self, WalError> {
         Self::MAGICS
             .iter()
@@ -49,10 +51,12 @@ impl PgMajor {
             .ok_or(WalError::UnknownPageMagic { magic })
     }
 
+    /// The major version `major` (for example 15), unchecked.
     pub fn new(major: u32) -> Self {
         PgMajor(major)
     }
 
+    /// The major version number, for example 15.
     pub fn get(self) -> u32 {
         self.0
     }
@@ -67,14 +71,20 @@ impl std::fmt::Display for PgMajor {
 /// The decoded long page header of a segment's first page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LongPageHeader {
+    /// The PostgreSQL major version, from `xlp_magic`.
     pub pg_major: PgMajor,
+    /// The page flags (`xlp_info`); `XLP_LONG_HEADER` is always set.
     pub info: u16,
     /// Timeline of the first record on the page. After a timeline switch, the first page of
     /// the new timeline's first segment still carries the parent timeline (PostgreSQL copies it).
     pub timeline: TimelineId,
+    /// The WAL position of the page (`xlp_pageaddr`), always at the start of a segment.
     pub page_addr: Lsn,
+    /// The cluster's system identifier (`xlp_sysid`).
     pub system_id: SystemId,
+    /// The cluster's segment size (`xlp_seg_size`).
     pub segment_size: WalSegmentSize,
+    /// The WAL block (page) size in bytes (`xlp_xlog_blcksz`), a power of two from 1 KiB to 64 KiB.
     pub block_size: u32,
 }
 

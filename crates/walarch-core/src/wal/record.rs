@@ -45,11 +45,26 @@ const RESTORE_POINT_NAME_LEN: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordEvent {
     /// A transaction committed (`recovery_target_time` and `_xid` stop at these).
-    Commit { xid: u32, time: DateTime<Utc> },
+    Commit {
+        /// The committed transaction's ID (for `COMMIT PREPARED`, the prepared transaction's).
+        xid: u32,
+        /// The commit timestamp (`xact_time`).
+        time: DateTime<Utc>,
+    },
     /// A transaction aborted (also a possible stopping point for time and xid targets).
-    Abort { xid: u32, time: DateTime<Utc> },
+    Abort {
+        /// The aborted transaction's ID (for `ROLLBACK PREPARED`, the prepared transaction's).
+        xid: u32,
+        /// The abort timestamp (`xact_time`).
+        time: DateTime<Utc>,
+    },
     /// `pg_create_restore_point(name)` (`recovery_target_name`).
-    RestorePoint { name: String, time: DateTime<Utc> },
+    RestorePoint {
+        /// The restore point's name (`rp_name`).
+        name: String,
+        /// When the restore point was created (`rp_time`).
+        time: DateTime<Utc>,
+    },
     /// `pg_switch_wal()`: the rest of the segment is unused.
     Switch,
 }
@@ -61,9 +76,15 @@ pub struct WalRecord {
     pub lsn: Lsn,
     /// Where it ends (the first byte after it, before alignment): replaying it reaches here.
     pub end: Lsn,
+    /// The resource manager that wrote the record (`xl_rmid`).
     pub rmid: u8,
+    /// The record's info bits (`xl_info`); the meaning of the upper four depends on the resource
+    /// manager.
     pub info: u8,
+    /// The transaction ID in the record header (`xl_xid`); 0 for records written outside a
+    /// transaction.
     pub xid: u32,
+    /// What the record means for recovery targets; `None` for all other records.
     pub event: Option<RecordEvent>,
 }
 
@@ -77,14 +98,23 @@ pub enum DecodeEnd {
     /// Valid WAL ends at `at` (zeroes, a page or record that is not the continuation of what
     /// came before, a torn or truncated record). Recovery from this archive cannot go further
     /// unless a later segment continues the WAL.
-    Invalid { at: Lsn, reason: String },
+    Invalid {
+        /// The first position that is not valid WAL.
+        at: Lsn,
+        /// Why the WAL at `at` is not accepted.
+        reason: String,
+    },
 }
 
 /// The records decoded from one segment, and where and why decoding stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentRecords {
+    /// The WAL position of the segment's first byte (its `xlp_pageaddr`).
     pub segment_start: Lsn,
+    /// The records that start in this segment (or finish in it, having started in the previous
+    /// one), in WAL order.
     pub records: Vec<WalRecord>,
+    /// Where and why decoding of the segment stopped.
     pub end: DecodeEnd,
 }
 
@@ -109,6 +139,7 @@ pub struct WalDecoder {
 }
 
 impl WalDecoder {
+    /// A decoder with no carried-over state.
     pub fn new() -> Self {
         Self::default()
     }
@@ -521,7 +552,7 @@ fn postgres_epoch() -> DateTime<Utc> {
     DateTime::from_timestamp(946_684_800, 0).expect("2000-01-01 is representable")
 }
 
-/// Microseconds since PostgreSQL's epoch (the inverse of [`timestamp`]; for tests and seeds).
+/// Microseconds since PostgreSQL's epoch (the inverse of `timestamp`; for tests and seeds).
 pub fn postgres_micros(time: DateTime<Utc>) -> i64 {
     (time - postgres_epoch())
         .num_microseconds()
