@@ -57,18 +57,82 @@ struct FileConfig {
     prefetch: Option<usize>,
     prefetch_mib: Option<u64>,
     prefetch_reserve_mib: Option<u64>,
+    /// Earlier versions' tables: still read (a configuration that stopped working would stop
+    /// archiving), with a warning naming the new keys.
+    s3: Option<LegacyS3>,
+    retry: Option<LegacyRetry>,
 }
 
-/// Keys of earlier walarch versions, and the name each setting has now.
-const RENAMED_KEYS: [(&str, &str); 7] = [
-    ("[s3] endpoint", "s3_endpoint"),
-    ("[s3] region", "s3_region"),
-    ("[s3] allow_http", "s3_allow_http"),
-    ("[s3] conditional_put", "s3_conditional_put"),
-    ("[retry] max_retries", "retries"),
-    ("[retry] timeout_secs", "retry_timeout"),
-    ("[retry] request_timeout_secs", "request_timeout"),
-];
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LegacyS3 {
+    endpoint: Option<String>,
+    region: Option<String>,
+    allow_http: Option<bool>,
+    conditional_put: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LegacyRetry {
+    max_retries: Option<usize>,
+    timeout_secs: Option<u64>,
+    request_timeout_secs: Option<u64>,
+}
+
+impl FileConfig {
+    /// Moves the earlier versions' `[s3]` and `[retry]` keys to their current names (the
+    /// current ones win), with a warning that names the new keys.
+    fn adopt_legacy_tables(mut self) -> Self {
+        let mut renamed = Vec::new();
+        let mut note = |old: &'static str, new: &'static str, present: bool| {
+            if present {
+                renamed.push(format!("{old} is now {new}"));
+            }
+        };
+        if let Some(s3) = self.s3.take() {
+            note("[s3] endpoint", "s3_endpoint", s3.endpoint.is_some());
+            note("[s3] region", "s3_region", s3.region.is_some());
+            note("[s3] allow_http", "s3_allow_http", s3.allow_http.is_some());
+            note(
+                "[s3] conditional_put",
+                "s3_conditional_put",
+                s3.conditional_put.is_some(),
+            );
+            self.s3_endpoint = self.s3_endpoint.or(s3.endpoint);
+            self.s3_region = self.s3_region.or(s3.region);
+            self.s3_allow_http = self.s3_allow_http.or(s3.allow_http);
+            self.s3_conditional_put = self.s3_conditional_put.or(s3.conditional_put);
+        }
+        if let Some(retry) = self.retry.take() {
+            note(
+                "[retry] max_retries",
+                "retries",
+                retry.max_retries.is_some(),
+            );
+            note(
+                "[retry] timeout_secs",
+                "retry_timeout",
+                retry.timeout_secs.is_some(),
+            );
+            note(
+                "[retry] request_timeout_secs",
+                "request_timeout",
+                retry.request_timeout_secs.is_some(),
+            );
+            self.retries = self.retries.or(retry.max_retries);
+            self.retry_timeout = self.retry_timeout.or(retry.timeout_secs);
+            self.request_timeout = self.request_timeout.or(retry.request_timeout_secs);
+        }
+        if !renamed.is_empty() {
+            tracing::warn!(
+                "the configuration file uses old names, still read: {}; settings are named like their flags now",
+                renamed.join(", ")
+            );
+        }
+        self
+    }
+}
 
 /// Everything a command needs, resolved.
 #[derive(Debug)]
@@ -79,7 +143,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn resolve(args: &GlobalArgs) -> anyhow::Result<Settings> {
-        let file = load_file(args.config.as_deref())?;
+        let file = load_file(args.config.as_deref())?.adopt_legacy_tables();
         let Some(repo) = args.repo.clone().or(file.repo) else {
             bail!(
                 "no repository configured: pass --repo URL, set WALARCH_REPO, or set repo in {DEFAULT_CONFIG}"
@@ -168,21 +232,8 @@ fn load_file(explicit: Option<&Path>) -> anyhow::Result<FileConfig> {
         let line = e.span().map_or(0, |span| {
             text[..span.start.min(text.len())].matches('\n').count() + 1
         });
-        // The [s3] and [retry] tables of earlier versions: say what their keys are now.
-        let renamed = if ["`s3`", "`retry`"].iter().any(|t| e.message().contains(t)) {
-            let names: Vec<String> = RENAMED_KEYS
-                .iter()
-                .map(|(old, new)| format!("{old} is {new}"))
-                .collect();
-            format!(
-                " (settings are named like their flags now: {})",
-                names.join(", ")
-            )
-        } else {
-            String::new()
-        };
         anyhow::anyhow!(
-            "invalid configuration file {} at line {line}: {}{renamed}",
+            "invalid configuration file {} at line {line}: {}",
             path.display(),
             e.message()
         )
@@ -264,11 +315,18 @@ mod tests {
         assert_eq!(flags.store.retry.max_retries, 4);
         assert_eq!(flags.store.retry.timeout, Duration::from_secs(8));
         assert_eq!(flags.store.request_timeout, Some(Duration::from_secs(10)));
-        let err = resolve(&["--repo", "/r"], Some("[retry]\nmax_retries = 2\n")).unwrap_err();
-        assert!(
-            format!("{err:#}").contains("named like their flags"),
-            "{err:#}"
-        );
+        // Earlier versions' tables are still read (with a warning); the new names win.
+        let legacy = resolve(
+            &["--repo", "/r"],
+            Some(
+                "retries = 7\n[retry]\nmax_retries = 2\ntimeout_secs = 11\n[s3]\nregion = \"x\"\n",
+            ),
+        )
+        .unwrap()
+        .engine;
+        assert_eq!(legacy.store.retry.max_retries, 7);
+        assert_eq!(legacy.store.retry.timeout, Duration::from_secs(11));
+        assert_eq!(legacy.store.s3.region.as_deref(), Some("x"));
     }
 
     #[test]

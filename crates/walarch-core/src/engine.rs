@@ -494,7 +494,10 @@ impl Engine {
             .file_name()
             .and_then(|n| n.to_str())
             .and_then(|n| n.parse().ok());
-        let spool = PushSpool::for_wal_file(file);
+        // The worker checks the restore marker of the data directory around its pg_wal: the
+        // fast path is for files of that very directory only.
+        let spool = PushSpool::for_wal_file(file)
+            .filter(|spool| same_directory(spool.pg_wal().parent(), data_dir));
         if let (true, Some(spool), Some(name)) =
             (self.config.push_ahead.parallelism > 0, spool, name)
         {
@@ -793,17 +796,22 @@ impl Engine {
     /// What the repository holds and, given `pgdata`, its server's archiving and prefetch
     /// state. A location that holds nothing of walarch's is an error, not an empty report.
     pub async fn info(&self, pgdata: Option<&Path>) -> Result<InfoReport, Error> {
-        let snapshot = self.snapshot().await?;
-        if !snapshot.is_repository() {
+        // Identity and WAL first, on their own: a damaged backup or history file must not
+        // hide the rest of the report from someone diagnosing the repository.
+        let repo = self.repository()?;
+        let (identity, wal) = futures::join!(repo.identity(), crate::catalog::list_wal(repo));
+        let (identity, wal) = (identity?, wal?);
+        let snapshot = Snapshot::load(repo).await;
+        let holds_backups = snapshot.as_ref().map_or(true, Snapshot::is_repository);
+        if identity.is_none() && wal.is_empty() && !holds_backups {
             return Err(crate::repo::RepoError::NotARepository {
                 location: self.config.repo.to_string(),
             }
             .into());
         }
-        let wal = snapshot
-            .identity
+        let summary = identity
             .as_ref()
-            .map(|i| summarize(&snapshot.wal, i.wal_segment_size));
+            .map(|i| summarize(&wal, i.wal_segment_size));
         let pg_wal = pgdata.map(|d| d.join("pg_wal"));
         let archiving = pg_wal
             .as_ref()
@@ -811,18 +819,18 @@ impl Engine {
             .transpose()
             .map_err(spool_error)?;
         let prefetch = pg_wal.as_ref().map(|p| FetchSpool::for_pg_wal(p).status());
-        let (recoverable_windows, recoverable_windows_error) = if snapshot.identity.is_some() {
-            match recoverable_windows(self.repository()?, &snapshot).await {
+        let (recoverable_windows, recoverable_windows_error) = match (&identity, snapshot) {
+            (None, _) => (Vec::new(), None),
+            (Some(_), Err(error)) => (Vec::new(), Some(error.to_string())),
+            (Some(_), Ok(snapshot)) => match recoverable_windows(repo, &snapshot).await {
                 Ok(windows) => (windows, None),
                 Err(error) => (Vec::new(), Some(error.to_string())),
-            }
-        } else {
-            (Vec::new(), None)
+            },
         };
         Ok(InfoReport {
             repository: self.config.repo.to_string(),
-            identity: snapshot.identity,
-            wal,
+            identity,
+            wal: summary,
             recoverable_windows,
             recoverable_windows_error,
             archiving,
@@ -851,6 +859,22 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<RetentionReport, Error> {
         Ok(apply_retention(self.repository()?, plan, progress, cancel).await?)
+    }
+}
+
+/// Whether `parent` (a pg_wal's parent, `""` when pg_wal was given relative) is `data_dir`.
+fn same_directory(parent: Option<&Path>, data_dir: &Path) -> bool {
+    let resolve = |dir: &Path| {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        std::fs::canonicalize(dir).ok()
+    };
+    match (parent.and_then(resolve), resolve(data_dir)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
     }
 }
 
@@ -1005,6 +1029,68 @@ mod tests {
             .unwrap();
             let err = missing.backups().await.unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Configuration, "{err}");
+        }
+
+        /// A worker host that never starts anything.
+        struct NoWorkers;
+
+        impl WorkerHost for NoWorkers {
+            fn start(&self, _: WorkerKind, _: &Path) -> bool {
+                false
+            }
+        }
+
+        #[tokio::test]
+        async fn a_push_ahead_record_never_vouches_for_another_data_directorys_file() {
+            // The file sits in the pg_wal of one directory, the caller names another (a
+            // restored copy whose marker forbids this repository): the record the worker
+            // would have left for the file must not let the call skip that directory's check.
+            let (dir, engine, _, name) = repository().await;
+            let elsewhere = dir.path().join("wal-volume");
+            std::fs::create_dir_all(elsewhere.join("pg_wal")).unwrap();
+            let file = elsewhere.join("pg_wal").join(name.to_string());
+            let size = WalSegmentSize::new(SIZE).unwrap();
+            std::fs::write(
+                &file,
+                synthetic_segment(SystemId::new(9), TimelineId::FIRST, SegmentNo::new(1), size),
+            )
+            .unwrap();
+            let stored = engine.push(&file, None).await.unwrap();
+            PushSpool::for_wal_file(&file)
+                .unwrap()
+                .record(
+                    engine.repository().unwrap(),
+                    &file,
+                    &name,
+                    &stored.key,
+                    stored.stored_bytes,
+                )
+                .unwrap();
+            let copy = dir.path().join("copy");
+            std::fs::create_dir_all(&copy).unwrap();
+            crate::backup::marker::write_marker(
+                &copy,
+                &crate::backup::marker::RestoreMarker {
+                    restored_at: Utc::now(),
+                    backup_id: "20261121T000000Z".parse().unwrap(),
+                    source_repository: engine.config().repo.to_string(),
+                    system_id: SystemId::new(9),
+                    take_over: None,
+                    accepted_repositories: vec![],
+                },
+            )
+            .unwrap();
+            let err = engine
+                .push_for_server(&file, &copy, &NoWorkers)
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
+            // The same file with its own data directory takes the fast path.
+            let report = engine
+                .push_for_server(&file, &elsewhere, &NoWorkers)
+                .await
+                .unwrap();
+            assert_eq!(report.outcome, PushOutcome::PushedAhead);
         }
 
         #[tokio::test]

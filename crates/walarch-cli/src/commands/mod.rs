@@ -56,26 +56,35 @@ pub fn run(cli: &Cli, out: &Output) -> Result<(), Failure> {
 
 /// A token cancelled when the process gets SIGINT (Ctrl-C) or SIGTERM (a Kubernetes job
 /// stopped): long commands then end cleanly (a backup withdraws its claim and writes no
-/// manifest, a restore leaves a directory PostgreSQL refuses to start).
+/// manifest, a restore leaves a directory PostgreSQL refuses to start). A second signal
+/// ends the process at once (status 130).
 pub fn cancel_on_signal() -> CancellationToken {
     let cancel = CancellationToken::new();
     tokio::spawn({
         let cancel = cancel.clone();
         async move {
-            let terminate = async {
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(mut signal) => {
-                        signal.recv().await;
-                    }
-                    Err(_) => std::future::pending().await,
-                }
+            let Ok(mut terminate) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
             };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                () = terminate => {}
+            let Ok(mut interrupt) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            else {
+                return;
+            };
+            for signals in 0.. {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+                if signals > 0 {
+                    eprintln!("walarch: interrupted again: stopping now");
+                    std::process::exit(130);
+                }
+                eprintln!("walarch: interrupted: cancelling (again to stop at once)");
+                cancel.cancel();
             }
-            tracing::warn!("interrupted: cancelling");
-            cancel.cancel();
         }
     });
     cancel

@@ -126,7 +126,18 @@ pub async fn run(
                 plan.plan().target
             );
         }
-        Some(engine.start_restored(&start).await?)
+        // The server outlives walarch (as a service would): a cancel stops the wait only.
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => {
+                return Err(anyhow::anyhow!(
+                    "interrupted while waiting for recovery; the server keeps running (pg_ctl stop -D {} stops it)",
+                    args.pgdata.display()
+                )
+                .into());
+            }
+            outcome = engine.start_restored(&start) => Some(outcome?),
+        }
     } else {
         None
     };

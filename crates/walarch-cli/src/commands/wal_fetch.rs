@@ -73,10 +73,12 @@ pub async fn run(
             out.result(&result("prefetched", None, 0, 0), None);
             Ok(())
         }
-        _ => {
+        FetchOutcome::NotFound => {
             tracing::info!(file = %name, "not in the archive");
             out.result(&result("not_found", None, 0, 0), None);
             Err(Failure::NotInArchive)
         }
+        // Anything this build does not know is not a store-confirmed absence: stop recovery.
+        other => Err(anyhow::anyhow!("unexpected outcome {other:?}").into()),
     }
 }

@@ -150,9 +150,14 @@ async fn backup_claimed(
     let id = id.clone();
     let data_dir = data_dir.to_owned();
     let started_at = Utc::now();
-    let start_lsn = session
-        .start(&format!("walarch {id}"), options.fast_checkpoint)
-        .await?;
+    // A spread checkpoint can take minutes: a cancel ends the wait (closing the session
+    // ends the server's backup too).
+    let label = format!("walarch {id}");
+    let start_lsn = tokio::select! {
+        biased;
+        () = cancel.cancelled() => return Err(BackupError::Cancelled { id: Some(id) }),
+        started = session.start(&label, options.fast_checkpoint) => started?,
+    };
     tracing::info!(backup = %id, %start_lsn, standby = info.in_recovery, "backup started");
 
     let copied = match server_files::check_checkpoint(&data_dir, &session, start_lsn).await {
