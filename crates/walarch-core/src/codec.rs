@@ -16,6 +16,7 @@ use std::str::FromStr;
 /// The format of a stored object; fixes its file-name extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(into = "String", try_from = "String")]
+#[non_exhaustive]
 pub enum Codec {
     /// A zstd frame with its content checksum; key extension `.zst`.
     Zstd,

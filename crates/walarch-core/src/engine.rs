@@ -115,6 +115,7 @@ impl EngineConfig {
 
 /// Which background worker of a server's pg_wal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum WorkerKind {
     /// Push-ahead ([`Engine::run_push_worker`]).
     Push,
@@ -192,6 +193,7 @@ impl CheckedPlan {
 
 /// The `restore_command` a restored server fetches WAL with.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RestoreCommand {
     /// A walarch executable with this repository (and configuration file): the usual case.
     Walarch {
@@ -246,6 +248,7 @@ fn shell_quote(word: &str) -> String {
 /// What PostgreSQL does when recovery reaches its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TargetAction {
     /// End recovery and accept writes (a new timeline).
     Promote,

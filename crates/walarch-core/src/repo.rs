@@ -66,6 +66,7 @@ pub struct StoredWal {
 
 /// Whether a create-only put stored the object or found one already there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PutOutcome {
     /// The object was stored.
     Created,

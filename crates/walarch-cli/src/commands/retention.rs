@@ -142,6 +142,7 @@ fn human_plan(plan: &RetentionPlan) -> String {
                 "keep all {} (the newest timeline, with no backup of its own yet)",
                 plural(timeline.kept_files, "file", "files")
             ),
+            _ => format!("keep {}", plural(timeline.kept_files, "file", "files")),
         };
         let _ = writeln!(
             text,
@@ -201,5 +202,6 @@ fn action(action: Action) -> &'static str {
     match action {
         Action::Keep => "keep",
         Action::Delete => "delete",
+        _ => "?",
     }
 }

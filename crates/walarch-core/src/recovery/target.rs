@@ -60,6 +60,7 @@ impl Default for TargetSpec {
 
 /// Why a recovery target, timeline or restore point name given by the user is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TargetError {
     /// A time target that cannot be read, or has no time zone.
     #[error(

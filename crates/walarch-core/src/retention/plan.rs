@@ -90,6 +90,7 @@ pub struct RetentionInputs {
 /// Whether the plan keeps or deletes a backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Action {
     /// It stays.
     Keep,
@@ -100,6 +101,7 @@ pub enum Action {
 /// Why a complete backup is kept or deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum BackupReason {
     /// The newest complete backup is never deleted, whatever the policy.
     Newest,
@@ -165,6 +167,7 @@ pub struct BackupDecision {
 /// Why a backup folder without a manifest is deleted or left alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum IncompleteReason {
     /// It started before the oldest kept backup: an interrupted backup, not a running one.
     StartedBeforeOldestKept,
@@ -204,6 +207,7 @@ pub struct IncompleteDecision {
 /// What happens to one timeline's WAL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TimelineStatus {
     /// A kept backup recovers onto or through this timeline: its WAL from `keep_from` on
     /// stays; `by` is the backup that needs the oldest of it.

@@ -33,6 +33,7 @@ use url::Url;
 
 /// Where a repository lives, parsed but not yet opened (parsing does no I/O).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RepoLocation {
     /// A local directory (`file:///path` or a bare path), absolute.
     Local(PathBuf),
