@@ -381,6 +381,15 @@ pub struct DamagedSummary {
     pub missing: Vec<String>,
 }
 
+impl From<&crate::backup::DamagedBackup> for DamagedSummary {
+    fn from(damaged: &crate::backup::DamagedBackup) -> Self {
+        DamagedSummary {
+            id: damaged.manifest.id.to_string(),
+            missing: damaged.missing.clone(),
+        }
+    }
+}
+
 /// What [`Engine::verify`] found.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyOutcome {
@@ -751,14 +760,7 @@ impl Engine {
             ),
             None => {
                 let list = self.backups().await?;
-                let damaged = list
-                    .damaged
-                    .iter()
-                    .map(|d| DamagedSummary {
-                        id: d.manifest.id.to_string(),
-                        missing: d.missing.clone(),
-                    })
-                    .collect();
+                let damaged = list.damaged.iter().map(DamagedSummary::from).collect();
                 (list.backups, damaged)
             }
         };

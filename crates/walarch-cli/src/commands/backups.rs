@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use walarch_core::Engine;
+use walarch_core::{DamagedSummary, Engine};
 
 use crate::Failure;
 use crate::output::{Output, human_bytes};
@@ -33,13 +33,7 @@ struct BackupsResult {
     /// Backup folders without a manifest (interrupted or still running): not backups.
     incomplete: Vec<String>,
     /// Manifests whose backup lacks stored objects: not restorable, not backups.
-    damaged: Vec<Damaged>,
-}
-
-#[derive(Debug, Serialize)]
-struct Damaged {
-    id: String,
-    missing: Vec<String>,
+    damaged: Vec<DamagedSummary>,
 }
 
 pub async fn run(settings: &Settings, out: &Output) -> Result<(), Failure> {
@@ -67,14 +61,7 @@ pub async fn run(settings: &Settings, out: &Output) -> Result<(), Failure> {
     let result = BackupsResult {
         backups,
         incomplete: list.incomplete.iter().map(ToString::to_string).collect(),
-        damaged: list
-            .damaged
-            .iter()
-            .map(|d| Damaged {
-                id: d.manifest.id.to_string(),
-                missing: d.missing.clone(),
-            })
-            .collect(),
+        damaged: list.damaged.iter().map(DamagedSummary::from).collect(),
     };
     out.result(&result, Some(human(&result)));
     Ok(())
