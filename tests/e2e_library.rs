@@ -239,7 +239,10 @@ async fn the_engine_archives_backs_up_and_recovers_to_a_time_through_its_public_
     let outcome = engine
         .start_restored(&StartOptions {
             pgdata: target.clone(),
-            pg_bin: Some(pg_bin_for_this_user(&scratch)),
+            binaries: walarch_core::postgres::ServerBinaries {
+                dir: pg_bin_for_this_user(&scratch),
+                major: 15,
+            },
             user: "postgres".into(),
             action: "promote".into(),
             timeout: Duration::from_secs(120),

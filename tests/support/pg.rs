@@ -1,4 +1,7 @@
-//! Real PostgreSQL 15 clusters for end-to-end tests.
+//! Real PostgreSQL clusters for end-to-end tests: Debian's PostgreSQL 15, and the server
+//! binaries of the other majors (13 to 18) that `scripts/install-postgres-majors.sh` unpacks.
+//! Client programs (psql, pgbench, pg_basebackup) are always Debian's 15: they talk to every
+//! supported server.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,9 +11,45 @@ use super::{Scratch, free_port, run_ok, running_as_root, wait_for};
 
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
+/// The majors walarch supports, oldest first.
+pub const MAJORS: [u32; 6] = [13, 14, 15, 16, 17, 18];
+
+/// The directory of `major`'s server binaries (`initdb`, `pg_ctl`, `postgres`): Debian's for
+/// 15, else the unpacked builds (`WALARCH_PG_MAJORS_DIR`, as `scripts/install-postgres-majors.sh`
+/// prints it; by default its cache).
+pub fn server_bin(major: u32) -> PathBuf {
+    if major == 15 {
+        return PathBuf::from(PG_BIN);
+    }
+    let root = std::env::var_os("WALARCH_PG_MAJORS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            if super::running_as_root() {
+                PathBuf::from("/var/cache/walarch/postgres")
+            } else {
+                let home = std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_default();
+                home.join(".cache/walarch/postgres")
+            }
+        });
+    let dir = root.join(major.to_string()).join("bin");
+    assert!(
+        dir.join("postgres").is_file(),
+        "PostgreSQL {major}'s server binaries are missing in {}: run scripts/install-postgres-majors.sh",
+        dir.display()
+    );
+    dir
+}
+
 /// Builds a command that runs a PostgreSQL program as the PostgreSQL OS user, with `envs`.
 pub fn pg_command(program: &str, envs: &[(String, String)]) -> Command {
-    let path = Path::new(PG_BIN).join(program);
+    pg_command_in(Path::new(PG_BIN), program, envs)
+}
+
+/// Like [`pg_command`], for the program in `dir`.
+pub fn pg_command_in(dir: &Path, program: &str, envs: &[(String, String)]) -> Command {
+    let path = dir.join(program);
     assert!(
         path.is_file(),
         "{} is missing: install postgresql-15 (apt-get install postgresql-15)",
@@ -30,6 +69,14 @@ pub fn pg_command(program: &str, envs: &[(String, String)]) -> Command {
     cmd
 }
 
+/// The major version of a data directory (`PG_VERSION`), 15 when it cannot be read.
+fn data_major(data: &Path) -> u32 {
+    std::fs::read_to_string(data.join("PG_VERSION"))
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(15)
+}
+
 /// The pid in `<data>/postmaster.pid`, while a server runs there.
 fn postmaster_pid(data: &Path) -> Option<u32> {
     std::fs::read_to_string(data.join("postmaster.pid"))
@@ -47,21 +94,34 @@ pub struct Cluster {
     running: bool,
     /// The postmaster's pid, so that it can be stopped even if its directory is gone.
     postmaster_pid: Option<u32>,
+    /// Where its server binaries are (`initdb`, `pg_ctl`).
+    server_bin: PathBuf,
 }
 
 impl Cluster {
-    /// `initdb` into `<scratch>/<name>` with the given WAL segment size in MiB.
+    /// `initdb` into `<scratch>/<name>` with the given WAL segment size in MiB (PostgreSQL 15).
     pub fn init(scratch: &Scratch, name: &str, wal_segsize_mib: u32) -> Self {
+        Self::init_major(scratch, name, wal_segsize_mib, 15)
+    }
+
+    /// `initdb` of PostgreSQL `major` into `<scratch>/<name>`.
+    pub fn init_major(scratch: &Scratch, name: &str, wal_segsize_mib: u32, major: u32) -> Self {
+        let server_bin = server_bin(major);
         let parent = scratch.subdir(name);
         let data = parent.join("data");
-        run_ok(pg_command("initdb", &[]).args(["-D"]).arg(&data).args([
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "--no-instructions",
-            &format!("--wal-segsize={wal_segsize_mib}"),
-        ]));
+        run_ok(
+            pg_command_in(&server_bin, "initdb", &[])
+                .args(["-D"])
+                .arg(&data)
+                .args([
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "--no-instructions",
+                    &format!("--wal-segsize={wal_segsize_mib}"),
+                ]),
+        );
         let cluster = Cluster {
             data,
             port: free_port(),
@@ -69,6 +129,7 @@ impl Cluster {
             envs: Vec::new(),
             running: false,
             postmaster_pid: None,
+            server_bin: server_bin.clone(),
         };
         cluster.append_conf(&format!(
             "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\nfsync = off\nlog_min_messages = warning\n",
@@ -80,6 +141,7 @@ impl Cluster {
 
     /// A cluster over an existing data directory (a restored base backup).
     pub fn from_data_dir(data: PathBuf) -> Self {
+        let server_bin = server_bin(data_major(&data));
         let socket_dir = data.parent().unwrap().to_path_buf();
         let cluster = Cluster {
             data,
@@ -88,6 +150,7 @@ impl Cluster {
             envs: Vec::new(),
             running: false,
             postmaster_pid: None,
+            server_bin,
         };
         cluster.append_conf(&format!(
             "port = {}\nunix_socket_directories = '{}'\n",
@@ -100,6 +163,7 @@ impl Cluster {
     /// A server some other program started on `data` (e.g. `walarch restore --start`),
     /// listening on 127.0.0.1:`port`; stopped when dropped like any other.
     pub fn adopt(data: PathBuf, port: u16) -> Self {
+        let server_bin = server_bin(data_major(&data));
         let socket_dir = data.parent().unwrap().to_path_buf();
         let postmaster_pid = postmaster_pid(&data);
         Cluster {
@@ -109,6 +173,7 @@ impl Cluster {
             envs: Vec::new(),
             running: true,
             postmaster_pid,
+            server_bin,
         }
     }
 
@@ -140,7 +205,7 @@ impl Cluster {
     /// Starts the server without waiting for it to accept connections (recovery may take a
     /// while); use [`Cluster::wait_ready`].
     pub fn start(&mut self) {
-        let out = pg_command("pg_ctl", &self.envs)
+        let out = pg_command_in(&self.server_bin, "pg_ctl", &self.envs)
             .arg("-D")
             .arg(&self.data)
             .arg("-l")
@@ -324,7 +389,7 @@ impl Cluster {
 
     pub fn stop(&mut self) {
         if self.running {
-            let _ = pg_command("pg_ctl", &[])
+            let _ = pg_command_in(&self.server_bin, "pg_ctl", &[])
                 .arg("-D")
                 .arg(&self.data)
                 .args(["-m", "fast", "-w", "-t", "60", "stop"])
@@ -337,7 +402,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if self.running {
-            let _ = pg_command("pg_ctl", &[])
+            let _ = pg_command_in(&self.server_bin, "pg_ctl", &[])
                 .arg("-D")
                 .arg(&self.data)
                 .args(["-m", "immediate", "-w", "stop"])

@@ -155,6 +155,17 @@ pub struct GlobalArgs {
     )]
     pub prefetch_mib: Option<u64>,
 
+    /// Where PostgreSQL's server binaries are; `{major}` stands for the major version, e.g.
+    /// /opt/postgresql/{major}/bin [default: PATH, then the usual install locations]
+    #[arg(
+        long,
+        global = true,
+        env = "WALARCH_PG_BIN",
+        value_name = "DIR",
+        hide_short_help = true
+    )]
+    pub pg_bin: Option<String>,
+
     /// MiB left free on pg_wal's file system: downloading ahead pauses below it [default: 1024]
     #[arg(
         long,
@@ -275,9 +286,6 @@ pub struct RestoreArgs {
     /// Start PostgreSQL on the restored directory and wait until recovery reaches the target; report where it stopped.
     #[arg(long)]
     pub start: bool,
-    /// Directory of pg_ctl for --start [default: PATH, then /usr/lib/postgresql/<major>/bin]
-    #[arg(long, value_name = "DIR")]
-    pub pg_bin: Option<PathBuf>,
     /// Seconds --start waits for recovery to reach the target.
     #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
     pub start_timeout: u64,
@@ -460,6 +468,7 @@ impl GlobalArgs {
             "WALARCH_PREFETCH_MIB",
             self.prefetch_mib.map(|v| v.to_string()),
         );
+        add("WALARCH_PG_BIN", self.pg_bin.clone());
         add(
             "WALARCH_PREFETCH_RESERVE_MIB",
             self.prefetch_reserve_mib.map(|v| v.to_string()),

@@ -57,6 +57,7 @@ struct FileConfig {
     prefetch: Option<usize>,
     prefetch_mib: Option<u64>,
     prefetch_reserve_mib: Option<u64>,
+    pg_bin: Option<String>,
     /// Earlier versions' tables: still read (a configuration that stopped working would stop
     /// archiving), with a warning naming the new keys.
     s3: Option<LegacyS3>,
@@ -139,6 +140,8 @@ impl FileConfig {
 pub struct Settings {
     /// The engine's configuration.
     pub engine: EngineConfig,
+    /// Where PostgreSQL's server binaries are (`{major}` stands for the major version).
+    pub pg_bin: Option<String>,
 }
 
 impl Settings {
@@ -206,7 +209,10 @@ impl Settings {
             .unwrap_or(DEFAULT_PREFETCH_RESERVE_MIB)
             << 20;
         engine.fetch_ahead.idle_exit = FETCH_WORKER_IDLE_EXIT;
-        Ok(Settings { engine })
+        Ok(Settings {
+            engine,
+            pg_bin: args.pg_bin.clone().or(file.pg_bin),
+        })
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use walarch_core::backup::Progress;
-use walarch_core::postgres::StartOptions;
+use walarch_core::postgres::{StartOptions, find_server_binaries};
 use walarch_core::recovery::{RecoveryTarget, TargetSpec, TimelineChoice};
 use walarch_core::store::RepoLocation;
 use walarch_core::{
@@ -114,10 +114,16 @@ async fn main() -> Result<()> {
 
     // 5. Start the copy, wait for recovery to reach the moment, and look.
     let user = std::env::var("USER").unwrap_or_else(|_| "postgres".into());
+    let binaries = find_server_binaries(
+        plan.plan().backup.pg_major,
+        Some(std::path::Path::new(pg_bin)),
+        &[],
+    )
+    .await?;
     let outcome = engine
         .start_restored(&StartOptions {
             pgdata: PathBuf::from(target_dir),
-            pg_bin: Some(PathBuf::from(pg_bin)),
+            binaries,
             user: user.clone(),
             action: TargetAction::Promote.as_str().into(),
             timeout: Duration::from_secs(120),

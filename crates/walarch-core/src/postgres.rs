@@ -23,9 +23,9 @@ use crate::wal::Lsn;
 pub struct StartOptions {
     /// The data directory.
     pub pgdata: PathBuf,
-    /// Directory of `pg_ctl` and `pg_controldata`; `None`: Debian's
-    /// `/usr/lib/postgresql/<major>/bin` for the data directory's major version.
-    pub pg_bin: Option<PathBuf>,
+    /// The server binaries to start it with: those of the data directory's major version
+    /// ([`find_server_binaries`]).
+    pub binaries: ServerBinaries,
     /// The role to connect as to watch recovery (over the server's socket).
     pub user: String,
     /// What the server does at the target: `promote`, `pause` or `shutdown`.
@@ -59,6 +59,27 @@ pub struct RecoveryOutcome {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
+    /// The binaries given are of another major version than the data directory's.
+    #[error(
+        "{dir} holds PostgreSQL {found}'s binaries, but the backup is of PostgreSQL {wanted}: \
+         a data directory starts only with the binaries of its own major version"
+    )]
+    WrongBinaries {
+        /// The directory of the binaries.
+        dir: String,
+        /// Their major version.
+        found: u32,
+        /// The data directory's (the backup's) major version.
+        wanted: u32,
+    },
+    /// No PostgreSQL binaries of the major version needed were found.
+    #[error("no PostgreSQL {major} server binaries found (looked in {searched})")]
+    NoBinaries {
+        /// The major version needed.
+        major: u32,
+        /// Where they were looked for.
+        searched: String,
+    },
     /// `pg_ctl start` could not be run or failed.
     #[error("cannot start PostgreSQL in {pgdata}: {message}")]
     Start {
@@ -98,6 +119,9 @@ impl ServerError {
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         match self {
+            ServerError::WrongBinaries { .. } | ServerError::NoBinaries { .. } => {
+                ErrorKind::Configuration
+            }
             ServerError::Start { .. } => ErrorKind::Configuration,
             ServerError::Exited { .. } => ErrorKind::Refused,
             ServerError::Timeout { .. } => ErrorKind::Transient,
@@ -114,10 +138,18 @@ pub async fn start_and_wait(options: &StartOptions) -> Result<RecoveryOutcome, S
         pgdata: pgdata.display().to_string(),
         message,
     };
-    let bin_dir = match &options.pg_bin {
-        Some(dir) => dir.clone(),
-        None => debian_bin_dir(pgdata).await,
-    };
+    let bin_dir = options.binaries.dir.clone();
+    let data_major = tokio::fs::read_to_string(pgdata.join("PG_VERSION"))
+        .await
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    if let Some(data_major) = data_major.filter(|m| *m != options.binaries.major) {
+        return Err(ServerError::WrongBinaries {
+            dir: bin_dir.display().to_string(),
+            found: options.binaries.major,
+            wanted: data_major,
+        });
+    }
     let pg_ctl = bin_dir.join("pg_ctl");
     let log_dir = pgdata.join("log");
     tokio::fs::create_dir_all(&log_dir)
@@ -224,12 +256,91 @@ pub async fn start_and_wait(options: &StartOptions) -> Result<RecoveryOutcome, S
     }
 }
 
-/// Debian's layout for the data directory's major version: `/usr/lib/postgresql/15/bin`.
-async fn debian_bin_dir(pgdata: &Path) -> PathBuf {
-    let major = tokio::fs::read_to_string(pgdata.join("PG_VERSION"))
+/// The PostgreSQL server binaries (`postgres`, `pg_ctl`, `initdb`) of one major version, in one
+/// directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerBinaries {
+    /// The directory that holds them.
+    pub dir: PathBuf,
+    /// Their major version, as `postgres --version` reports it.
+    pub major: u32,
+}
+
+/// The usual places of one major version's server binaries: Debian/Ubuntu, RHEL/PGDG,
+/// Homebrew, a source build.
+pub fn usual_locations(major: u32) -> Vec<PathBuf> {
+    [
+        format!("/usr/lib/postgresql/{major}/bin"),
+        format!("/usr/pgsql-{major}/bin"),
+        format!("/opt/homebrew/opt/postgresql@{major}/bin"),
+        format!("/usr/local/opt/postgresql@{major}/bin"),
+        format!("/usr/local/pgsql-{major}/bin"),
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .collect()
+}
+
+/// The major version of the `postgres` binary in `dir` (`postgres --version`), if there is one.
+pub async fn binaries_major(dir: &Path) -> Option<u32> {
+    let output = Command::new(dir.join("postgres"))
+        .arg("--version")
+        .output()
         .await
-        .unwrap_or_default();
-    PathBuf::from(format!("/usr/lib/postgresql/{}/bin", major.trim()))
+        .ok()?;
+    // "postgres (PostgreSQL) 18.4", "postgres (PostgreSQL) 9.6.24 ...".
+    let text = String::from_utf8_lossy(&output.stdout);
+    let version = text.split_whitespace().nth(2)?;
+    version.split(['.', 'b', 'r', 'd']).next()?.parse().ok()
+}
+
+/// The server binaries of major version `major`: `given` when it names a directory (which
+/// must hold that version: a PostgreSQL 16 data directory started by 18's binaries is
+/// refused, by name), else the first of `candidates` and then [`usual_locations`] that holds
+/// that version. A `{major}` in a path stands for the version.
+pub async fn find_server_binaries(
+    major: u32,
+    given: Option<&Path>,
+    candidates: &[PathBuf],
+) -> Result<ServerBinaries, ServerError> {
+    let expand =
+        |dir: &Path| PathBuf::from(dir.to_string_lossy().replace("{major}", &major.to_string()));
+    if let Some(dir) = given {
+        let dir = expand(dir);
+        return match binaries_major(&dir).await {
+            Some(found) if found == major => Ok(ServerBinaries { dir, major }),
+            Some(found) => Err(ServerError::WrongBinaries {
+                dir: dir.display().to_string(),
+                found,
+                wanted: major,
+            }),
+            None => Err(ServerError::NoBinaries {
+                major,
+                searched: dir.display().to_string(),
+            }),
+        };
+    }
+    let searched: Vec<PathBuf> = candidates
+        .iter()
+        .map(|dir| expand(dir))
+        .chain(usual_locations(major))
+        .collect();
+    for dir in &searched {
+        if binaries_major(dir).await == Some(major) {
+            return Ok(ServerBinaries {
+                dir: dir.clone(),
+                major,
+            });
+        }
+    }
+    Err(ServerError::NoBinaries {
+        major,
+        searched: searched
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
 }
 
 /// The server's log file, read whole when needed (it is small: one recovery).

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use walarch_core::backup::{BackupSelector, Progress};
-use walarch_core::postgres::{RecoveryOutcome, StartOptions};
+use walarch_core::postgres::{RecoveryOutcome, StartOptions, find_server_binaries};
 use walarch_core::recovery::RecoveryPlan;
 use walarch_core::{Engine, RestoreCommand, RestoreRequest, TargetAction};
 
@@ -63,6 +63,19 @@ pub async fn run(
     let selector: Option<BackupSelector> = args.backup.as_deref().map(str::parse).transpose()?;
     let cancel = super::cancel_on_signal();
     let plan = engine.plan(&spec, selector.as_ref(), &cancel).await?;
+    // The binaries the copy starts with must be of the backup's major version: found (or
+    // refused) before anything is written.
+    let binaries = if args.start {
+        let major = plan.plan().backup.pg_major;
+        let given = settings.pg_bin.as_deref().map(std::path::Path::new);
+        Some(
+            find_server_binaries(major, given, &path_dirs())
+                .await
+                .map_err(walarch_core::Error::from)?,
+        )
+    } else {
+        None
+    };
     let action = args
         .target
         .target_action
@@ -102,10 +115,10 @@ pub async fn run(
     drop(display);
     let report = report?;
     let seconds = report.elapsed.as_secs_f64();
-    let recovery = if args.start {
+    let recovery = if let Some(binaries) = binaries {
         let start = StartOptions {
             pgdata: args.pgdata.clone(),
-            pg_bin: args.pg_bin.clone().or_else(pg_bin_on_path),
+            binaries,
             user: crate::pg_env::os_user(),
             // PostgreSQL's own default: pause at a target (to inspect before promoting);
             // without one, recovery ends at the end of WAL and promotes.
@@ -190,8 +203,9 @@ pub async fn run(
     Ok(())
 }
 
-/// The directory of the `pg_ctl` found on `PATH`, if any.
-fn pg_bin_on_path() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).find(|dir| dir.join("pg_ctl").is_file())
+/// The directories on `PATH`, where the server binaries are looked for first.
+fn path_dirs() -> Vec<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect())
+        .unwrap_or_default()
 }

@@ -468,7 +468,7 @@ pub enum PushError {
     /// The segment was written by another PostgreSQL major version than the repository's WAL.
     #[error(
         "refusing to archive {name}: it is PostgreSQL {file} WAL but the repository holds PostgreSQL {repo} WAL; \
-         use a new repository after a major upgrade"
+         a major upgrade starts a new repository"
     )]
     MajorVersionMismatch {
         /// The WAL file name.

@@ -77,7 +77,7 @@ impl BackupSession {
             }
         });
         let info = read_server_info(&client).await?;
-        if info.major() < 10 {
+        if info.major() < 13 {
             return Err(SessionError::Unsupported(info.version_num));
         }
         Ok(BackupSession {
@@ -240,11 +240,23 @@ pub enum SessionError {
     #[error("cannot {0}: {1}")]
     Query(&'static str, #[source] tokio_postgres::Error),
     /// The server is older than PostgreSQL 10; holds its `server_version_num`.
-    #[error("PostgreSQL {0} is too old: walarch backs up PostgreSQL 10 and later")]
+    #[error(
+        "PostgreSQL {} is not supported: walarch backs up PostgreSQL 13 to 18",
+        server_version_text(*.0)
+    )]
     Unsupported(u32),
     /// The server returned a value walarch cannot use; holds what it was and its text.
     #[error("PostgreSQL returned an unexpected {0}")]
     Unexpected(String),
+}
+
+/// `server_version_num` as PostgreSQL prints versions: 120017 → "12.17", 90624 → "9.6.24".
+fn server_version_text(num: u32) -> String {
+    if num >= 100_000 {
+        format!("{}.{}", num / 10_000, num % 10_000)
+    } else {
+        format!("{}.{}.{}", num / 10_000, num / 100 % 100, num % 100)
+    }
 }
 
 impl SessionError {

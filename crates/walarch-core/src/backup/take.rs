@@ -107,6 +107,13 @@ pub async fn take_backup(
             server_system: info.system_id,
         });
     }
+    if identity.pg_major != info.major() {
+        return Err(BackupError::OtherMajorVersion {
+            repo: repo.location().to_string(),
+            repo_major: identity.pg_major,
+            server_major: info.major(),
+        });
+    }
     check_restored_copy(repo, &data_dir).await?;
     if cancel.is_cancelled() {
         return Err(BackupError::Cancelled { id: None });
@@ -545,6 +552,19 @@ pub enum BackupError {
         /// The system identifier of the server connected to.
         server_system: SystemId,
     },
+    /// The repository holds another PostgreSQL major version's WAL and backups.
+    #[error(
+        "{repo} holds PostgreSQL {repo_major} WAL and backups, but this server runs PostgreSQL \
+         {server_major}: a major upgrade starts a new repository"
+    )]
+    OtherMajorVersion {
+        /// The repository's location.
+        repo: String,
+        /// The major version recorded in the repository's identity.
+        repo_major: u32,
+        /// The server's major version.
+        server_major: u32,
+    },
     /// An object the backup writes already exists; holds its key.
     #[error("{0} already exists in the repository; not overwritten")]
     Exists(String),
@@ -579,7 +599,8 @@ impl BackupError {
             BackupError::WrongDataDirectory { .. }
             | BackupError::NotTheServersFiles { .. }
             | BackupError::CheckpointMismatch { .. }
-            | BackupError::WrongRepository { .. } => ErrorKind::Refused,
+            | BackupError::WrongRepository { .. }
+            | BackupError::OtherMajorVersion { .. } => ErrorKind::Refused,
             BackupError::Label(_) => ErrorKind::Corrupt,
             BackupError::WalNotArchived { .. } => ErrorKind::Transient,
         }

@@ -32,6 +32,9 @@ pub struct PlannedBackup {
     pub stopped_at: DateTime<Utc>,
     /// Bytes stored for the backup's parts (compressed).
     pub stored_bytes: u64,
+    /// The PostgreSQL major version the backup is of: the restored copy starts only with that
+    /// version's binaries.
+    pub pg_major: u32,
 }
 
 /// The WAL read from one timeline.
@@ -187,6 +190,7 @@ pub async fn plan_recovery(
         target: spec.target.to_string(),
         inclusive: spec.inclusive,
         backup: PlannedBackup {
+            pg_major: manifest.pg_major(),
             id: manifest.id.to_string(),
             timeline: manifest.timeline,
             start_lsn: manifest.start_lsn,

@@ -4,8 +4,8 @@
 
 use super::{Lsn, SystemId, TimelineId, WalError};
 
-/// `pg_control_version` of PostgreSQL 13 to 16 (1300) and 17 (1700).
-const KNOWN_CONTROL_VERSIONS: [u32; 2] = [1300, 1700];
+/// `pg_control_version` of PostgreSQL 13 to 16 (1300), 17 (1700) and 18 (1800).
+const KNOWN_CONTROL_VERSIONS: [u32; 3] = [1300, 1700, 1800];
 
 /// Reads the system identifier from the bytes of `global/pg_control`.
 pub fn system_id_from_pg_control(bytes: &[u8]) -> Result<SystemId, WalError> {
@@ -20,7 +20,7 @@ pub fn system_id_from_pg_control(bytes: &[u8]) -> Result<SystemId, WalError> {
     Ok(SystemId::new(u64::from_le_bytes(id.try_into().unwrap())))
 }
 
-/// The last checkpoint recorded in `global/pg_control`, as PostgreSQL 13 to 17 lay out the
+/// The last checkpoint recorded in `global/pg_control`, as PostgreSQL 13 to 18 lay out the
 /// start of `ControlFileData`: `system_identifier` (0), `pg_control_version` (8),
 /// `catalog_version_no` (12), `state` (16), `time` (24), `checkPoint` (32), then
 /// `checkPointCopy` whose first fields are `redo` (40) and `ThisTimeLineID` (48).

@@ -75,8 +75,8 @@ pub enum WalError {
         /// What is wrong.
         reason: String,
     },
-    /// An `xlp_magic` (`XLOG_PAGE_MAGIC`) of a PostgreSQL version other than 13 to 17.
-    #[error("unsupported WAL page magic {magic:#06X}: walarch reads PostgreSQL 13 to 17")]
+    /// An `xlp_magic` (`XLOG_PAGE_MAGIC`) of a PostgreSQL version other than 13 to 18.
+    #[error("unsupported WAL page magic {magic:#06X}: walarch reads PostgreSQL 13 to 18")]
     UnknownPageMagic {
         /// The page magic found.
         magic: u16,

@@ -33,16 +33,17 @@ pub struct PgMajor(u32);
 
 impl PgMajor {
     /// `XLOG_PAGE_MAGIC` of each supported major version.
-    const MAGICS: [(u16, u32); 5] = [
+    const MAGICS: [(u16, u32); 6] = [
         (0xD106, 13),
         (0xD10D, 14),
         (0xD110, 15),
         (0xD113, 16),
         (0xD116, 17),
+        (0xD118, 18),
     ];
 
     /// The major version whose `XLOG_PAGE_MAGIC` is `magic`; an error for versions other than 13 to
-    /// 17.
+    /// 18.
     pub fn from_page_magic(magic: u16) -> Result<Self, WalError> {
         Self::MAGICS
             .iter()
@@ -219,17 +220,19 @@ mod tests {
     }
 
     #[test]
-    fn recognises_postgresql_13_to_17() {
+    fn recognises_postgresql_13_to_18() {
         for (magic, major) in [
             (0xD106u16, 13),
             (0xD10D, 14),
             (0xD110, 15),
             (0xD113, 16),
             (0xD116, 17),
+            (0xD118, 18),
         ] {
             assert_eq!(PgMajor::from_page_magic(magic).unwrap().get(), major);
         }
-        for magic in [0xD101u16, 0xD118, 0, 0xFFFF] {
+        // PostgreSQL 12's and an unreleased version's magic stay refused.
+        for magic in [0xD101u16, 0xD119, 0xD11A, 0, 0xFFFF] {
             assert_eq!(
                 PgMajor::from_page_magic(magic),
                 Err(WalError::UnknownPageMagic { magic })
