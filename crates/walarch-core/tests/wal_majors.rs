@@ -3,7 +3,10 @@
 //! point and switch the server reported is found, once, at an LSN inside the range the server
 //! gave around the statement that wrote it, with its transaction id and, for commits, the
 //! commit timestamp the server recorded. Nothing else is taken for a commit or an abort, and
-//! the fixtures hold full-page images and records that cross pages and segments.
+//! the fixtures hold full-page images and records that cross pages and segments. The
+//! full-page images are both uncompressed and pglz-compressed: their flags differ between
+//! 13/14 and 15+, and one misread makes the record's lengths not add up, so every segment
+//! must decode to its end.
 
 use std::path::PathBuf;
 
