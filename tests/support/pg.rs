@@ -109,19 +109,19 @@ impl Cluster {
         let server_bin = server_bin(major);
         let parent = scratch.subdir(name);
         let data = parent.join("data");
-        run_ok(
-            pg_command_in(&server_bin, "initdb", &[])
-                .args(["-D"])
-                .arg(&data)
-                .args([
-                    "-A",
-                    "trust",
-                    "-U",
-                    "postgres",
-                    "--no-instructions",
-                    &format!("--wal-segsize={wal_segsize_mib}"),
-                ]),
-        );
+        let mut initdb = pg_command_in(&server_bin, "initdb", &[]);
+        initdb.args(["-D"]).arg(&data).args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            &format!("--wal-segsize={wal_segsize_mib}"),
+        ]);
+        // `--no-instructions` came with PostgreSQL 14; 13's initdb refuses it.
+        if major >= 14 {
+            initdb.arg("--no-instructions");
+        }
+        run_ok(&mut initdb);
         let cluster = Cluster {
             data,
             port: free_port(),

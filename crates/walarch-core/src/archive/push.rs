@@ -233,6 +233,15 @@ fn check_same_system(
     identity: &Identity,
     file: &Identity,
 ) -> Result<(), PushError> {
+    // The major first: pg_upgrade gives the new cluster a new system identifier too, and
+    // "a major upgrade starts a new repository" is what that user needs to read.
+    if identity.pg_major != file.pg_major {
+        return Err(PushError::MajorVersionMismatch {
+            name: name.to_string(),
+            file: file.pg_major,
+            repo: identity.pg_major,
+        });
+    }
     if identity.system_id != file.system_id {
         return Err(PushError::ForeignSystem {
             name: name.to_string(),
@@ -246,13 +255,6 @@ fn check_same_system(
             name: name.to_string(),
             file: file.wal_segment_size,
             repo: identity.wal_segment_size,
-        });
-    }
-    if identity.pg_major != file.pg_major {
-        return Err(PushError::MajorVersionMismatch {
-            name: name.to_string(),
-            file: file.pg_major,
-            repo: identity.pg_major,
         });
     }
     Ok(())

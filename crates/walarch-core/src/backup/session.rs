@@ -67,8 +67,8 @@ pub struct BackupSession {
 }
 
 impl BackupSession {
-    /// Connects and reads the server's [`ServerInfo`]; refuses servers older than
-    /// PostgreSQL 10.
+    /// Connects and reads the server's [`ServerInfo`]; refuses majors other than 13 to 18 (older
+    /// ones lack what walarch relies on; newer ones may lay out WAL and `pg_control` differently).
     pub async fn connect(config: &Config) -> Result<Self, SessionError> {
         let (client, connection) = config.connect(NoTls).await.map_err(SessionError::Connect)?;
         let connection = tokio::spawn(async move {
@@ -77,7 +77,7 @@ impl BackupSession {
             }
         });
         let info = read_server_info(&client).await?;
-        if info.major() < 13 {
+        if !(13..=18).contains(&info.major()) {
             return Err(SessionError::Unsupported(info.version_num));
         }
         Ok(BackupSession {
@@ -239,7 +239,7 @@ pub enum SessionError {
     /// A query failed: what it was for (e.g. "start the backup"), and the error.
     #[error("cannot {0}: {1}")]
     Query(&'static str, #[source] tokio_postgres::Error),
-    /// The server is older than PostgreSQL 10; holds its `server_version_num`.
+    /// The server is a major other than 13 to 18; holds its `server_version_num`.
     #[error(
         "PostgreSQL {} is not supported: walarch backs up PostgreSQL 13 to 18",
         server_version_text(*.0)

@@ -100,18 +100,19 @@ pub async fn take_backup(
 
     let proposed = Identity::new(info.system_id, info.wal_segment_size, info.major());
     let identity = repo.ensure_identity(&proposed).await?;
-    if identity.system_id != info.system_id || identity.wal_segment_size != info.wal_segment_size {
-        return Err(BackupError::WrongRepository {
-            repo: repo.location().to_string(),
-            repo_system: identity.system_id,
-            server_system: info.system_id,
-        });
-    }
+    // The major first: after pg_upgrade the system identifier differs too.
     if identity.pg_major != info.major() {
         return Err(BackupError::OtherMajorVersion {
             repo: repo.location().to_string(),
             repo_major: identity.pg_major,
             server_major: info.major(),
+        });
+    }
+    if identity.system_id != info.system_id || identity.wal_segment_size != info.wal_segment_size {
+        return Err(BackupError::WrongRepository {
+            repo: repo.location().to_string(),
+            repo_system: identity.system_id,
+            server_system: info.system_id,
         });
     }
     check_restored_copy(repo, &data_dir).await?;

@@ -59,6 +59,10 @@ pub struct StopPoint {
     pub description: String,
     /// The position of the record recovery stops at, or for `latest` the end of the archived WAL.
     pub lsn: Lsn,
+    /// Where PostgreSQL's replay ends, as `pg_last_wal_replay_lsn()` reports it once recovery
+    /// stopped there: the stop record's start when recovery stops before it, its end (aligned
+    /// to 8 bytes, as PostgreSQL reads records) when it stops after it.
+    pub replay_end: Lsn,
     /// The name of the segment holding that position.
     pub segment: String,
     /// The commit, abort or restore point time of the stop record; for `latest`, the time of the
@@ -406,6 +410,11 @@ async fn walk_to_stop(
                     StopPoint {
                         description,
                         lsn: record.lsn,
+                        replay_end: if after {
+                            Lsn::new(record.end.as_u64().next_multiple_of(8))
+                        } else {
+                            record.lsn
+                        },
                         segment: name.to_string(),
                         time,
                         xid,
@@ -464,6 +473,7 @@ async fn walk_to_stop(
                 let stop = StopPoint {
                     description: format!("replays all archived WAL, to {wal_end}"),
                     lsn: wal_end,
+                    replay_end: wal_end,
                     segment: last_segment.to_string(),
                     time: last_commit.map(|c| c.1),
                     xid: last_commit.map(|c| c.2),
