@@ -459,7 +459,7 @@ async fn the_binaries_of_the_backups_major_are_found() {
     );
 
     // 11 is nowhere here: the error names the candidates and the usual places it searched.
-    let missing = find_server_binaries(11, None, &[bin16.clone()])
+    let missing = find_server_binaries(11, None, std::slice::from_ref(&bin16))
         .await
         .unwrap_err();
     let text = missing.to_string();
