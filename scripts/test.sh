@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Runs every check walarch has: formatting, lints, the library's documentation, unit tests,
-# end-to-end tests against a real PostgreSQL 15 and a real S3-compatible server on 127.0.0.1
-# (the library's examples included), and a build of the fuzz targets.
+# end-to-end tests against real PostgreSQL servers (Debian's 15; 12 to 18 from
+# scripts/install-postgres-majors.sh for the version matrix) and a real S3-compatible server on
+# 127.0.0.1 (the library's examples included), and a build of the fuzz targets.
 # Installs what a fresh machine lacks first. This is the command README.md gives and CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WALARCH_MOTO_SERVER=$(scripts/install-prerequisites.sh | tail -n 1)
 export WALARCH_MOTO_SERVER
+WALARCH_PG_MAJORS_DIR=$(scripts/install-postgres-majors.sh | tail -n 1)
+export WALARCH_PG_MAJORS_DIR
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
