@@ -4,8 +4,8 @@
 //! up to the target, and a drill across a promotion (a restored copy that takes the repository
 //! over becomes timeline 2). On 15 and 18 the full set (time, LSN, xid, restore point, timeline
 //! 2); on the others time and timeline 2. Each drill's plan must stop where PostgreSQL stopped.
-//! 17 runs with 8 MiB segments, the others with 16 MiB. Restore refuses binaries of another
-//! major. Server binaries of majors other than 15 come from
+//! 17 runs with 8 MiB segments, the others with 16 MiB. A shutdown at the target is seen
+//! with the log elsewhere. Restore refuses binaries of another major. Server binaries of majors other than 15 come from
 //! `scripts/install-postgres-majors.sh`; client programs are Debian's 15.
 
 use std::path::PathBuf;
@@ -181,7 +181,7 @@ fn run_major(major: u32, segment_mib: u32, full: bool) {
         name: "time",
         args: vec![
             "--target-time".into(),
-            time1,
+            time1.clone(),
             "--target-action".into(),
             "promote".into(),
         ],
@@ -258,7 +258,28 @@ fn run_major(major: u32, segment_mib: u32, full: bool) {
         expected_rows: expected_tl2,
     });
 
-    let outcomes: Vec<String> = drills.iter().map(|d| version.drill(d)).collect();
+    let mut outcomes: Vec<String> = drills.iter().map(|d| version.drill(d)).collect();
+
+    // Shut down at the target while the log goes to the logging collector: `restore --start`
+    // learns where recovery stopped from pg_control (these builds have no pg_controldata).
+    let (result, _stopped) = version.restore(
+        "shutdown",
+        &[
+            "--target-time".into(),
+            time1,
+            "--target-action".into(),
+            "shutdown".into(),
+            "--set".into(),
+            "logging_collector=on".into(),
+            "--set".into(),
+            "archive_mode=off".into(),
+        ],
+    );
+    assert_eq!(
+        result["recovery"]["state"], "shut down",
+        "PostgreSQL {major}: {result}"
+    );
+    outcomes.push("shutdown at the time target: shut down".into());
 
     // A copy of this major does not start with another major's binaries: refused by name
     // before anything is written.

@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::process::Command;
 
 use crate::error::ErrorKind;
-use crate::wal::Lsn;
+use crate::wal::{ClusterState, Lsn, checkpoint_from_pg_control};
 
 /// How to start a server on a restored data directory and what to wait for.
 #[derive(Debug, Clone)]
@@ -197,9 +197,7 @@ pub async fn start_and_wait(options: &StartOptions) -> Result<RecoveryOutcome, S
                 let message = stop_message(&text);
                 // The log may go elsewhere (logging_collector); pg_control says it too.
                 let shut_down_at_target = text.contains("shutdown at recovery target")
-                    || control_state(&bin_dir, pgdata)
-                        .await
-                        .is_some_and(|state| state == "shut down in recovery");
+                    || control_state(pgdata).await == Some(ClusterState::ShutDownInRecovery);
                 // PostgreSQL shuts down instead of pausing when hot_standby is off.
                 if matches!(options.action.as_str(), "shutdown" | "pause") && shut_down_at_target {
                     return Ok(RecoveryOutcome {
@@ -352,20 +350,16 @@ impl LogFile {
     }
 }
 
-/// The cluster state `pg_controldata` reports ("shut down in recovery" after a shutdown at
-/// the recovery target).
-async fn control_state(bin_dir: &Path, pgdata: &Path) -> Option<String> {
-    let program = bin_dir.join("pg_controldata");
-    let output = Command::new(program)
-        .arg("-D")
-        .arg(pgdata)
-        .output()
+/// The cluster state in the data directory's `global/pg_control` ("shut down in recovery"
+/// after a shutdown at the recovery target), read directly: not every installation has
+/// `pg_controldata` beside the server.
+async fn control_state(pgdata: &Path) -> Option<ClusterState> {
+    let bytes = tokio::fs::read(pgdata.join("global/pg_control"))
         .await
         .ok()?;
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find_map(|line| line.strip_prefix("Database cluster state:"))
-        .map(|state| state.trim().to_owned())
+    checkpoint_from_pg_control(&bytes)
+        .ok()
+        .map(|control| control.state)
 }
 
 /// The lines of `postmaster.pid` that say where and whether the server listens.

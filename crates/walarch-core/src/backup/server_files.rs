@@ -212,7 +212,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::wal::{SystemId, TimelineId, WalSegmentSize};
+    use crate::wal::{ClusterState, SystemId, TimelineId, WalSegmentSize};
 
     fn server() -> ServerInfo {
         ServerInfo {
@@ -258,6 +258,7 @@ mod tests {
             checkpoint: Lsn::new(checkpoint),
             redo: Lsn::new(redo),
             timeline: TimelineId::FIRST,
+            state: ClusterState::InProduction,
         };
         let start = Lsn::new(0x500_0028);
         assert!(files_reach_backup_start(

@@ -1,6 +1,7 @@
 //! What walarch reads from `global/pg_control`: the system identifier, which is the first
 //! field of `ControlFileData` in every PostgreSQL version, followed by `pg_control_version`;
-//! and the last checkpoint, which a base backup compares with the one it started from.
+//! the last checkpoint, which a base backup compares with the one it started from; and the
+//! cluster state, which says a restored copy shut down at its recovery target.
 
 use super::{Lsn, SystemId, TimelineId, WalError};
 
@@ -34,6 +35,47 @@ pub struct ControlCheckpoint {
     pub redo: Lsn,
     /// The checkpoint's timeline (`ThisTimeLineID` of `checkPointCopy`).
     pub timeline: TimelineId,
+    /// The cluster's state when the file was written (`state`, `Database cluster state`).
+    pub state: ClusterState,
+}
+
+/// `DBState`: what `pg_controldata` prints as "Database cluster state". The same values in
+/// PostgreSQL 13 to 18.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClusterState {
+    /// "starting up"
+    StartingUp,
+    /// "shut down"
+    ShutDown,
+    /// "shut down in recovery": a standby or a recovery stopped, e.g. at its target with
+    /// `recovery_target_action = shutdown`.
+    ShutDownInRecovery,
+    /// "shutting down"
+    ShuttingDown,
+    /// "in crash recovery"
+    InCrashRecovery,
+    /// "in archive recovery"
+    InArchiveRecovery,
+    /// "in production"
+    InProduction,
+    /// A value this version of walarch does not know.
+    Unknown(u32),
+}
+
+impl ClusterState {
+    fn from_raw(raw: u32) -> Self {
+        match raw {
+            0 => ClusterState::StartingUp,
+            1 => ClusterState::ShutDown,
+            2 => ClusterState::ShutDownInRecovery,
+            3 => ClusterState::ShuttingDown,
+            4 => ClusterState::InCrashRecovery,
+            5 => ClusterState::InArchiveRecovery,
+            6 => ClusterState::InProduction,
+            other => ClusterState::Unknown(other),
+        }
+    }
 }
 
 /// Reads the last checkpoint from the bytes of `global/pg_control`, checking the file's
@@ -63,7 +105,8 @@ pub fn checkpoint_from_pg_control(bytes: &[u8]) -> Result<ControlCheckpoint, Wal
             "no valid CRC (damaged, or read while PostgreSQL rewrote it)",
         ));
     }
-    let (Some(checkpoint), Some(redo), Some(timeline)) = (u64_at(32), u64_at(40), u32_at(48))
+    let (Some(state), Some(checkpoint), Some(redo), Some(timeline)) =
+        (u32_at(16), u64_at(32), u64_at(40), u32_at(48))
     else {
         return Err(invalid("too short for a checkpoint"));
     };
@@ -73,6 +116,7 @@ pub fn checkpoint_from_pg_control(bytes: &[u8]) -> Result<ControlCheckpoint, Wal
         redo: Lsn::new(redo),
         timeline: TimelineId::new(timeline)
             .map_err(|_| invalid("timeline 0 in the last checkpoint"))?,
+        state: ClusterState::from_raw(state),
     })
 }
 
@@ -90,6 +134,7 @@ mod tests {
         let mut bytes = vec![0u8; 8192];
         bytes[0..8].copy_from_slice(&system.to_le_bytes());
         bytes[8..12].copy_from_slice(&1300u32.to_le_bytes());
+        bytes[16..20].copy_from_slice(&2u32.to_le_bytes());
         bytes[32..40].copy_from_slice(&checkpoint.to_le_bytes());
         bytes[40..48].copy_from_slice(&redo.to_le_bytes());
         bytes[48..52].copy_from_slice(&timeline.to_le_bytes());
@@ -106,6 +151,7 @@ mod tests {
         assert_eq!(read.checkpoint, Lsn::new(0x0300_0060));
         assert_eq!(read.redo, Lsn::new(0x0300_0028));
         assert_eq!(read.timeline, TimelineId::new(2).unwrap());
+        assert_eq!(read.state, ClusterState::ShutDownInRecovery);
         let mut torn = bytes.clone();
         torn[41] ^= 1;
         assert!(checkpoint_from_pg_control(&torn).is_err());
@@ -116,13 +162,14 @@ mod tests {
     fn reads_a_real_postgresql_15_pg_control_as_pg_controldata_does() {
         // initdb's pg_control from Debian's PostgreSQL 15; pg_controldata printed system
         // identifier 7642011472967116994, latest checkpoint and REDO location 0/1500718,
-        // timeline 1.
+        // timeline 1, cluster state "shut down".
         let bytes = include_bytes!("../../tests/fixtures/pg_control_15");
         let read = checkpoint_from_pg_control(bytes).unwrap();
         assert_eq!(read.system_id, SystemId::new(7_642_011_472_967_116_994));
         assert_eq!(read.checkpoint, "0/1500718".parse().unwrap());
         assert_eq!(read.redo, "0/1500718".parse().unwrap());
         assert_eq!(read.timeline, TimelineId::FIRST);
+        assert_eq!(read.state, ClusterState::ShutDown);
     }
 
     #[test]

@@ -10,7 +10,9 @@ mod name;
 mod page;
 mod record;
 
-pub use control::{ControlCheckpoint, checkpoint_from_pg_control, system_id_from_pg_control};
+pub use control::{
+    ClusterState, ControlCheckpoint, checkpoint_from_pg_control, system_id_from_pg_control,
+};
 pub use history::{HistoryEntry, TimelineHistory, TimelineSpan, path_passes};
 pub use ids::{SegmentNo, SystemId, TimelineId, WalSegmentSize};
 pub use lsn::Lsn;
