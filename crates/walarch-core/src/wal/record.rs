@@ -522,8 +522,12 @@ fn prepared_xid(after_time: &[u8], commit: bool, major: PgMajor) -> Option<u32> 
     };
     skip_array(HAS_SUBXACTS, 4)?;
     skip_array(HAS_RELFILENODES, 12)?;
-    if major.get() >= 15 {
-        skip_array(HAS_DROPPED_STATS, 12)?;
+    // `xl_xact_stats_item`: kind, dboid, objoid (12 bytes) in 15 to 17; 18 widened the object
+    // id to 64 bits (objid_lo, objid_hi: 16 bytes).
+    match major.get() {
+        15..=17 => skip_array(HAS_DROPPED_STATS, 12)?,
+        18.. => skip_array(HAS_DROPPED_STATS, 16)?,
+        _ => {}
     }
     if commit {
         skip_array(HAS_INVALS, 16)?;
