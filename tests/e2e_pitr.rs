@@ -138,6 +138,11 @@ impl Setup {
             "{}: the restored rows must be exactly those committed up to the target\n{result}\n{log}",
             drill.name
         );
+        assert_eq!(
+            result["plan"]["stop"]["replay_end"], result["recovery"]["replayed_to"],
+            "{}: the plan's stop LSN is where recovery stopped\n{result}",
+            drill.name
+        );
         let recovery_seconds = result["recovery"]["seconds"].as_f64().unwrap();
         eprintln!(
             "drill {:<10} restore {:.2} s + recovery {:.2} s (walarch wall {:.2} s): {}",

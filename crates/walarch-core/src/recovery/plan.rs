@@ -60,8 +60,9 @@ pub struct StopPoint {
     /// The position of the record recovery stops at, or for `latest` the end of the archived WAL.
     pub lsn: Lsn,
     /// Where PostgreSQL's replay ends, as `pg_last_wal_replay_lsn()` reports it once recovery
-    /// stopped there: the stop record's start when recovery stops before it, its end (aligned
-    /// to 8 bytes, as PostgreSQL reads records) when it stops after it.
+    /// stopped there: the end of the last record replayed (the one before the stop record when
+    /// recovery stops before it), aligned to 8 bytes as PostgreSQL reads records, or the end of
+    /// its segment for a WAL switch. For `latest`, the end of the archived WAL.
     pub replay_end: Lsn,
     /// The name of the segment holding that position.
     pub segment: String,
@@ -358,6 +359,17 @@ fn stops_at(record: &WalRecord, spec: &TargetSpec) -> Option<(String, bool)> {
     }
 }
 
+/// Where replay stands after `record`, as PostgreSQL's `EndRecPtr`: its end aligned to 8 bytes
+/// (`MAXALIGN`), and for a WAL switch the end of its segment (the rest is skipped).
+fn replay_end_of(record: &WalRecord, size: crate::wal::WalSegmentSize) -> Lsn {
+    if matches!(record.event, Some(RecordEvent::Switch)) {
+        let segment_bytes = size.bytes();
+        Lsn::new((record.lsn.as_u64() / segment_bytes + 1) * segment_bytes)
+    } else {
+        Lsn::new(record.end.as_u64().next_multiple_of(8))
+    }
+}
+
 /// The segment holding the last byte before `end` (an end position exactly on a segment
 /// boundary needs nothing of the next segment).
 fn end_segment(end: Lsn, size: crate::wal::WalSegmentSize) -> SegmentNo {
@@ -378,14 +390,18 @@ async fn walk_to_stop(
     let start = manifest.start_lsn.segment(size);
     let mut last: Option<(Lsn, SegmentName)> = None;
     let mut last_commit: Option<(Lsn, DateTime<Utc>, u32)> = None;
+    // The replay end of the record before the current one: where replay stands when recovery
+    // stops before the current record.
+    let mut previous_replay_end: Option<Lsn> = None;
     let found = scan_path(repo, index, path, start, None, |name, segment| {
-        for record in segment
-            .records
-            .iter()
-            .filter(|r| r.lsn >= manifest.start_lsn)
-        {
+        for record in &segment.records {
+            let record_replay_end = replay_end_of(record, size);
+            if record.lsn < manifest.start_lsn {
+                previous_replay_end = Some(record_replay_end);
+                continue;
+            }
             let stop = match &spec.target {
-                RecoveryTarget::Immediate => (record.end >= manifest.stop_lsn).then(|| {
+                RecoveryTarget::Immediate => (record_replay_end >= manifest.stop_lsn).then(|| {
                     (
                         format!(
                             "stops once consistent, at the end of the backup ({})",
@@ -405,21 +421,19 @@ async fn walk_to_stop(
                     Some(RecordEvent::RestorePoint { time, .. }) => (Some(*time), None),
                     _ => (None, None),
                 };
-                let reached = if after { record.end } else { record.lsn };
                 return Scan::Stop((
                     StopPoint {
                         description,
                         lsn: record.lsn,
                         replay_end: if after {
-                            Lsn::new(record.end.as_u64().next_multiple_of(8))
+                            record_replay_end
                         } else {
-                            record.lsn
+                            previous_replay_end.unwrap_or(record.lsn)
                         },
                         segment: name.to_string(),
                         time,
                         xid,
                     },
-                    reached,
                     *name,
                 ));
             }
@@ -429,6 +443,7 @@ async fn walk_to_stop(
                 last_commit = Some((record.lsn, *time, *xid));
             }
             last = Some((record.end, *name));
+            previous_replay_end = Some(record_replay_end);
         }
         Scan::Continue
     })
@@ -437,7 +452,7 @@ async fn walk_to_stop(
         name.segment_no(size)
             .expect("names on the path are in range")
     };
-    let (stop, reached, segment) = match found {
+    let (stop, segment) = match found {
         Ok(found) => found,
         Err(end) => {
             // The stored WAL ends (or stops being valid) before the target.
@@ -473,7 +488,7 @@ async fn walk_to_stop(
                 let stop = StopPoint {
                     description: format!("replays all archived WAL, to {wal_end}"),
                     lsn: wal_end,
-                    replay_end: wal_end,
+                    replay_end: previous_replay_end.unwrap_or(wal_end),
                     segment: last_segment.to_string(),
                     time: last_commit.map(|c| c.1),
                     xid: last_commit.map(|c| c.2),
@@ -504,7 +519,8 @@ async fn walk_to_stop(
             )));
         }
     };
-    if reached < manifest.stop_lsn {
+    // Consistent once replay has passed the backup's end.
+    if stop.replay_end < manifest.stop_lsn {
         return Err(PlanError::Unreachable(format!(
             "{} lies before backup {} became consistent ({}): recovery would stop at {} — choose an older backup",
             spec.target, manifest.id, manifest.stop_lsn, stop.lsn
