@@ -238,6 +238,11 @@ fn run_major(major: u32, segment_mib: u32, full: bool) {
         ],
     );
     assert_eq!(result["recovery"]["timeline"], 2, "{result}");
+    // All archived WAL replayed: the plan's end of it is where replay ended.
+    assert_eq!(
+        result["plan"]["stop"]["replay_end"], result["recovery"]["replayed_to"],
+        "PostgreSQL {major}: {result}"
+    );
     write_rows(&promoted, 28, 30, "tl2");
     settle();
     let time2 = server_time(&promoted);
@@ -478,6 +483,25 @@ async fn the_binaries_of_the_backups_major_are_found() {
             .contains("holds PostgreSQL 18's binaries, but the backup is of PostgreSQL 16"),
         "{refused}"
     );
+
+    // A directory with `postgres` but no `pg_ctl` does not count (the start would fail after
+    // the restore); relative candidates (an empty PATH entry: the working directory) are skipped.
+    let scratch = Scratch::new("binaries");
+    let only_postgres = scratch.subdir("only-postgres");
+    std::os::unix::fs::symlink(bin16.join("postgres"), only_postgres.join("postgres")).unwrap();
+    let missing = find_server_binaries(16, Some(&only_postgres), &[])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing, ServerError::NoBinaries { major: 16, .. }),
+        "{missing}"
+    );
+    let relative = std::path::PathBuf::from(pattern.trim_start_matches('/'));
+    let missing = find_server_binaries(16, None, std::slice::from_ref(&relative))
+        .await
+        .unwrap_err();
+    let relative16 = relative.to_str().unwrap().replace("{major}", "16");
+    assert!(!missing.to_string().contains(&relative16), "{missing}");
 
     // 11 is nowhere here: the error names the candidates and the usual places it searched.
     let missing = find_server_binaries(11, None, std::slice::from_ref(&bin16))

@@ -279,8 +279,15 @@ pub fn usual_locations(major: u32) -> Vec<PathBuf> {
     .collect()
 }
 
-/// The major version of the `postgres` binary in `dir` (`postgres --version`), if there is one.
+/// The major version of the server binaries in `dir` (`postgres --version`), if `dir` holds
+/// both `postgres` and the `pg_ctl` that starts it.
 pub async fn binaries_major(dir: &Path) -> Option<u32> {
+    if !tokio::fs::metadata(dir.join("pg_ctl"))
+        .await
+        .is_ok_and(|m| m.is_file())
+    {
+        return None;
+    }
     let output = Command::new(dir.join("postgres"))
         .arg("--version")
         .output()
@@ -294,7 +301,8 @@ pub async fn binaries_major(dir: &Path) -> Option<u32> {
 
 /// The server binaries of major version `major`: `given` when it names a directory (which
 /// must hold that version: a PostgreSQL 16 data directory started by 18's binaries is
-/// refused, by name), else the first of `candidates` and then [`usual_locations`] that holds
+/// refused, by name), else the first of `candidates` (absolute paths only: an empty or
+/// relative `PATH` entry means the working directory) and then [`usual_locations`] that holds
 /// that version. A `{major}` in a path stands for the version.
 pub async fn find_server_binaries(
     major: u32,
@@ -320,6 +328,7 @@ pub async fn find_server_binaries(
     }
     let searched: Vec<PathBuf> = candidates
         .iter()
+        .filter(|dir| dir.is_absolute())
         .map(|dir| expand(dir))
         .chain(usual_locations(major))
         .collect();
