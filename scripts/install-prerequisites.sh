@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what walarch's demo and tests need on a fresh Debian machine, and nothing that is
-# already there: PostgreSQL 15, the zstd tool, and moto (an S3-compatible server for tests).
+# already there: PostgreSQL 15, the zstd tool, etcd (the cluster tests' coordination store),
+# protoc (etcd's client is generated from its .proto files at build time), and moto (an
+# S3-compatible server for tests).
 # Prints the moto_server path on its last line for the caller.
 set -euo pipefail
 
@@ -8,6 +10,8 @@ need_apt=()
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need_apt+=(postgresql-15)
 command -v zstd >/dev/null || need_apt+=(zstd)
 command -v runuser >/dev/null || need_apt+=(util-linux)
+command -v etcd >/dev/null || need_apt+=(etcd-server)
+command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing: ${need_apt[*]}; install them (sudo apt-get install ${need_apt[*]}) and run again" >&2

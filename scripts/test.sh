@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check walarch has: formatting, lints, the library's documentation, unit tests,
 # end-to-end tests against real PostgreSQL servers (Debian's 15; 12 to 18 from
-# scripts/install-postgres-majors.sh for the version matrix) and a real S3-compatible server on
-# 127.0.0.1 (the library's examples included), and a build of the fuzz targets.
+# scripts/install-postgres-majors.sh for the version matrix), a real S3-compatible server on
+# 127.0.0.1 (the library's examples included), a three-member cluster under walarch-k8s with a
+# real etcd, and a build of the fuzz targets.
 # Installs what a fresh machine lacks first. This is the command README.md gives and CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,8 +17,8 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The library's public API is documented, every item (missing_docs), without broken links.
 RUSTDOCFLAGS="-D warnings" cargo doc -p walarch-core --no-deps --locked
-# The end-to-end tests drive the built binary.
-cargo build --locked -p walarch-cli
+# The end-to-end tests drive the built binaries.
+cargo build --locked -p walarch-cli -p walarch-k8s
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$results"

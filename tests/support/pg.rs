@@ -78,7 +78,7 @@ fn data_major(data: &Path) -> u32 {
 }
 
 /// The pid in `<data>/postmaster.pid`, while a server runs there.
-fn postmaster_pid(data: &Path) -> Option<u32> {
+pub fn postmaster_pid(data: &Path) -> Option<u32> {
     std::fs::read_to_string(data.join("postmaster.pid"))
         .ok()
         .and_then(|text| text.lines().next().and_then(|l| l.trim().parse().ok()))

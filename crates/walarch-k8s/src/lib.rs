@@ -1,4 +1,15 @@
-//! Kubernetes integration for walarch (custom resources, operator, in-pod instance manager).
+//! walarch's cluster layer: an instance manager that keeps one PostgreSQL server a member of a
+//! replicated, failover-managed cluster (leader lease on etcd, fencing, failover, rejoin), and
+//! the Kubernetes integration (to come: the Lease implementation and the operator).
 //!
-//! Not built yet: this crate holds its place in the workspace so that the engine's public API
-//! is shaped with an embedding user in mind. See README.md.
+//! - [`leadership`]: the coordination store (the lease, members' published states).
+//! - [`member`]: what a member does, as a pure function of what it observes.
+//! - [`synchronous`]: the synchronous set and the record promotion relies on.
+//! - [`instance`]: the manager that observes, decides and acts (PostgreSQL, HTTP).
+//! - [`status`]: the cluster as the store sees it (`walarch-k8s status`).
+
+pub mod instance;
+pub mod leadership;
+pub mod member;
+pub mod status;
+pub mod synchronous;

@@ -1,0 +1,693 @@
+//! The instance manager (`walarch-k8s instance`): one PostgreSQL server, one member of the
+//! cluster. Each round it observes its server and the coordination store, publishes its state,
+//! asks the pure decision logic ([`crate::member`]) what to do and does it. Beside the rounds:
+//! a renewer keeps the member's lease alive, and a fencing watchdog stops a primary the moment
+//! its renew deadline passes, whatever the round is busy with.
+
+mod http;
+pub mod postgres;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use walarch_core::{Engine, EngineConfig, store::RepoLocation};
+
+use crate::leadership::{ClusterView, Coordination, MemberState, PublishedRole, Renewal};
+use crate::member::{Action, LeaseHold, Member, Observation, Server, Timings};
+use crate::synchronous::{self, Configured, SyncStep};
+use postgres::{PgSettings, Postgres, StartAs};
+
+/// Everything `walarch-k8s instance` was given.
+#[derive(Debug, Clone)]
+pub struct InstanceConfig {
+    /// Member name.
+    pub name: String,
+    /// Cluster name.
+    pub cluster: String,
+    /// The server.
+    pub pg: PgSettings,
+    /// Lease timings.
+    pub timings: Timings,
+    /// `ANY n` of the replicas acknowledge each commit (0: asynchronous).
+    pub sync_replicas: u32,
+    /// Where `/status`, `/healthz`, `/readyz`, `/metrics` are served.
+    pub http: SocketAddr,
+    /// How often a round runs.
+    pub tick: Duration,
+    /// The repository WAL is archived into (and fetched from).
+    pub repo: Option<RepoLocation>,
+}
+
+/// `GET /status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    /// Member name.
+    pub name: String,
+    /// Cluster name.
+    pub cluster: String,
+    /// `primary`, `replica`, `fenced`, `starting` or `stopped`.
+    pub role: String,
+    /// Holder of the leader lease as last seen (null: none, or store unreachable).
+    pub leader: Option<String>,
+    /// Timeline.
+    pub timeline: u32,
+    /// Flushed/received LSN.
+    pub received_lsn: String,
+    /// Replayed LSN.
+    pub replayed_lsn: String,
+    /// Bytes between the leader's published position and this member's replay.
+    pub lag_bytes: u64,
+    /// PostgreSQL's port.
+    pub pg_port: u16,
+    /// Archiving.
+    pub archive: ArchiveStatus,
+    /// Whether the member holds the leader lease and may write.
+    pub lease_held: bool,
+    /// Whether the coordination store answered the last round.
+    pub store_reachable: bool,
+    /// Seconds since the manager started.
+    pub uptime_seconds: f64,
+}
+
+/// Archiving, as `/status` reports it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ArchiveStatus {
+    /// Segments waiting for archive_command (`.ready` files).
+    pub backlog: u64,
+    /// The last file PostgreSQL archived.
+    pub last_archived: Option<String>,
+    /// Its age in seconds.
+    pub last_archived_age_seconds: Option<f64>,
+}
+
+/// What the HTTP side and the rounds share.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    status: Mutex<Status>,
+    fenced_by_operator: AtomicBool,
+    /// Set while the manager's server runs and is healthy.
+    healthy: AtomicBool,
+    ready: AtomicBool,
+}
+
+/// When the member's last successful renewal was *sent* (the lease lives at least TTL from
+/// then), and whether the member took the leader lease with it.
+#[derive(Debug, Default)]
+struct LeaseClock {
+    renewed_at: Option<Instant>,
+    leader: bool,
+}
+
+/// Runs the manager until `cancel`.
+pub async fn run<C: Coordination>(
+    config: InstanceConfig,
+    store: Arc<C>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    config.timings.validate().map_err(anyhow::Error::msg)?;
+    let started = Instant::now();
+    let shared = Arc::new(Shared::default());
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .with_context(|| format!("listening on {}", config.http))?;
+    tokio::spawn(http::serve(listener, shared.clone(), cancel.clone()));
+
+    let lease = Arc::new(Mutex::new(LeaseClock::default()));
+    tokio::spawn(renew_forever(
+        store.clone(),
+        lease.clone(),
+        config.timings,
+        cancel.clone(),
+    ));
+    // The watchdog: the postmaster's pid while it runs as a primary.
+    let primary_pid = Arc::new(AtomicU32::new(0));
+    tokio::spawn(fence_watchdog(
+        lease.clone(),
+        primary_pid.clone(),
+        config.timings,
+        cancel.clone(),
+    ));
+
+    let mut manager = Manager {
+        member: Member::new(config.name.clone(), config.timings),
+        pg: Postgres::new(config.pg.clone()),
+        config,
+        store,
+        lease,
+        shared,
+        primary_pid,
+        upstream_name: None,
+        busy: false,
+        configured_sync: None,
+        started,
+    };
+    let mut ticker = tokio::time::interval(manager.config.tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        if let Err(e) = manager.round().await {
+            tracing::warn!("round failed: {e:#}");
+        }
+    }
+    // A stopping manager stops its server fast and gives the lease up for a quick handover.
+    manager.primary_pid.store(0, Ordering::SeqCst);
+    manager.pg.stop(false).await?;
+    if manager.lease.lock().unwrap().leader {
+        let _ = manager.store.release().await;
+    }
+    Ok(())
+}
+
+struct Manager<C> {
+    config: InstanceConfig,
+    member: Member,
+    pg: Postgres,
+    store: Arc<C>,
+    lease: Arc<Mutex<LeaseClock>>,
+    shared: Arc<Shared>,
+    primary_pid: Arc<AtomicU32>,
+    upstream_name: Option<String>,
+    /// Set around long actions so the published role says `starting`.
+    busy: bool,
+    configured_sync: Option<Configured>,
+    started: Instant,
+}
+
+impl<C: Coordination> Manager<C> {
+    async fn round(&mut self) -> anyhow::Result<()> {
+        let (server, running) = self.observe_server().await?;
+        let view = self.store.view().await.ok();
+        let lease = self.lease_hold(view.as_ref());
+        let fenced_by_operator = self.shared.fenced_by_operator.load(Ordering::SeqCst);
+        self.publish(&server, view.as_ref(), fenced_by_operator)
+            .await;
+        self.update_status(&server, running.as_ref(), view.as_ref(), lease);
+
+        let action = self.member.decide(&Observation {
+            now: self.started.elapsed(),
+            view: view.as_ref(),
+            lease,
+            server: server.clone(),
+            fenced_by_operator,
+        });
+        if action != Action::Wait {
+            tracing::info!(?action, ?server, "decided");
+        }
+        self.carry_out(action, view.as_ref()).await?;
+        let may_write = self
+            .member
+            .may_write(lease, self.started.elapsed(), fenced_by_operator);
+        if let (Server::Primary { .. }, Some(view), Some(running), true) =
+            (&server, &view, &running, may_write)
+        {
+            self.keep_synchronous_set(view, running).await?;
+        }
+        Ok(())
+    }
+
+    fn now_instant(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// The lease as the decision logic sees it: held while the member took the leader record
+    /// and the store still shows it, valid until the last renewal's send time + deadline.
+    fn lease_hold(&self, view: Option<&ClusterView>) -> LeaseHold {
+        let mut clock = self.lease.lock().unwrap();
+        if view.is_some_and(|v| v.leader.as_deref() != Some(self.config.name.as_str())) {
+            clock.leader = false;
+        }
+        match (clock.leader, clock.renewed_at) {
+            (true, Some(at)) => LeaseHold::Held {
+                valid_until: (at + self.config.timings.renew_deadline)
+                    .saturating_duration_since(self.started),
+            },
+            _ => LeaseHold::NotHeld,
+        }
+    }
+
+    async fn observe_server(&mut self) -> anyhow::Result<(Server, Option<postgres::Running>)> {
+        if self.busy {
+            return Ok((Server::Busy, None));
+        }
+        if !self.pg.is_running() {
+            self.primary_pid.store(0, Ordering::SeqCst);
+            return Ok((self.pg.stopped_state()?, None));
+        }
+        match self.pg.observe().await {
+            Ok(running) => {
+                let server = if running.in_recovery {
+                    Server::Replica {
+                        timeline: running.timeline,
+                        position: crate::member::WalPosition {
+                            received: running.flushed,
+                            replayed: running.replayed,
+                        },
+                        receiver_running: running.receiver_running,
+                        upstream: self.upstream_name.clone(),
+                    }
+                } else {
+                    Server::Primary {
+                        timeline: running.timeline,
+                        lsn: running.flushed,
+                    }
+                };
+                Ok((server, Some(running)))
+            }
+            // Running but not answering (crash recovery, overload): nothing to decide on.
+            Err(_) => Ok((Server::Busy, None)),
+        }
+    }
+
+    async fn publish(&self, server: &Server, view: Option<&ClusterView>, fenced: bool) {
+        let _ = view;
+        let (role, timeline, received, replayed) = match server {
+            Server::Primary { timeline, lsn } => (PublishedRole::Primary, *timeline, *lsn, *lsn),
+            Server::Replica {
+                timeline, position, ..
+            } => (
+                PublishedRole::Replica,
+                *timeline,
+                position.received,
+                position.replayed,
+            ),
+            Server::Stopped {
+                timeline, position, ..
+            } => (
+                if fenced {
+                    PublishedRole::Fenced
+                } else {
+                    PublishedRole::Stopped
+                },
+                *timeline,
+                position.received,
+                position.replayed,
+            ),
+            Server::Absent | Server::Busy => (PublishedRole::Starting, 0, 0, 0),
+        };
+        let state = MemberState {
+            name: self.config.name.clone(),
+            role,
+            timeline,
+            received_lsn: received,
+            replayed_lsn: replayed,
+            host: self.config.pg.host.clone(),
+            pg_port: self.config.pg.port,
+            http: self.config.http.to_string(),
+        };
+        if let Err(e) = self.store.publish(&state).await {
+            tracing::debug!("publishing state: {e}");
+        }
+    }
+
+    fn update_status(
+        &self,
+        server: &Server,
+        running: Option<&postgres::Running>,
+        view: Option<&ClusterView>,
+        lease: LeaseHold,
+    ) {
+        let may_write = self.member.may_write(
+            lease,
+            self.started.elapsed(),
+            self.shared.fenced_by_operator.load(Ordering::SeqCst),
+        );
+        let role = match server {
+            Server::Primary { .. } => "primary",
+            Server::Replica { .. } => "replica",
+            Server::Stopped { .. } if self.shared.fenced_by_operator.load(Ordering::SeqCst) => {
+                "fenced"
+            }
+            Server::Stopped {
+                was_primary: true, ..
+            } if view.is_some_and(|v| v.leader.as_deref() != Some(self.config.name.as_str())) => {
+                "fenced"
+            }
+            Server::Stopped { .. } => "stopped",
+            Server::Absent | Server::Busy => "starting",
+        };
+        let leader_position = view
+            .and_then(|v| v.leader.as_deref().and_then(|l| v.member(l)))
+            .map_or(0, |m| m.state.received_lsn);
+        let (timeline, received, replayed) = match server {
+            Server::Primary { timeline, lsn } => (*timeline, *lsn, *lsn),
+            Server::Replica {
+                timeline, position, ..
+            }
+            | Server::Stopped {
+                timeline, position, ..
+            } => (*timeline, position.received, position.replayed),
+            _ => (0, 0, 0),
+        };
+        let archive = archive_status(&self.config.pg.pgdata, running);
+        let mut status = self.shared.status.lock().unwrap();
+        *status = Status {
+            name: self.config.name.clone(),
+            cluster: self.config.cluster.clone(),
+            role: role.to_owned(),
+            leader: view.and_then(|v| v.leader.clone()),
+            timeline,
+            received_lsn: walarch_core::wal::Lsn::new(received).to_string(),
+            replayed_lsn: walarch_core::wal::Lsn::new(replayed).to_string(),
+            lag_bytes: leader_position.saturating_sub(replayed),
+            pg_port: self.config.pg.port,
+            archive,
+            lease_held: may_write,
+            store_reachable: view.is_some(),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+        };
+        let healthy = !matches!(server, Server::Busy) || self.busy;
+        self.shared.healthy.store(healthy, Ordering::SeqCst);
+        let ready = match server {
+            Server::Primary { .. } => may_write,
+            Server::Replica { .. } => true,
+            _ => false,
+        };
+        self.shared.ready.store(ready, Ordering::SeqCst);
+    }
+
+    fn peer_address(&self, view: Option<&ClusterView>, name: &str) -> Option<(String, u16)> {
+        view.and_then(|v| v.member(name))
+            .map(|m| (m.state.host.clone(), m.state.pg_port))
+    }
+
+    async fn carry_out(
+        &mut self,
+        action: Action,
+        view: Option<&ClusterView>,
+    ) -> anyhow::Result<()> {
+        match action {
+            Action::Wait => {}
+            Action::Fence => {
+                self.primary_pid.store(0, Ordering::SeqCst);
+                self.pg.stop(true).await?;
+                self.configured_sync = None;
+            }
+            Action::AcquireLease => {
+                let sent = self.now_instant();
+                if self.store.renew().await? == Renewal::Renewed && self.store.acquire().await? {
+                    let mut clock = self.lease.lock().unwrap();
+                    clock.leader = true;
+                    clock.renewed_at = Some(clock.renewed_at.map_or(sent, |r| r.max(sent)));
+                    tracing::info!("acquired the leader lease");
+                }
+            }
+            Action::ReleaseLease => {
+                self.store.release().await?;
+                self.lease.lock().unwrap().leader = false;
+            }
+            Action::Bootstrap => {
+                self.busy = true;
+                let result = self.bootstrap().await;
+                self.busy = false;
+                result?;
+            }
+            Action::StartPrimary => {
+                self.pg
+                    .set_standby_names_before_start(self.strict_standby_names(view));
+                self.start(StartAs::Primary, None).await?;
+            }
+            Action::Clone { from } => {
+                let (host, port) = self
+                    .peer_address(view, &from)
+                    .context("the leader has published no address")?;
+                self.busy = true;
+                let result = self.pg.clone_from(&host, port).await;
+                self.busy = false;
+                result?;
+                self.start(
+                    StartAs::Replica {
+                        upstream: Some((host, port)),
+                    },
+                    Some(from),
+                )
+                .await?;
+            }
+            Action::StartReplica { upstream } => {
+                let address = upstream.as_deref().and_then(|u| self.peer_address(view, u));
+                self.start(StartAs::Replica { upstream: address }, upstream)
+                    .await?;
+            }
+            Action::Repoint { upstream } => {
+                let address = self.peer_address(view, &upstream);
+                self.pg.set_upstream(address).await?;
+                self.upstream_name = Some(upstream);
+            }
+            Action::StopReceiver => {
+                self.pg.set_upstream(None).await?;
+                self.upstream_name = None;
+            }
+            Action::Promote => {
+                // Commits wait for the known replicas from the first one on, before the
+                // synchronous set is brought up to date.
+                let names = self.strict_standby_names(view);
+                self.pg
+                    .set_synchronous_standby_names_in_recovery(names)
+                    .await?;
+                self.busy = true;
+                let result = self.pg.promote().await;
+                self.busy = false;
+                result?;
+                self.configured_sync = None;
+                self.watch_primary();
+                tracing::info!("promoted");
+            }
+            Action::Rejoin { upstream } => {
+                let (host, port) = self
+                    .peer_address(view, &upstream)
+                    .context("the leader has published no address")?;
+                self.busy = true;
+                let result = self.rejoin(&host, port).await;
+                self.busy = false;
+                result?;
+                self.start(
+                    StartAs::Replica {
+                        upstream: Some((host, port)),
+                    },
+                    Some(upstream),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn start(&mut self, role: StartAs, upstream: Option<String>) -> anyhow::Result<()> {
+        let primary = role == StartAs::Primary;
+        self.busy = true;
+        let result = self.pg.start(role).await;
+        self.busy = false;
+        result?;
+        self.upstream_name = upstream;
+        if primary {
+            self.configured_sync = None;
+            self.watch_primary();
+        }
+        Ok(())
+    }
+
+    /// `synchronous_standby_names` for a server about to accept writes: the recorded set
+    /// without this member (or a name nobody has), so no commit is acknowledged unprotected.
+    fn strict_standby_names(&self, view: Option<&ClusterView>) -> String {
+        let known: Vec<String> = view
+            .and_then(|v| v.sync.as_ref())
+            .map(|s| {
+                s.members
+                    .iter()
+                    .filter(|m| **m != self.config.name)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        synchronous::standby_names_setting(self.config.sync_replicas, &known)
+    }
+
+    /// Hands the postmaster's pid to the fencing watchdog.
+    fn watch_primary(&self) {
+        if let Some(pid) = self.pg.pid() {
+            self.primary_pid.store(pid, Ordering::SeqCst);
+        }
+    }
+
+    async fn bootstrap(&mut self) -> anyhow::Result<()> {
+        self.pg.initdb().await?;
+        // Commits wait for a replica from the first one on (strict synchronous mode).
+        self.pg
+            .start_with_standby_names(synchronous::standby_names_setting(
+                self.config.sync_replicas,
+                &[],
+            ))
+            .await?;
+        self.watch_primary();
+        let bytes = std::fs::read(self.config.pg.pgdata.join("global/pg_control"))?;
+        let system_id = walarch_core::wal::system_id_from_pg_control(&bytes)?;
+        if !self.store.initialize(&system_id.get().to_string()).await? {
+            anyhow::bail!("another member initialized the cluster first");
+        }
+        tracing::info!(system_id = system_id.get(), "initialized the cluster");
+        Ok(())
+    }
+
+    /// A returning old primary: archive what it never archived, then rewind to the leader's
+    /// timeline (or copy the leader again when rewinding fails).
+    async fn rejoin(&mut self, host: &str, port: u16) -> anyhow::Result<()> {
+        if let Some(repo) = &self.config.repo {
+            let archived = archive_leftovers(repo, &self.config.pg.pgdata).await?;
+            tracing::info!(
+                archived,
+                "archived the old primary's remaining WAL before rewinding"
+            );
+        }
+        match self.pg.rewind_from(host, port).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::warn!("rewind failed, copying the leader instead: {e:#}");
+                self.pg.clone_from(host, port).await
+            }
+        }
+    }
+
+    async fn keep_synchronous_set(
+        &mut self,
+        view: &ClusterView,
+        running: &postgres::Running,
+    ) -> anyhow::Result<()> {
+        let step = synchronous::next_step(
+            &self.config.name,
+            self.config.sync_replicas,
+            view.sync.as_ref(),
+            self.configured_sync.as_ref(),
+            &running.streaming,
+        );
+        match step {
+            SyncStep::Keep => {}
+            SyncStep::WriteRecord(record) => {
+                tracing::info!(?record, "synchronous set record");
+                self.store.set_sync(&record).await?;
+            }
+            SyncStep::Configure(names) => {
+                let value = synchronous::standby_names_setting(self.config.sync_replicas, &names);
+                tracing::info!(%value, "synchronous_standby_names");
+                let effective_at = self.pg.set_synchronous_standby_names(value).await?;
+                self.configured_sync = Some(Configured {
+                    names,
+                    effective_at,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Archives every segment PostgreSQL marked `.ready` and marks it `.done`, as its archiver
+/// would have: the old primary's last WAL reaches the repository before a rewind.
+async fn archive_leftovers(repo: &RepoLocation, pgdata: &std::path::Path) -> anyhow::Result<usize> {
+    let engine = Engine::open(EngineConfig::new(repo.clone()))?;
+    let status_dir = pgdata.join("pg_wal/archive_status");
+    let mut ready: Vec<PathBuf> = std::fs::read_dir(&status_dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "ready"))
+        .collect();
+    ready.sort();
+    for marker in &ready {
+        let name = marker.file_stem().context("a .ready file without a name")?;
+        let file = pgdata.join("pg_wal").join(name);
+        engine
+            .push(&file, Some(pgdata))
+            .await
+            .with_context(|| format!("archiving {}", file.display()))?;
+        std::fs::rename(marker, marker.with_extension("done"))?;
+    }
+    Ok(ready.len())
+}
+
+fn archive_status(pgdata: &std::path::Path, running: Option<&postgres::Running>) -> ArchiveStatus {
+    let backlog = std::fs::read_dir(pgdata.join("pg_wal/archive_status"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "ready"))
+                .count() as u64
+        })
+        .unwrap_or(0);
+    ArchiveStatus {
+        backlog,
+        last_archived: running.and_then(|r| r.last_archived.clone()),
+        last_archived_age_seconds: running.and_then(|r| r.last_archived_age_seconds),
+    }
+}
+
+/// Renews the member's lease every quarter of the renew deadline, remembering when the last
+/// successful renewal was sent.
+async fn renew_forever<C: Coordination>(
+    store: Arc<C>,
+    lease: Arc<Mutex<LeaseClock>>,
+    timings: Timings,
+    cancel: CancellationToken,
+) {
+    let every = timings.renew_deadline / 4;
+    loop {
+        let sent = Instant::now();
+        match store.renew().await {
+            Ok(Renewal::Renewed) => {
+                let mut clock = lease.lock().unwrap();
+                clock.renewed_at = Some(clock.renewed_at.map_or(sent, |r| r.max(sent)));
+            }
+            Ok(Renewal::Lost) => {
+                let mut clock = lease.lock().unwrap();
+                clock.renewed_at = None;
+                clock.leader = false;
+            }
+            Err(e) => tracing::debug!("renewing: {e}"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Stops a primary the moment its renew deadline passes, independent of the rounds (which
+/// may be waiting on a slow store or server).
+async fn fence_watchdog(
+    lease: Arc<Mutex<LeaseClock>>,
+    primary_pid: Arc<AtomicU32>,
+    timings: Timings,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        let pid = primary_pid.load(Ordering::SeqCst);
+        if pid == 0 {
+            continue;
+        }
+        let expired = {
+            let clock = lease.lock().unwrap();
+            !clock.leader
+                || clock
+                    .renewed_at
+                    .is_none_or(|at| at.elapsed() >= timings.renew_deadline)
+        };
+        if expired {
+            tracing::warn!(
+                pid,
+                "renew deadline passed: fencing (stopping PostgreSQL now)"
+            );
+            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::QUIT);
+            }
+            primary_pid.store(0, Ordering::SeqCst);
+        }
+    }
+}

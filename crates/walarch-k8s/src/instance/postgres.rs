@@ -1,0 +1,524 @@
+//! One PostgreSQL server under the manager: its data directory's state, its configuration
+//! (`walarch.conf`, included from `postgresql.conf`), the postmaster as a child process, and the
+//! few queries the manager needs. Programs come from one `--pg-bin` directory.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+use walarch_core::wal::{ClusterState, Lsn, checkpoint_from_pg_control};
+
+use crate::member::{Server, WalPosition};
+
+/// The file the manager owns; `postgresql.conf` includes it last.
+const MANAGED_CONF: &str = "walarch.conf";
+
+/// How the manager runs its server.
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    /// Server programs (`initdb`, `postgres`, `pg_basebackup`, `pg_rewind`).
+    pub bin: PathBuf,
+    /// The data directory.
+    pub pgdata: PathBuf,
+    /// The member's name (its `application_name` upstream, for `synchronous_standby_names`).
+    pub name: String,
+    /// Address PostgreSQL listens on and peers connect to.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// `NAME=VALUE` settings added to the managed configuration.
+    pub settings: Vec<(String, String)>,
+    /// Lines put first in `pg_hba.conf` when the cluster is initialized.
+    pub hba: Vec<String>,
+    /// `archive_command`, when archiving into a repository.
+    pub archive_command: Option<String>,
+    /// `restore_command`, when a repository holds the WAL.
+    pub restore_command: Option<String>,
+}
+
+/// How to start the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartAs {
+    /// A primary.
+    Primary,
+    /// A standby streaming from `upstream` (host, port) if given, else from the archive only.
+    Replica {
+        /// Host and port of the primary.
+        upstream: Option<(String, u16)>,
+    },
+}
+
+/// What one look at the running server found.
+#[derive(Debug, Clone, Default)]
+pub struct Running {
+    /// In recovery (a standby).
+    pub in_recovery: bool,
+    /// Timeline.
+    pub timeline: u32,
+    /// Flushed (primary) or received (standby).
+    pub flushed: u64,
+    /// Replayed (a primary: its flush position).
+    pub replayed: u64,
+    /// A WAL receiver is running.
+    pub receiver_running: bool,
+    /// Standbys streaming from this server, with their flushed LSN.
+    pub streaming: Vec<(String, u64)>,
+    /// The last file the archiver archived (`pg_stat_archiver`).
+    pub last_archived: Option<String>,
+    /// Its age in seconds.
+    pub last_archived_age_seconds: Option<f64>,
+}
+
+/// The supervised server.
+#[derive(Debug)]
+pub struct Postgres {
+    settings: PgSettings,
+    child: Option<Child>,
+    upstream: Option<(String, u16)>,
+    synchronous_standby_names: String,
+}
+
+impl Postgres {
+    /// A supervisor for `settings`; nothing is started.
+    pub fn new(settings: PgSettings) -> Postgres {
+        Postgres {
+            settings,
+            child: None,
+            upstream: None,
+            synchronous_standby_names: String::new(),
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &PgSettings {
+        &self.settings
+    }
+
+    /// The server's log file (beside the data directory: clones do not copy it).
+    pub fn log_path(&self) -> PathBuf {
+        self.settings.pgdata.with_extension("log")
+    }
+
+    fn program(&self, name: &str) -> PathBuf {
+        self.settings.bin.join(name)
+    }
+
+    /// Whether the postmaster child is alive (reaping it if it exited).
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => match child.try_wait() {
+                Ok(None) => true,
+                Ok(Some(status)) => {
+                    tracing::warn!(%status, "PostgreSQL exited");
+                    self.child = None;
+                    false
+                }
+                Err(_) => false,
+            },
+            None => false,
+        }
+    }
+
+    /// The data directory as the decision logic sees it when no server runs.
+    pub fn stopped_state(&self) -> anyhow::Result<Server> {
+        let pgdata = &self.settings.pgdata;
+        if !pgdata.join("PG_VERSION").is_file() {
+            return Ok(Server::Absent);
+        }
+        let bytes = std::fs::read(pgdata.join("global/pg_control"))
+            .with_context(|| format!("reading {}/global/pg_control", pgdata.display()))?;
+        let control = checkpoint_from_pg_control(&bytes)?;
+        let standby = pgdata.join("standby.signal").exists();
+        let was_primary = !standby
+            && matches!(
+                control.state,
+                ClusterState::InProduction | ClusterState::ShutDown | ClusterState::ShuttingDown
+            );
+        Ok(Server::Stopped {
+            was_primary,
+            timeline: control.timeline.get(),
+            position: WalPosition {
+                received: control.checkpoint.as_u64(),
+                replayed: control.checkpoint.as_u64(),
+            },
+        })
+    }
+
+    /// `initdb` with data checksums, then the `pg_hba.conf` lines.
+    pub async fn initdb(&self) -> anyhow::Result<()> {
+        let pgdata = &self.settings.pgdata;
+        run(Command::new(self.program("initdb"))
+            .arg("-D")
+            .arg(pgdata)
+            .args(["--data-checksums", "--auth-local=trust", "-U", "postgres"]))
+        .await
+        .context("initdb")?;
+        let hba_path = pgdata.join("pg_hba.conf");
+        let existing = std::fs::read_to_string(&hba_path)?;
+        let mut hba = self.settings.hba.join("\n");
+        hba.push('\n');
+        hba.push_str(&existing);
+        std::fs::write(&hba_path, hba)?;
+        Ok(())
+    }
+
+    /// Copies the primary at `host:port` into the (empty) data directory.
+    pub async fn clone_from(&self, host: &str, port: u16) -> anyhow::Result<()> {
+        let pgdata = &self.settings.pgdata;
+        if pgdata.exists() {
+            std::fs::remove_dir_all(pgdata)?;
+        }
+        run(Command::new(self.program("pg_basebackup"))
+            .arg("-D")
+            .arg(pgdata)
+            .args(["-h", host, "-p", &port.to_string(), "-U", "postgres"])
+            .args(["-X", "stream", "-c", "fast", "--no-password"]))
+        .await
+        .context("pg_basebackup from the primary")?;
+        Ok(())
+    }
+
+    /// Rewinds the (stopped) data directory to `host:port`'s timeline, fetching WAL it
+    /// lacks through `restore_command`.
+    pub async fn rewind_from(&self, host: &str, port: u16) -> anyhow::Result<()> {
+        // pg_rewind reads restore_command from the configuration: write it first.
+        self.write_config(&StartAs::Replica { upstream: None }, "")?;
+        let source = format!("host={host} port={port} user=postgres dbname=postgres");
+        let mut cmd = Command::new(self.program("pg_rewind"));
+        cmd.arg("--target-pgdata")
+            .arg(&self.settings.pgdata)
+            .arg(format!("--source-server={source}"));
+        if self.settings.restore_command.is_some() {
+            cmd.arg("--restore-target-wal");
+        }
+        run(&mut cmd).await.context("pg_rewind")
+    }
+
+    /// Writes the managed configuration for `role` and makes sure `postgresql.conf` includes it.
+    fn write_config(&self, role: &StartAs, standby_names: &str) -> anyhow::Result<()> {
+        let s = &self.settings;
+        let pgdata = &s.pgdata;
+        let main_conf = pgdata.join("postgresql.conf");
+        let include = format!("include_if_exists = '{MANAGED_CONF}'");
+        let main = std::fs::read_to_string(&main_conf)?;
+        if !main.lines().any(|l| l.trim() == include) {
+            std::fs::write(&main_conf, format!("{main}\n{include}\n"))?;
+        }
+        let mut lines = vec![
+            format!("listen_addresses = '{}'", s.host),
+            format!("port = {}", s.port),
+            format!(
+                "unix_socket_directories = '{}'",
+                self.socket_dir().display()
+            ),
+            "wal_level = replica".into(),
+            "hot_standby = on".into(),
+            "wal_log_hints = on".into(),
+            "max_wal_senders = 10".into(),
+            "max_replication_slots = 10".into(),
+            "recovery_target_timeline = 'latest'".into(),
+            format!("cluster_name = '{}'", s.name),
+            format!("synchronous_standby_names = '{standby_names}'"),
+        ];
+        match &s.archive_command {
+            Some(cmd) => {
+                lines.push("archive_mode = on".into());
+                lines.push(format!("archive_command = '{}'", cmd.replace('\'', "''")));
+            }
+            None => lines.push("archive_mode = off".into()),
+        }
+        if let Some(cmd) = &s.restore_command {
+            lines.push(format!("restore_command = '{}'", cmd.replace('\'', "''")));
+        }
+        let conninfo = match role {
+            StartAs::Replica {
+                upstream: Some((host, port)),
+            } => format!(
+                "host={host} port={port} user=postgres application_name={} connect_timeout=2",
+                s.name
+            ),
+            _ => String::new(),
+        };
+        lines.push(format!("primary_conninfo = '{conninfo}'"));
+        for (name, value) in &s.settings {
+            lines.push(format!("{name} = '{}'", value.replace('\'', "''")));
+        }
+        lines.push(String::new());
+        walarch_core::local_files::write_durably(
+            &pgdata.join(MANAGED_CONF),
+            lines.join("\n").as_bytes(),
+        )?;
+        let standby_signal = pgdata.join("standby.signal");
+        match role {
+            StartAs::Primary => {
+                if standby_signal.exists() {
+                    std::fs::remove_file(&standby_signal)?;
+                }
+            }
+            StartAs::Replica { .. } => {
+                walarch_core::local_files::write_durably(&standby_signal, b"")?
+            }
+        }
+        Ok(())
+    }
+
+    fn socket_dir(&self) -> PathBuf {
+        self.settings
+            .pgdata
+            .parent()
+            .map_or_else(|| PathBuf::from("/tmp"), Path::to_path_buf)
+    }
+
+    /// Starts the postmaster as a child and waits until it accepts connections.
+    pub async fn start(&mut self, role: StartAs) -> anyhow::Result<()> {
+        if self.is_running() {
+            bail!("PostgreSQL is already running");
+        }
+        self.write_config(&role, &self.synchronous_standby_names)?;
+        self.upstream = match &role {
+            StartAs::Replica { upstream } => upstream.clone(),
+            StartAs::Primary => None,
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let child = Command::new(self.program("postgres"))
+            .arg("-D")
+            .arg(&self.settings.pgdata)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(false)
+            .spawn()
+            .context("starting postgres")?;
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if !self.is_running() {
+                bail!(
+                    "PostgreSQL exited while starting (see {})",
+                    self.log_path().display()
+                );
+            }
+            // A standby in crash recovery refuses connections for a while; that is fine.
+            if self.connect().await.is_ok() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("PostgreSQL did not accept connections within 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Starts a new primary that waits for `standby_names` from its first commit on.
+    pub async fn start_with_standby_names(&mut self, standby_names: String) -> anyhow::Result<()> {
+        self.synchronous_standby_names = standby_names;
+        self.start(StartAs::Primary).await
+    }
+
+    /// The `synchronous_standby_names` the next start writes.
+    pub fn set_standby_names_before_start(&mut self, standby_names: String) {
+        self.synchronous_standby_names = standby_names;
+    }
+
+    /// Sets `synchronous_standby_names` on a standby about to be promoted (it takes effect
+    /// with the promotion) and reloads.
+    pub async fn set_synchronous_standby_names_in_recovery(
+        &mut self,
+        standby_names: String,
+    ) -> anyhow::Result<()> {
+        self.synchronous_standby_names = standby_names;
+        let upstream = self.upstream.clone();
+        self.write_config(
+            &StartAs::Replica { upstream },
+            &self.synchronous_standby_names.clone(),
+        )?;
+        self.reload().await
+    }
+
+    /// The postmaster's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// Stops the server: `immediate` (SIGQUIT, fencing: writes stop now) or fast (SIGINT).
+    pub async fn stop(&mut self, immediate: bool) -> anyhow::Result<()> {
+        let Some(child) = &mut self.child else {
+            return Ok(());
+        };
+        if let Some(pid) = child
+            .id()
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+        {
+            let signal = if immediate {
+                rustix::process::Signal::QUIT
+            } else {
+                rustix::process::Signal::INT
+            };
+            let _ = rustix::process::kill_process(pid, signal);
+        }
+        let status = child.wait().await?;
+        tracing::info!(%status, immediate, "PostgreSQL stopped");
+        self.child = None;
+        Ok(())
+    }
+
+    /// Rewrites the configuration for a new upstream (or none) and reloads.
+    pub async fn set_upstream(&mut self, upstream: Option<(String, u16)>) -> anyhow::Result<()> {
+        self.write_config(
+            &StartAs::Replica {
+                upstream: upstream.clone(),
+            },
+            &self.synchronous_standby_names.clone(),
+        )?;
+        self.upstream = upstream;
+        self.reload().await
+    }
+
+    /// Sets `synchronous_standby_names` and reloads; returns the flush position after the
+    /// reload took effect.
+    pub async fn set_synchronous_standby_names(&mut self, value: String) -> anyhow::Result<u64> {
+        self.synchronous_standby_names = value;
+        self.write_config(&StartAs::Primary, &self.synchronous_standby_names.clone())?;
+        self.reload().await?;
+        let client = self.connect().await?;
+        // pg_reload_conf only signals; wait until this backend sees the new value, which
+        // the walsenders and committers read at the same reload.
+        for _ in 0..100 {
+            let row = client
+                .query_one("SELECT current_setting('synchronous_standby_names')", &[])
+                .await?;
+            if row.get::<_, String>(0) == self.synchronous_standby_names {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let row = client
+            .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+            .await?;
+        Ok(parse_lsn(row.get(0)))
+    }
+
+    /// The upstream it was configured with.
+    pub fn upstream(&self) -> Option<&(String, u16)> {
+        self.upstream.as_ref()
+    }
+
+    async fn reload(&self) -> anyhow::Result<()> {
+        let client = self.connect().await?;
+        client.execute("SELECT pg_reload_conf()", &[]).await?;
+        Ok(())
+    }
+
+    /// Promotes the standby and waits until it accepts writes.
+    pub async fn promote(&mut self) -> anyhow::Result<()> {
+        let client = self.connect().await?;
+        let row = client.query_one("SELECT pg_promote(true, 60)", &[]).await?;
+        if !row.get::<_, bool>(0) {
+            bail!("pg_promote did not finish within 60 s");
+        }
+        // Nothing streams into a primary; keep the file honest for the next start.
+        self.upstream = None;
+        self.write_config(&StartAs::Primary, &self.synchronous_standby_names.clone())?;
+        Ok(())
+    }
+
+    /// A connection over the local socket.
+    pub async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host_path(self.socket_dir())
+            .port(self.settings.port)
+            .user("postgres")
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(2));
+        let (client, connection) = tokio::time::timeout(
+            Duration::from_secs(3),
+            config.connect(tokio_postgres::NoTls),
+        )
+        .await
+        .context("connecting to PostgreSQL timed out")??;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    /// One look at the running server.
+    pub async fn observe(&self) -> anyhow::Result<Running> {
+        let client = self.connect().await?;
+        let row = client
+            .query_one(
+                "SELECT pg_is_in_recovery(),
+                        CASE WHEN pg_is_in_recovery()
+                             THEN greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())
+                             ELSE pg_current_wal_flush_lsn() END::text,
+                        CASE WHEN pg_is_in_recovery()
+                             THEN pg_last_wal_replay_lsn()
+                             ELSE pg_current_wal_flush_lsn() END::text,
+                        CASE WHEN pg_is_in_recovery()
+                             THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver),
+                                           (SELECT timeline_id FROM pg_control_checkpoint()))
+                             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
+                        END,
+                        (SELECT count(*) FROM pg_stat_wal_receiver WHERE pid IS NOT NULL)",
+                &[],
+            )
+            .await?;
+        let mut running = Running {
+            in_recovery: row.get(0),
+            flushed: row.get::<_, Option<&str>>(1).map_or(0, parse_lsn),
+            replayed: row.get::<_, Option<&str>>(2).map_or(0, parse_lsn),
+            timeline: row.get::<_, i32>(3) as u32,
+            receiver_running: row.get::<_, i64>(4) > 0,
+            streaming: Vec::new(),
+            last_archived: None,
+            last_archived_age_seconds: None,
+        };
+        let archiver = client
+            .query_one(
+                "SELECT last_archived_wal, extract(epoch FROM now() - last_archived_time)::float8
+                   FROM pg_stat_archiver",
+                &[],
+            )
+            .await?;
+        running.last_archived = archiver.get(0);
+        running.last_archived_age_seconds = archiver.get(1);
+        if !running.in_recovery {
+            for row in client
+                .query(
+                    "SELECT application_name, coalesce(flush_lsn, '0/0')::text
+                       FROM pg_stat_replication WHERE state = 'streaming'",
+                    &[],
+                )
+                .await?
+            {
+                running
+                    .streaming
+                    .push((row.get(0), parse_lsn(row.get::<_, &str>(1))));
+            }
+        }
+        Ok(running)
+    }
+}
+
+fn parse_lsn(text: &str) -> u64 {
+    text.parse::<Lsn>().map_or(0, Lsn::as_u64)
+}
+
+async fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let output = cmd.stdin(Stdio::null()).output().await?;
+    if !output.status.success() {
+        bail!(
+            "{} ({}): {}",
+            cmd.as_std().get_program().to_string_lossy(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}

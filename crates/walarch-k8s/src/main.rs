@@ -1,0 +1,286 @@
+//! `walarch-k8s`: the instance manager and the cluster's status (DESIGN §6).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use walarch_core::store::RepoLocation;
+use walarch_k8s::instance::{self, InstanceConfig, postgres::PgSettings};
+use walarch_k8s::leadership::Coordination;
+use walarch_k8s::leadership::etcd::{EtcdCoordination, EtcdLocation};
+use walarch_k8s::member::Timings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "walarch-k8s",
+    version,
+    about = "walarch's cluster layer: instance manager and cluster status"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Keep one PostgreSQL server a member of the cluster (leader lease, fencing, failover).
+    Instance(Box<InstanceArgs>),
+    /// The cluster as the coordination store sees it.
+    Status {
+        /// etcd://HOST:PORT[,HOST:PORT...]/PREFIX
+        #[arg(long)]
+        coordination: String,
+        /// Cluster name.
+        #[arg(long)]
+        cluster: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct InstanceArgs {
+    /// This member's name (unique in the cluster).
+    #[arg(long)]
+    name: String,
+    /// The cluster's name.
+    #[arg(long)]
+    cluster: String,
+    /// The data directory.
+    #[arg(long)]
+    pgdata: PathBuf,
+    /// etcd://HOST:PORT[,HOST:PORT...]/PREFIX
+    #[arg(long)]
+    coordination: String,
+    /// Address of the HTTP interface (/status, /healthz, /readyz, /metrics).
+    #[arg(long)]
+    http: SocketAddr,
+    /// Address PostgreSQL listens on and peers connect to.
+    #[arg(long, default_value = "127.0.0.1")]
+    pg_host: String,
+    /// PostgreSQL's port.
+    #[arg(long, default_value_t = 5432)]
+    pg_port: u16,
+    /// Repository to archive into (and fetch from): archive_command and restore_command.
+    #[arg(long, env = "WALARCH_REPO")]
+    repo: Option<String>,
+    /// Replicas that acknowledge each commit (ANY n); 0 for asynchronous replication.
+    #[arg(long, default_value_t = 1)]
+    sync_replicas: u32,
+    /// How long the store keeps a lease after its last renewal.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_ttl: Duration,
+    /// A leader that could not renew within this stops accepting writes (< lease TTL).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    renew_deadline: Duration,
+    /// How long the lease must be vacant before a replica tries to take it.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    failover_delay: Duration,
+    /// How often the manager looks and decides.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    tick: Duration,
+    /// Directory of PostgreSQL's programs (initdb, postgres, pg_basebackup, pg_rewind).
+    #[arg(long, env = "WALARCH_PG_BIN")]
+    pg_bin: Option<PathBuf>,
+    /// The walarch binary PostgreSQL runs as archive_command/restore_command.
+    #[arg(long, env = "WALARCH_BIN")]
+    walarch_bin: Option<PathBuf>,
+    /// A PostgreSQL setting for every member (NAME=VALUE), repeatable.
+    #[arg(long = "set", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+    /// A pg_hba.conf line put first when the cluster is initialized, repeatable.
+    #[arg(long = "hba")]
+    hba: Vec<String>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((text, "s"), |i| text.split_at(i));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text}: a duration is a number with ms, s or m"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("{text}: unknown unit {unit:?} (ms, s, m)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text}: a setting is NAME=VALUE"))?;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+    {
+        return Err(format!("{name:?} is not a PostgreSQL setting name"));
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}
+
+fn find_pg_bin(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = given {
+        return Ok(dir);
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        if dir.is_absolute() && dir.join("postgres").is_file() && dir.join("initdb").is_file() {
+            return Ok(dir);
+        }
+    }
+    bail!("PostgreSQL's programs are not on PATH: give --pg-bin DIR")
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WALARCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("walarch-k8s: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("walarch-k8s: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Status {
+            coordination,
+            cluster,
+            json,
+        } => {
+            let location = EtcdLocation::parse(&coordination).map_err(anyhow::Error::msg)?;
+            let store = EtcdCoordination::new(
+                &location,
+                &cluster,
+                "walarch-k8s-status",
+                Duration::from_secs(15),
+                Duration::from_secs(5),
+            );
+            let view = store.view().await?;
+            let report = walarch_k8s::status::report(&cluster, &view);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", walarch_k8s::status::render_table(&report));
+            }
+            Ok(())
+        }
+        Command::Instance(args) => run_instance(*args).await,
+    }
+}
+
+async fn run_instance(args: InstanceArgs) -> anyhow::Result<()> {
+    let location = EtcdLocation::parse(&args.coordination).map_err(anyhow::Error::msg)?;
+    let timings = Timings {
+        ttl: args.lease_ttl,
+        renew_deadline: args.renew_deadline,
+        failover_delay: args.failover_delay,
+    };
+    timings.validate().map_err(anyhow::Error::msg)?;
+    let repo = args
+        .repo
+        .as_deref()
+        .map(RepoLocation::parse)
+        .transpose()
+        .context("--repo")?;
+    let walarch_bin = match (&repo, args.walarch_bin) {
+        (None, _) => None,
+        (Some(_), Some(bin)) => Some(bin),
+        (Some(_), None) => Some(
+            std::env::current_exe()?
+                .parent()
+                .map(|d| d.join("walarch"))
+                .filter(|p| p.is_file())
+                .context("--repo needs the walarch binary: give --walarch-bin (it is not beside walarch-k8s)")?,
+        ),
+    };
+    let (archive_command, restore_command) = match (&args.repo, &walarch_bin) {
+        (Some(repo), Some(bin)) => {
+            let bin = shell_quote(&bin.display().to_string());
+            let repo = shell_quote(repo);
+            (
+                Some(format!("{bin} --repo {repo} wal-push %p")),
+                Some(format!("{bin} --repo {repo} wal-fetch %f %p")),
+            )
+        }
+        _ => (None, None),
+    };
+    let pgdata = if args.pgdata.is_absolute() {
+        args.pgdata
+    } else {
+        std::env::current_dir()?.join(args.pgdata)
+    };
+    let config = InstanceConfig {
+        name: args.name.clone(),
+        cluster: args.cluster.clone(),
+        pg: PgSettings {
+            bin: find_pg_bin(args.pg_bin)?,
+            pgdata,
+            name: args.name.clone(),
+            host: args.pg_host,
+            port: args.pg_port,
+            settings: args.settings,
+            hba: args.hba,
+            archive_command,
+            restore_command,
+        },
+        timings,
+        sync_replicas: args.sync_replicas,
+        http: args.http,
+        tick: args.tick,
+        repo,
+    };
+    // Calls must end well within the room between the renew deadline and the TTL.
+    let call_timeout = ((timings.ttl - timings.renew_deadline) / 2).min(Duration::from_secs(2));
+    let store = Arc::new(EtcdCoordination::new(
+        &location,
+        &args.cluster,
+        &args.name,
+        timings.ttl,
+        call_timeout,
+    ));
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match &mut term { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+        }
+        on_signal.cancel();
+    });
+    instance::run(config, store, cancel).await
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}

@@ -1,0 +1,834 @@
+//! What a member does, as a pure function of what it observes: its lease, its PostgreSQL
+//! server, its peers' published states and its own monotonic clock. No I/O here: the
+//! instance manager gathers an [`Observation`], asks [`Member::decide`] and carries the
+//! [`Action`] out. That split is what lets the table tests and the randomized safety test
+//! (`tests` below, `crate::simulation`) check every rule without a server.
+//!
+//! The safety rules this module holds (DESIGN §6):
+//! - a member accepts writes only while it holds the lease and its renew deadline (counted
+//!   from the *sending* of its last successful renewal, shorter than the TTL) has not passed:
+//!   otherwise a running primary is fenced, before anything else is considered;
+//! - without the coordination store, nothing changes but fencing;
+//! - a replica tries to lead only when nobody holds the lease, after `failover_delay`, when it
+//!   is the most advanced of the members that published after the vacancy (received LSN,
+//!   replayed LSN, then name), and when it sees enough of the synchronous set that one of them
+//!   must hold every acknowledged commit ([`may_try_to_lead`]);
+//! - it promotes only holding the lease, with its WAL receiver stopped.
+
+use std::time::Duration;
+
+use crate::leadership::{ClusterView, PublishedRole, SyncState};
+
+/// The lease settings every member of a cluster shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// How long the store keeps a lease after its last renewal.
+    pub ttl: Duration,
+    /// A leader that has not renewed successfully within this (counted from sending the last
+    /// successful renewal) stops accepting writes. Must leave room for stopping PostgreSQL
+    /// before `ttl`.
+    pub renew_deadline: Duration,
+    /// How long a vacancy must last before a replica tries to lead.
+    pub failover_delay: Duration,
+}
+
+impl Timings {
+    /// Checks the relation fencing depends on.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.renew_deadline >= self.ttl {
+            return Err(format!(
+                "the renew deadline ({:?}) must be shorter than the lease TTL ({:?}): a leader must stop writing before its lease can expire for others",
+                self.renew_deadline, self.ttl
+            ));
+        }
+        if self.ttl < Duration::from_secs(2) {
+            return Err(format!(
+                "a lease TTL of {:?} is below etcd's minimum (2 s)",
+                self.ttl
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where a member's WAL stands (compared received first, then replayed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WalPosition {
+    /// Flushed locally (a replica's received LSN; a primary's or stopped server's last LSN).
+    pub received: u64,
+    /// Replayed.
+    pub replayed: u64,
+}
+
+/// What the member's PostgreSQL is, as the manager saw it this round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Server {
+    /// No data directory yet.
+    Absent,
+    /// A data directory, no server running. `was_primary`: it last ran as a primary (its
+    /// pg_control says "in production" or "shut down", not "in archive recovery").
+    Stopped {
+        /// It last ran as a primary.
+        was_primary: bool,
+        /// Its timeline.
+        timeline: u32,
+        /// Its last checkpoint's position (a lower bound of its WAL).
+        position: WalPosition,
+    },
+    /// The manager is initializing, cloning or starting it: nothing to decide.
+    Busy,
+    /// Running, accepting writes.
+    Primary {
+        /// Its timeline.
+        timeline: u32,
+        /// Its insert position.
+        lsn: u64,
+    },
+    /// Running in recovery.
+    Replica {
+        /// Its timeline.
+        timeline: u32,
+        /// Received and replayed.
+        position: WalPosition,
+        /// A WAL receiver process is running.
+        receiver_running: bool,
+        /// The member it is configured to stream from.
+        upstream: Option<String>,
+    },
+}
+
+/// The member's lease as the manager knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseHold {
+    /// It holds the leader lease; it may write until `valid_until` (last successful renewal's
+    /// send time + renew deadline), on the member's monotonic clock.
+    Held {
+        /// Writes must have stopped by then.
+        valid_until: Duration,
+    },
+    /// It does not hold the leader lease.
+    NotHeld,
+}
+
+/// One round's input.
+#[derive(Debug, Clone)]
+pub struct Observation<'a> {
+    /// The member's monotonic clock.
+    pub now: Duration,
+    /// The store's view this round; `None` when it could not be read.
+    pub view: Option<&'a ClusterView>,
+    /// The member's lease.
+    pub lease: LeaseHold,
+    /// Its server.
+    pub server: Server,
+    /// An operator fenced this member (`POST /fence`).
+    pub fenced_by_operator: bool,
+}
+
+/// What the manager should do now (one action per round; the next round sees its effect).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing to do.
+    Wait,
+    /// Stop accepting writes now: stop PostgreSQL at once.
+    Fence,
+    /// Try to take the leader lease.
+    AcquireLease,
+    /// Give the leader lease up.
+    ReleaseLease,
+    /// Initialize a new cluster (holding the lease, nothing recorded yet) and start it.
+    Bootstrap,
+    /// Start the existing data directory as the primary (holding the lease).
+    StartPrimary,
+    /// Copy the leader's data into the empty data directory and stream from it.
+    Clone {
+        /// The leader.
+        from: String,
+    },
+    /// Start the data directory as a replica of `upstream` (none: of the archive only).
+    StartReplica {
+        /// Whom to stream from.
+        upstream: Option<String>,
+    },
+    /// Stream from another member.
+    Repoint {
+        /// The new upstream.
+        upstream: String,
+    },
+    /// Stop the WAL receiver (before promoting).
+    StopReceiver,
+    /// Promote the replica (holding the lease, receiver stopped).
+    Promote,
+    /// The data directory last ran as a primary but another member leads: archive what it
+    /// has not archived, then rewind (or re-clone) and follow `upstream`.
+    Rejoin {
+        /// The leader.
+        upstream: String,
+    },
+}
+
+/// The decision state a member keeps between rounds.
+#[derive(Debug, Clone)]
+pub struct Member {
+    name: String,
+    timings: Timings,
+    /// When (store revision, own clock) this member first saw the lease vacant; reset when a
+    /// leader is seen.
+    vacancy: Option<(i64, Duration)>,
+}
+
+impl Member {
+    /// A member named `name` with the cluster's `timings`.
+    pub fn new(name: impl Into<String>, timings: Timings) -> Member {
+        Member {
+            name: name.into(),
+            timings,
+            vacancy: None,
+        }
+    }
+
+    /// The member's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the member may accept writes at `now` with `lease`.
+    pub fn may_write(&self, lease: LeaseHold, now: Duration, fenced_by_operator: bool) -> bool {
+        matches!(lease, LeaseHold::Held { valid_until } if now < valid_until) && !fenced_by_operator
+    }
+
+    /// The one thing to do this round.
+    pub fn decide(&mut self, obs: &Observation<'_>) -> Action {
+        let may_write = self.may_write(obs.lease, obs.now, obs.fenced_by_operator);
+        // Fencing comes before everything, and needs nothing from the store.
+        if matches!(obs.server, Server::Primary { .. }) && !may_write {
+            return Action::Fence;
+        }
+        let Some(view) = obs.view else {
+            return Action::Wait;
+        };
+        match &view.leader {
+            Some(_) => self.vacancy = None,
+            None => {
+                if self.vacancy.is_none() {
+                    self.vacancy = Some((view.revision, obs.now));
+                }
+            }
+        }
+        let holds = matches!(obs.lease, LeaseHold::Held { .. })
+            && view.leader.as_deref() == Some(self.name.as_str());
+        if obs.fenced_by_operator {
+            return if holds {
+                Action::ReleaseLease
+            } else {
+                Action::Wait
+            };
+        }
+        if holds && may_write {
+            return self.decide_as_leader(view, &obs.server);
+        }
+        match view.leader.as_deref() {
+            // Our own record, but not (or no longer) renewable by us: wait for it to expire.
+            Some(leader) if leader == self.name => Action::Wait,
+            Some(leader) => self.decide_as_follower(view, leader, &obs.server),
+            None => self.decide_in_vacancy(view, &obs.server, obs.now),
+        }
+    }
+
+    fn decide_as_leader(&self, view: &ClusterView, server: &Server) -> Action {
+        match server {
+            Server::Absent if view.initialized.is_none() => Action::Bootstrap,
+            // The cluster exists and this member has no data: it cannot lead.
+            Server::Absent => Action::ReleaseLease,
+            Server::Stopped {
+                was_primary: true, ..
+            } => Action::StartPrimary,
+            Server::Stopped { .. } => Action::StartReplica { upstream: None },
+            Server::Replica {
+                receiver_running: true,
+                ..
+            } => Action::StopReceiver,
+            Server::Replica { .. } => Action::Promote,
+            Server::Busy | Server::Primary { .. } => Action::Wait,
+        }
+    }
+
+    fn decide_as_follower(&self, view: &ClusterView, leader: &str, server: &Server) -> Action {
+        // Follow only a leader that is serving as primary (not one still promoting).
+        let leader_serves = view
+            .member(leader)
+            .is_some_and(|m| m.state.role == PublishedRole::Primary);
+        if !leader_serves {
+            return Action::Wait;
+        }
+        let leader_timeline = view.member(leader).map_or(0, |m| m.state.timeline);
+        match server {
+            Server::Absent => Action::Clone {
+                from: leader.to_owned(),
+            },
+            Server::Stopped {
+                was_primary: true, ..
+            } => Action::Rejoin {
+                upstream: leader.to_owned(),
+            },
+            // A replica of an older timeline than the leader's switched past: PostgreSQL
+            // follows the new timeline itself when it streams (recovery_target_timeline=latest).
+            Server::Stopped { .. } => Action::StartReplica {
+                upstream: Some(leader.to_owned()),
+            },
+            Server::Replica { upstream, .. } if upstream.as_deref() != Some(leader) => {
+                Action::Repoint {
+                    upstream: leader.to_owned(),
+                }
+            }
+            Server::Replica { timeline, .. } if *timeline > leader_timeline => {
+                // Ahead of the leader's timeline: diverged, cannot stream from it.
+                Action::Wait
+            }
+            _ => Action::Wait,
+        }
+    }
+
+    fn decide_in_vacancy(&self, view: &ClusterView, server: &Server, now: Duration) -> Action {
+        if view.initialized.is_none() {
+            // A new cluster: whoever takes the lease initializes it.
+            return match server {
+                Server::Absent => Action::AcquireLease,
+                _ => Action::Wait,
+            };
+        }
+        let position = match server {
+            Server::Replica { position, .. } | Server::Stopped { position, .. } => *position,
+            _ => return Action::Wait,
+        };
+        let (vacant_at_revision, vacant_since) = self.vacancy.unwrap_or((view.revision, now));
+        if now.saturating_sub(vacant_since) < self.timings.failover_delay {
+            return Action::Wait;
+        }
+        if may_try_to_lead(&self.name, position, view, vacant_at_revision) {
+            Action::AcquireLease
+        } else {
+            Action::Wait
+        }
+    }
+}
+
+/// Whether `me`, at `position`, may try to take a vacant lease: it sees, among the members
+/// that published after the vacancy began (store revision > `vacant_at_revision`), nobody
+/// more advanced (received, replayed, then the smaller name wins), and it sees at least
+/// `k - n + 1` of the `k` members of the synchronous set (quorum `n`), counting itself —
+/// every acknowledged commit is on `n` of them, so any `k - n + 1` include one that has it,
+/// and the most advanced of those has it too.
+pub fn may_try_to_lead(
+    me: &str,
+    position: WalPosition,
+    view: &ClusterView,
+    vacant_at_revision: i64,
+) -> bool {
+    let fresh: Vec<_> = view
+        .members
+        .iter()
+        .filter(|m| m.state.name != me && m.revision > vacant_at_revision)
+        .filter(|m| {
+            matches!(
+                m.state.role,
+                PublishedRole::Replica | PublishedRole::Stopped
+            )
+        })
+        .collect();
+    let sync = view.sync.clone().unwrap_or_default();
+    if !sees_enough_of_sync_set(me, &sync, fresh.iter().map(|m| m.state.name.as_str())) {
+        return false;
+    }
+    fresh.iter().all(|peer| {
+        let theirs = WalPosition {
+            received: peer.state.received_lsn,
+            replayed: peer.state.replayed_lsn,
+        };
+        theirs < position || (theirs == position && me < peer.state.name.as_str())
+    })
+}
+
+fn sees_enough_of_sync_set<'a>(
+    me: &str,
+    sync: &SyncState,
+    visible: impl Iterator<Item = &'a str>,
+) -> bool {
+    if sync.quorum == 0 {
+        return true;
+    }
+    let visible: Vec<&str> = visible.collect();
+    let seen = sync
+        .members
+        .iter()
+        .filter(|m| m.as_str() == me || visible.contains(&m.as_str()))
+        .count();
+    let needed = (sync.members.len() + 1).saturating_sub(sync.quorum as usize);
+    seen >= needed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::leadership::{MemberState, Published};
+
+    const T: Timings = Timings {
+        ttl: Duration::from_secs(4),
+        renew_deadline: Duration::from_millis(2500),
+        failover_delay: Duration::ZERO,
+    };
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn peer(name: &str, role: PublishedRole, received: u64, revision: i64) -> Published {
+        Published {
+            state: MemberState {
+                name: name.into(),
+                role,
+                timeline: 1,
+                received_lsn: received,
+                replayed_lsn: received,
+                host: "127.0.0.1".into(),
+                pg_port: 5432,
+                http: String::new(),
+            },
+            revision,
+        }
+    }
+
+    fn view(leader: Option<&str>, members: Vec<Published>, sync: Option<SyncState>) -> ClusterView {
+        ClusterView {
+            revision: 100,
+            leader: leader.map(str::to_owned),
+            members,
+            sync,
+            initialized: Some("7".into()),
+        }
+    }
+
+    fn replica(received: u64, receiver_running: bool, upstream: Option<&str>) -> Server {
+        Server::Replica {
+            timeline: 1,
+            position: WalPosition {
+                received,
+                replayed: received,
+            },
+            receiver_running,
+            upstream: upstream.map(str::to_owned),
+        }
+    }
+
+    fn decide(
+        member: &mut Member,
+        now: Duration,
+        view: Option<&ClusterView>,
+        lease: LeaseHold,
+        server: Server,
+    ) -> Action {
+        member.decide(&Observation {
+            now,
+            view,
+            lease,
+            server,
+            fenced_by_operator: false,
+        })
+    }
+
+    #[test]
+    fn a_primary_past_its_renew_deadline_fences_even_without_the_store() {
+        let mut m = Member::new("a", T);
+        let primary = Server::Primary {
+            timeline: 1,
+            lsn: 10,
+        };
+        let held = LeaseHold::Held {
+            valid_until: secs(10),
+        };
+        assert_eq!(
+            decide(&mut m, secs(9), None, held, primary.clone()),
+            Action::Wait
+        );
+        assert_eq!(
+            decide(&mut m, secs(10), None, held, primary.clone()),
+            Action::Fence
+        );
+        let v = view(Some("a"), vec![], None);
+        assert_eq!(
+            decide(&mut m, secs(11), Some(&v), held, primary.clone()),
+            Action::Fence
+        );
+        assert_eq!(
+            decide(&mut m, secs(1), Some(&v), LeaseHold::NotHeld, primary),
+            Action::Fence
+        );
+    }
+
+    #[test]
+    fn an_operator_fence_stops_writes_and_gives_the_lease_up() {
+        let mut m = Member::new("a", T);
+        let held = LeaseHold::Held {
+            valid_until: secs(10),
+        };
+        let v = view(Some("a"), vec![], None);
+        let obs = |server| Observation {
+            now: secs(1),
+            view: Some(&v),
+            lease: held,
+            server,
+            fenced_by_operator: true,
+        };
+        assert_eq!(
+            m.decide(&obs(Server::Primary {
+                timeline: 1,
+                lsn: 1
+            })),
+            Action::Fence
+        );
+        let stopped = Server::Stopped {
+            was_primary: true,
+            timeline: 1,
+            position: WalPosition::default(),
+        };
+        assert_eq!(m.decide(&obs(stopped)), Action::ReleaseLease);
+    }
+
+    #[test]
+    fn a_new_leader_stops_its_receiver_then_promotes() {
+        let mut m = Member::new("b", T);
+        let v = view(Some("b"), vec![], None);
+        let held = LeaseHold::Held {
+            valid_until: secs(10),
+        };
+        assert_eq!(
+            decide(&mut m, secs(1), Some(&v), held, replica(5, true, Some("a"))),
+            Action::StopReceiver
+        );
+        assert_eq!(
+            decide(&mut m, secs(1), Some(&v), held, replica(5, false, None)),
+            Action::Promote
+        );
+        assert_eq!(
+            decide(
+                &mut m,
+                secs(1),
+                Some(&v),
+                held,
+                Server::Primary {
+                    timeline: 2,
+                    lsn: 5
+                }
+            ),
+            Action::Wait
+        );
+    }
+
+    #[test]
+    fn bootstrap_needs_the_lease_and_an_uninitialized_cluster() {
+        let mut m = Member::new("a", T);
+        let mut v = view(None, vec![], None);
+        v.initialized = None;
+        assert_eq!(
+            decide(
+                &mut m,
+                secs(1),
+                Some(&v),
+                LeaseHold::NotHeld,
+                Server::Absent
+            ),
+            Action::AcquireLease
+        );
+        v.leader = Some("a".into());
+        let held = LeaseHold::Held {
+            valid_until: secs(10),
+        };
+        assert_eq!(
+            decide(&mut m, secs(1), Some(&v), held, Server::Absent),
+            Action::Bootstrap
+        );
+        v.initialized = Some("7".into());
+        assert_eq!(
+            decide(&mut m, secs(1), Some(&v), held, Server::Absent),
+            Action::ReleaseLease
+        );
+    }
+
+    #[test]
+    fn followers_clone_start_repoint_and_rejoin_toward_a_serving_leader() {
+        let mut m = Member::new("c", T);
+        let mut v = view(
+            Some("a"),
+            vec![peer("a", PublishedRole::Starting, 0, 1)],
+            None,
+        );
+        // The leader is still promoting: nobody follows it yet.
+        assert_eq!(
+            decide(
+                &mut m,
+                secs(1),
+                Some(&v),
+                LeaseHold::NotHeld,
+                Server::Absent
+            ),
+            Action::Wait
+        );
+        v.members = vec![peer("a", PublishedRole::Primary, 0, 2)];
+        assert_eq!(
+            decide(
+                &mut m,
+                secs(1),
+                Some(&v),
+                LeaseHold::NotHeld,
+                Server::Absent
+            ),
+            Action::Clone { from: "a".into() }
+        );
+        assert_eq!(
+            decide(
+                &mut m,
+                secs(1),
+                Some(&v),
+                LeaseHold::NotHeld,
+                replica(1, true, Some("b"))
+            ),
+            Action::Repoint {
+                upstream: "a".into()
+            }
+        );
+        assert_eq!(
+            decide(
+                &mut m,
+                secs(1),
+                Some(&v),
+                LeaseHold::NotHeld,
+                replica(1, true, Some("a"))
+            ),
+            Action::Wait
+        );
+        let old_primary = Server::Stopped {
+            was_primary: true,
+            timeline: 1,
+            position: WalPosition::default(),
+        };
+        assert_eq!(
+            decide(&mut m, secs(1), Some(&v), LeaseHold::NotHeld, old_primary),
+            Action::Rejoin {
+                upstream: "a".into()
+            }
+        );
+    }
+
+    #[test]
+    fn only_the_most_advanced_fresh_replica_tries_to_lead() {
+        // Vacancy first seen at revision 100; peers must publish after it to count.
+        let members = vec![
+            peer("b", PublishedRole::Replica, 50, 101),
+            peer("c", PublishedRole::Replica, 60, 102),
+        ];
+        let v = view(None, members, None);
+        let mut b = Member::new("b", T);
+        let mut c = Member::new("c", T);
+        assert_eq!(
+            decide(
+                &mut b,
+                secs(1),
+                Some(&v),
+                LeaseHold::NotHeld,
+                replica(50, true, Some("a"))
+            ),
+            Action::Wait
+        );
+        assert_eq!(
+            decide(
+                &mut c,
+                secs(1),
+                Some(&v),
+                LeaseHold::NotHeld,
+                replica(60, true, Some("a"))
+            ),
+            Action::AcquireLease
+        );
+        // Equal positions: the smaller name.
+        let tie = view(
+            None,
+            vec![
+                peer("b", PublishedRole::Replica, 60, 101),
+                peer("c", PublishedRole::Replica, 60, 102),
+            ],
+            None,
+        );
+        let mut c = Member::new("c", T);
+        assert_eq!(
+            decide(
+                &mut c,
+                secs(1),
+                Some(&tie),
+                LeaseHold::NotHeld,
+                replica(60, true, None)
+            ),
+            Action::Wait
+        );
+        let mut b = Member::new("b", T);
+        assert_eq!(
+            decide(
+                &mut b,
+                secs(1),
+                Some(&tie),
+                LeaseHold::NotHeld,
+                replica(60, true, None)
+            ),
+            Action::AcquireLease
+        );
+    }
+
+    #[test]
+    fn a_peer_that_has_not_published_since_the_vacancy_is_not_counted_for_quorum() {
+        let sync = SyncState {
+            members: vec!["b".into(), "c".into()],
+            quorum: 1,
+        };
+        // c published before the vacancy (revision 90 < 100): b cannot know c's final position.
+        let v = view(
+            None,
+            vec![peer("c", PublishedRole::Replica, 10, 90)],
+            Some(sync.clone()),
+        );
+        let mut b = Member::new("b", T);
+        assert_eq!(
+            decide(
+                &mut b,
+                secs(1),
+                Some(&v),
+                LeaseHold::NotHeld,
+                replica(50, true, None)
+            ),
+            Action::Wait
+        );
+        let v = view(
+            None,
+            vec![peer("c", PublishedRole::Replica, 10, 101)],
+            Some(sync),
+        );
+        let mut b = Member::new("b", T);
+        assert_eq!(
+            decide(
+                &mut b,
+                secs(1),
+                Some(&v),
+                LeaseHold::NotHeld,
+                replica(50, true, None)
+            ),
+            Action::AcquireLease
+        );
+    }
+
+    #[test]
+    fn the_quorum_rule_counts_k_minus_n_plus_one_members_of_the_sync_set() {
+        let at = WalPosition {
+            received: 9,
+            replayed: 9,
+        };
+        let set = |members: &[&str], quorum| SyncState {
+            members: members.iter().map(|s| s.to_string()).collect(),
+            quorum,
+        };
+        let fresh = |names: &[&str]| {
+            view(
+                None,
+                names
+                    .iter()
+                    .map(|n| peer(n, PublishedRole::Replica, 1, 200))
+                    .collect(),
+                None,
+            )
+        };
+        let with = |mut v: ClusterView, s| {
+            v.sync = Some(s);
+            v
+        };
+        // ANY 1 of {b, c}: b alone may not lead (c may hold a commit b lacks).
+        assert!(!may_try_to_lead(
+            "b",
+            at,
+            &with(fresh(&[]), set(&["b", "c"], 1)),
+            100
+        ));
+        assert!(may_try_to_lead(
+            "b",
+            at,
+            &with(fresh(&["c"]), set(&["b", "c"], 1)),
+            100
+        ));
+        // ANY 2 of {b, c, d}: two of three suffice.
+        assert!(may_try_to_lead(
+            "b",
+            at,
+            &with(fresh(&["d"]), set(&["b", "c", "d"], 2)),
+            100
+        ));
+        // A member outside the set that sees the whole set may lead (it is more advanced).
+        assert!(may_try_to_lead(
+            "x",
+            at,
+            &with(fresh(&["b", "c"]), set(&["b", "c"], 1)),
+            100
+        ));
+        assert!(!may_try_to_lead(
+            "x",
+            at,
+            &with(fresh(&["b"]), set(&["b", "c"], 1)),
+            100
+        ));
+        // Asynchronous: anyone most advanced.
+        assert!(may_try_to_lead(
+            "b",
+            at,
+            &with(fresh(&[]), set(&["b", "c"], 0)),
+            100
+        ));
+    }
+
+    #[test]
+    fn failover_waits_for_the_delay_on_the_members_own_clock() {
+        let timings = Timings {
+            failover_delay: secs(3),
+            ..T
+        };
+        let mut b = Member::new("b", timings);
+        let v = view(None, vec![], None);
+        let r = || replica(5, true, None);
+        assert_eq!(
+            decide(&mut b, secs(10), Some(&v), LeaseHold::NotHeld, r()),
+            Action::Wait
+        );
+        assert_eq!(
+            decide(&mut b, secs(12), Some(&v), LeaseHold::NotHeld, r()),
+            Action::Wait
+        );
+        assert_eq!(
+            decide(&mut b, secs(13), Some(&v), LeaseHold::NotHeld, r()),
+            Action::AcquireLease
+        );
+        // A leader seen in between restarts the wait.
+        let led = view(Some("a"), vec![], None);
+        assert_eq!(
+            decide(&mut b, secs(14), Some(&led), LeaseHold::NotHeld, r()),
+            Action::Wait
+        );
+        assert_eq!(
+            decide(&mut b, secs(15), Some(&v), LeaseHold::NotHeld, r()),
+            Action::Wait
+        );
+    }
+
+    #[test]
+    fn timings_that_would_let_a_lease_expire_before_fencing_are_refused() {
+        assert!(T.validate().is_ok());
+        let bad = Timings {
+            renew_deadline: secs(4),
+            ..T
+        };
+        assert!(bad.validate().is_err());
+    }
+}
