@@ -232,3 +232,117 @@ fn failover_after_kill_9_loses_no_acknowledged_commit_and_the_old_primary_rejoin
     drop(setup.etcd);
     let _ = &setup.scratch;
 }
+
+#[test]
+fn a_primary_cut_off_from_etcd_stops_writing_before_another_member_is_promoted() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let setup = Setup::start("partition");
+    let checker = setup.checker();
+    std::thread::sleep(Duration::from_millis(1500));
+    let old = setup.primary().expect("a primary");
+    let old_name = setup.members[old].name.clone();
+    let cut_at = Instant::now();
+    setup.members[old].relay.cut();
+    // The others still reach etcd: one of them takes over.
+    let new = setup.wait_new_primary(old, Duration::from_secs(60));
+    let new_name = setup.members[new].name.clone();
+    wait_for(
+        "a write accepted by the new primary",
+        Duration::from_secs(60),
+        || first_accepted_after(&checker.snapshot(), &new_name, cut_at),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let accepted = checker.finish();
+    let last_old = accepted
+        .iter()
+        .filter(|a| a.member == old_name)
+        .map(|a| a.at)
+        .max()
+        .expect("the old primary accepted writes before the cut");
+    let first_new = first_accepted_after(&accepted, &new_name, cut_at).unwrap();
+    let overlaps = accepted
+        .iter()
+        .filter(|a| a.member == old_name && a.at >= first_new)
+        .count();
+    let per_member: Vec<(String, usize)> = setup
+        .members
+        .iter()
+        .map(|m| {
+            (
+                m.name.clone(),
+                accepted.iter().filter(|a| a.member == m.name).count(),
+            )
+        })
+        .collect();
+    eprintln!(
+        "partition: {old_name} cut off; its last write {:.2} s after the cut, {new_name}'s first {:.2} s after; writes per member {per_member:?}; overlaps {overlaps}",
+        last_old.saturating_duration_since(cut_at).as_secs_f64(),
+        first_new.duration_since(cut_at).as_secs_f64()
+    );
+    assert!(
+        last_old < first_new,
+        "the old primary accepted a write after the new one did"
+    );
+    assert_eq!(overlaps, 0);
+    // Back in touch, the old primary rejoins as a replica of the new one.
+    setup.members[old].relay.restore();
+    setup.wait_healthy(Duration::from_secs(120));
+    assert_eq!(setup.primary(), Some(new));
+}
+
+#[test]
+fn with_etcd_down_no_member_accepts_writes_until_it_is_back() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut setup = Setup::start("etcd-down");
+    let checker = setup.checker();
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed_at = Instant::now();
+    setup.etcd.kill();
+    // The lease TTL is 4 s: by then the primary must have stopped writing, and nobody else
+    // may start. Watch for three TTLs.
+    std::thread::sleep(Duration::from_secs(12));
+    let during = checker.snapshot();
+    let ttl = Duration::from_secs(4);
+    let late: Vec<&Accepted> = during.iter().filter(|a| a.at > killed_at + ttl).collect();
+    let last = during
+        .iter()
+        .map(|a| a.at)
+        .max()
+        .map(|at| at.saturating_duration_since(killed_at).as_secs_f64());
+    eprintln!(
+        "etcd down: last write accepted {last:?} s after etcd was killed; {} writes after the TTL",
+        late.len()
+    );
+    assert!(
+        late.is_empty(),
+        "writes accepted with no coordination store: {late:?}"
+    );
+    let restarted_at = Instant::now();
+    setup.etcd.restart();
+    let first = wait_for(
+        "a write accepted after etcd came back",
+        Duration::from_secs(60),
+        || {
+            checker
+                .snapshot()
+                .iter()
+                .filter(|a| a.at > restarted_at)
+                .map(|a| a.at)
+                .min()
+        },
+    );
+    eprintln!(
+        "etcd back: writes accepted again {:.2} s after its restart",
+        first.duration_since(restarted_at).as_secs_f64()
+    );
+    let accepted = checker.finish();
+    setup.wait_healthy(Duration::from_secs(120));
+    // Nothing acknowledged was lost.
+    let primary = setup.primary().unwrap();
+    let stored: std::collections::HashSet<i64> =
+        psql(&setup.members[primary], "SELECT seq FROM checker")
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+    assert!(accepted.iter().all(|a| stored.contains(&a.seq)));
+}
