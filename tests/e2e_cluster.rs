@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use walarch_tests::ha::{Accepted, Checker, Etcd, Member, walarch_k8s_binary};
-use walarch_tests::{Scratch, wait_for, walarch_binary};
+use walarch_tests::{Cluster, Scratch, wait_for, walarch_as_postgres, walarch_binary};
 
 /// Three clusters at once would not fit two cores: the tests take turns.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -22,6 +22,7 @@ struct Setup {
     etcd: Etcd,
     members: Vec<Member>,
     repo: std::path::PathBuf,
+    walarch: std::path::PathBuf,
 }
 
 impl Setup {
@@ -40,6 +41,7 @@ impl Setup {
             etcd,
             members,
             repo,
+            walarch,
         };
         setup.wait_healthy(Duration::from_secs(120));
         let primary = setup.primary().unwrap();
@@ -64,13 +66,7 @@ impl Setup {
 
     /// One primary; every other member a replica streaming from it, in the synchronous set.
     fn wait_healthy(&self, timeout: Duration) -> usize {
-        let describe = || {
-            self.members
-                .iter()
-                .map(|m| format!("--- {}: {:?}\n{}", m.name, m.status(), m.log_tail()))
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
+        let describe = || self.describe();
         let started = Instant::now();
         loop {
             if let Some(p) = self.primary() {
@@ -83,9 +79,14 @@ impl Setup {
                 });
                 let streaming = psql_try(
                     &self.members[p],
-                    "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+                    "SELECT string_agg(application_name, ',' ORDER BY application_name)
+                       FROM pg_stat_replication WHERE state = 'streaming'",
                 );
-                if followers_ok && streaming.as_deref() == Some("2") {
+                let others: Vec<&str> = (0..self.members.len())
+                    .filter(|&i| i != p)
+                    .map(|i| self.members[i].name.as_str())
+                    .collect();
+                if followers_ok && streaming.as_deref() == Some(others.join(",").as_str()) {
                     return p;
                 }
             }
@@ -108,10 +109,35 @@ impl Setup {
         )
     }
 
+    fn walarch(&self, args: &[&str]) -> walarch_tests::WalarchRun {
+        let repo = self.repo.display().to_string();
+        let mut all = vec!["--repo", repo.as_str(), "--json"];
+        all.extend_from_slice(args);
+        walarch_as_postgres(&self.walarch, &[], &all)
+    }
+
     fn wait_new_primary(&self, old: usize, timeout: Duration) -> usize {
-        wait_for("another member to become primary", timeout, || {
-            self.primary().filter(|&p| p != old)
-        })
+        let started = Instant::now();
+        loop {
+            if let Some(p) = self.primary().filter(|&p| p != old) {
+                return p;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "no other member became primary within {timeout:?}:\n{}",
+                self.describe()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Each member's status and the end of its manager's log, for failure messages.
+    fn describe(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("--- {}: {:?}\n{}", m.name, m.status(), m.log_tail()))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -161,6 +187,12 @@ fn failover_after_kill_9_loses_no_acknowledged_commit_and_the_old_primary_rejoin
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
     let mut setup = Setup::start("failover");
+    // A base backup on timeline 1, for the recovery across the failovers at the end.
+    let p = setup.primary().unwrap();
+    let pgdata = setup.members[p].pgdata.display().to_string();
+    let conninfo = setup.members[p].conninfo();
+    let backup = setup.walarch(&["backup", "--pgdata", &pgdata, "--dbname", &conninfo]);
+    assert_eq!(backup.code, 0, "{backup:?}");
     let checker = setup.checker();
     let mut times = Vec::new();
     for run in 0..runs {
@@ -229,8 +261,65 @@ fn failover_after_kill_9_loses_no_acknowledged_commit_and_the_old_primary_rejoin
             || history.is_file().then_some(()),
         );
     }
-    drop(setup.etcd);
-    let _ = &setup.scratch;
+    point_in_time_recovery_after_the_failovers(&setup, primary, stored.len());
+}
+
+/// Restores the timeline-1 backup to a time after the last failover: recovery follows the
+/// archived history files and WAL of every timeline and returns the final primary's rows.
+fn point_in_time_recovery_after_the_failovers(setup: &Setup, primary: usize, rows: usize) {
+    let member = &setup.members[primary];
+    std::thread::sleep(Duration::from_millis(1100));
+    let target = psql(
+        member,
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    psql(
+        member,
+        "INSERT INTO checker VALUES ('after the target', -1)",
+    );
+    let segment = psql(member, "SELECT pg_walfile_name(pg_current_wal_lsn())");
+    psql(member, "SELECT pg_switch_wal()");
+    wait_for("the last segment archived", Duration::from_secs(60), || {
+        let archived = psql(
+            member,
+            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+        );
+        (archived.as_str() >= segment.as_str()).then_some(())
+    });
+    let dir = setup.scratch.subdir("pitr");
+    let data = dir.join("data");
+    let port = walarch_tests::free_port();
+    let restore = setup.walarch(&[
+        "restore",
+        "--pgdata",
+        data.to_str().unwrap(),
+        "--target-time",
+        &target,
+        "--start",
+        "--pg-bin",
+        walarch_tests::pg::PG_BIN,
+        "--set",
+        &format!("port={port}"),
+        "--set",
+        &format!("unix_socket_directories={}", dir.display()),
+        "--set",
+        "listen_addresses=127.0.0.1",
+        "--set",
+        "archive_mode=off",
+    ]);
+    assert_eq!(restore.code, 0, "{restore:?}");
+    let restored = Cluster::adopt(data, port);
+    let timeline = restore.json()["plan"]["timeline"].clone();
+    assert_eq!(
+        restored.sql("SELECT count(*) FROM checker"),
+        rows.to_string()
+    );
+    assert_eq!(
+        restored.sql("SELECT count(*) FROM checker WHERE seq = -1"),
+        "0"
+    );
+    eprintln!("PITR to {target} (timeline {timeline}): {rows} rows, as the final primary had");
 }
 
 #[test]
@@ -345,4 +434,97 @@ fn with_etcd_down_no_member_accepts_writes_until_it_is_back() {
             .map(|l| l.parse().unwrap())
             .collect();
     assert!(accepted.iter().all(|a| stored.contains(&a.seq)));
+}
+
+#[test]
+fn a_planned_switchover_loses_nothing_and_a_fenced_primary_hands_over() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let setup = Setup::start("switchover");
+    let checker = setup.checker();
+    std::thread::sleep(Duration::from_millis(1500));
+    let old = setup.primary().expect("a primary");
+    let chosen = (old + 2) % 3;
+    let chosen_name = setup.members[chosen].name.clone();
+    // Asked of a replica, the request is refused with the leader's name.
+    let (code, body) = walarch_tests::ha::http_request(
+        &setup.members[(old + 1) % 3].http,
+        "POST",
+        &format!("/switchover?to={chosen_name}"),
+    )
+    .unwrap();
+    assert_eq!(code, 409, "{body}");
+    let asked_at = Instant::now();
+    let (code, body) = walarch_tests::ha::http_request(
+        &setup.members[old].http,
+        "POST",
+        &format!("/switchover?to={chosen_name}"),
+    )
+    .unwrap();
+    assert_eq!(code, 202, "{body}");
+    let new = setup.wait_new_primary(old, Duration::from_secs(30));
+    assert_eq!(
+        new,
+        chosen,
+        "the chosen member took over\n{}",
+        setup.describe()
+    );
+    let first = wait_for(
+        "a write accepted by the chosen member",
+        Duration::from_secs(30),
+        || first_accepted_after(&checker.snapshot(), &chosen_name, asked_at),
+    );
+    let took = first.duration_since(asked_at).as_secs_f64();
+    eprintln!("switchover to {chosen_name}: writes accepted again {took:.2} s after the request");
+    assert!(
+        took < 10.0,
+        "switchover took {took:.2} s\n{}",
+        setup.describe()
+    );
+    setup.wait_healthy(Duration::from_secs(120));
+
+    // An operator fences the primary: it stops writing and gives the lease up; another
+    // member takes over; unfenced, it rejoins as a replica.
+    let fenced_at = Instant::now();
+    let (code, _) =
+        walarch_tests::ha::http_request(&setup.members[new].http, "POST", "/fence").unwrap();
+    assert_eq!(code, 200);
+    let after_fence = setup.wait_new_primary(new, Duration::from_secs(60));
+    wait_for(
+        "the fenced member to say so",
+        Duration::from_secs(30),
+        || (setup.members[new].role().as_deref() == Some("fenced")).then_some(()),
+    );
+    let next_name = setup.members[after_fence].name.clone();
+    let first_after_fence = wait_for("a write after the fence", Duration::from_secs(60), || {
+        first_accepted_after(&checker.snapshot(), &next_name, fenced_at)
+    });
+    let (code, _) =
+        walarch_tests::ha::http_request(&setup.members[new].http, "POST", "/unfence").unwrap();
+    assert_eq!(code, 200);
+    setup.wait_healthy(Duration::from_secs(120));
+    let accepted = checker.finish();
+    let fenced_name = &setup.members[new].name;
+    let late = accepted
+        .iter()
+        .filter(|a| {
+            &a.member == fenced_name
+                && a.at >= first_after_fence
+                && a.at < first_after_fence + Duration::from_secs(5)
+        })
+        .count();
+    assert_eq!(
+        late, 0,
+        "the fenced member accepted writes after the next primary did"
+    );
+    let primary = setup.primary().unwrap();
+    let stored: std::collections::HashSet<i64> =
+        psql(&setup.members[primary], "SELECT seq FROM checker")
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+    let lost: Vec<&Accepted> = accepted
+        .iter()
+        .filter(|a| !stored.contains(&a.seq))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
 }

@@ -72,8 +72,11 @@ pub enum Server {
         was_primary: bool,
         /// Its timeline.
         timeline: u32,
-        /// Its last checkpoint's position (a lower bound of its WAL).
+        /// Its last checkpoint's position: its end of WAL after a clean shutdown (the
+        /// shutdown checkpoint is the last record), else a lower bound.
         position: WalPosition,
+        /// It shut down cleanly, so `position` is exact.
+        clean: bool,
     },
     /// The manager is initializing, cloning or starting it: nothing to decide.
     Busy,
@@ -302,7 +305,23 @@ impl Member {
             _ => return Action::Wait,
         };
         let (vacant_at_revision, vacant_since) = self.vacancy.unwrap_or((view.revision, now));
-        if now.saturating_sub(vacant_since) < self.timings.failover_delay {
+        let vacant_for = now.saturating_sub(vacant_since);
+        // A planned switchover gives its chosen member the first TTL of the vacancy (then
+        // anyone may, in case it cannot): it wins ties, and nobody else tries meanwhile.
+        if let Some(chosen) = view
+            .switchover
+            .as_deref()
+            .filter(|_| vacant_for < self.timings.ttl)
+        {
+            return if chosen == self.name
+                && may_try_to_lead_with(&self.name, position, view, vacant_at_revision, true)
+            {
+                Action::AcquireLease
+            } else {
+                Action::Wait
+            };
+        }
+        if vacant_for < self.timings.failover_delay {
             return Action::Wait;
         }
         if may_try_to_lead(&self.name, position, view, vacant_at_revision) {
@@ -325,15 +344,28 @@ pub fn may_try_to_lead(
     view: &ClusterView,
     vacant_at_revision: i64,
 ) -> bool {
+    may_try_to_lead_with(me, position, view, vacant_at_revision, false)
+}
+
+/// [`may_try_to_lead`], where `wins_ties` makes `me` win against peers at the same position
+/// (the member a switchover chose).
+fn may_try_to_lead_with(
+    me: &str,
+    position: WalPosition,
+    view: &ClusterView,
+    vacant_at_revision: i64,
+    wins_ties: bool,
+) -> bool {
+    // Seen: published after the vacancy began, at a position that can no longer grow (a
+    // replica: its primary is gone; a stopped server: only after a clean shutdown).
     let fresh: Vec<_> = view
         .members
         .iter()
         .filter(|m| m.state.name != me && m.revision > vacant_at_revision)
-        .filter(|m| {
-            matches!(
-                m.state.role,
-                PublishedRole::Replica | PublishedRole::Stopped
-            )
+        .filter(|m| match m.state.role {
+            PublishedRole::Replica => true,
+            PublishedRole::Stopped | PublishedRole::Fenced => m.state.position_final,
+            PublishedRole::Primary | PublishedRole::Starting => false,
         })
         .collect();
     let sync = view.sync.clone().unwrap_or_default();
@@ -345,7 +377,7 @@ pub fn may_try_to_lead(
             received: peer.state.received_lsn,
             replayed: peer.state.replayed_lsn,
         };
-        theirs < position || (theirs == position && me < peer.state.name.as_str())
+        theirs < position || (theirs == position && (wins_ties || me < peer.state.name.as_str()))
     })
 }
 
@@ -390,6 +422,7 @@ mod tests {
                 timeline: 1,
                 received_lsn: received,
                 replayed_lsn: received,
+                position_final: role != PublishedRole::Replica,
                 host: "127.0.0.1".into(),
                 pg_port: 5432,
                 http: String::new(),
@@ -405,6 +438,7 @@ mod tests {
             members,
             sync,
             initialized: Some("7".into()),
+            switchover: None,
         }
     }
 
@@ -490,6 +524,7 @@ mod tests {
             was_primary: true,
             timeline: 1,
             position: WalPosition::default(),
+            clean: true,
         };
         assert_eq!(m.decide(&obs(stopped)), Action::ReleaseLease);
     }
@@ -610,6 +645,7 @@ mod tests {
             was_primary: true,
             timeline: 1,
             position: WalPosition::default(),
+            clean: false,
         };
         assert_eq!(
             decide(&mut m, secs(1), Some(&v), LeaseHold::NotHeld, old_primary),
@@ -790,6 +826,30 @@ mod tests {
     }
 
     #[test]
+    fn a_member_stopped_by_a_crash_is_not_seen_its_position_is_only_a_lower_bound() {
+        let sync = SyncState {
+            members: vec!["a".into(), "b".into(), "c".into()],
+            quorum: 1,
+        };
+        let mut crashed = peer("a", PublishedRole::Stopped, 10, 101);
+        crashed.state.position_final = false;
+        let members = vec![crashed.clone(), peer("c", PublishedRole::Replica, 10, 102)];
+        let v = view(None, members, Some(sync.clone()));
+        let at = WalPosition {
+            received: 50,
+            replayed: 50,
+        };
+        assert!(
+            !may_try_to_lead("b", at, &v, 100),
+            "a may hold commits nobody else has"
+        );
+        crashed.state.position_final = true;
+        let members = vec![crashed, peer("c", PublishedRole::Replica, 10, 102)];
+        let v = view(None, members, Some(sync));
+        assert!(may_try_to_lead("b", at, &v, 100));
+    }
+
+    #[test]
     fn failover_waits_for_the_delay_on_the_members_own_clock() {
         let timings = Timings {
             failover_delay: secs(3),
@@ -819,6 +879,61 @@ mod tests {
         assert_eq!(
             decide(&mut b, secs(15), Some(&v), LeaseHold::NotHeld, r()),
             Action::Wait
+        );
+    }
+
+    #[test]
+    fn a_switchover_lets_its_chosen_member_lead_first_even_on_a_tie() {
+        let members = vec![
+            peer("b", PublishedRole::Replica, 60, 101),
+            peer("c", PublishedRole::Replica, 60, 102),
+            peer("a", PublishedRole::Stopped, 55, 103),
+        ];
+        let mut v = view(None, members, None);
+        v.switchover = Some("c".into());
+        let r = || replica(60, true, None);
+        // b would win the tie by name, but c was chosen.
+        let mut b = Member::new("b", T);
+        assert_eq!(
+            decide(&mut b, secs(1), Some(&v), LeaseHold::NotHeld, r()),
+            Action::Wait
+        );
+        let mut c = Member::new("c", T);
+        assert_eq!(
+            decide(&mut c, secs(1), Some(&v), LeaseHold::NotHeld, r()),
+            Action::AcquireLease
+        );
+        // The old primary, stopped at the same position, waits too.
+        let mut a = Member::new("a", T);
+        let stopped = Server::Stopped {
+            was_primary: true,
+            timeline: 1,
+            position: WalPosition {
+                received: 55,
+                replayed: 55,
+            },
+            clean: true,
+        };
+        assert_eq!(
+            decide(&mut a, secs(1), Some(&v), LeaseHold::NotHeld, stopped),
+            Action::Wait
+        );
+        // The chosen member never leads from behind.
+        let mut c = Member::new("c", T);
+        assert_eq!(
+            decide(
+                &mut c,
+                secs(1),
+                Some(&v),
+                LeaseHold::NotHeld,
+                replica(50, true, None)
+            ),
+            Action::Wait
+        );
+        // After a TTL of vacancy the choice lapses and the usual rule applies.
+        assert_eq!(
+            decide(&mut b, secs(6), Some(&v), LeaseHold::NotHeld, r()),
+            Action::AcquireLease
         );
     }
 

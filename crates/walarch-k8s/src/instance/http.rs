@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
@@ -26,6 +26,7 @@ pub(crate) async fn serve(
         .route("/metrics", get(metrics))
         .route("/fence", post(fence))
         .route("/unfence", post(unfence))
+        .route("/switchover", post(switchover))
         .with_state(shared);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { cancel.cancelled().await })
@@ -63,6 +64,37 @@ async fn fence(State(shared): State<Arc<Shared>>) -> StatusCode {
 async fn unfence(State(shared): State<Arc<Shared>>) -> StatusCode {
     shared.fenced_by_operator.store(false, Ordering::SeqCst);
     StatusCode::OK
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct SwitchoverQuery {
+    to: String,
+}
+
+/// Accepted by the primary's manager only; the work happens in its next round.
+async fn switchover(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<SwitchoverQuery>,
+) -> (StatusCode, String) {
+    let status = shared.status.lock().unwrap().clone();
+    if status.role != "primary" || !status.lease_held {
+        let leader = status.leader.unwrap_or_else(|| "(none)".into());
+        return (
+            StatusCode::CONFLICT,
+            format!(
+                "{} is not the primary; ask the leader ({leader})\n",
+                status.name
+            ),
+        );
+    }
+    if query.to == status.name {
+        return (StatusCode::BAD_REQUEST, "already the primary\n".into());
+    }
+    *shared.switchover_to.lock().unwrap() = Some(query.to.clone());
+    (
+        StatusCode::ACCEPTED,
+        format!("switching over to {}\n", query.to),
+    )
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {

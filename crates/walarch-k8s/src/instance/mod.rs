@@ -91,6 +91,8 @@ pub struct ArchiveStatus {
 pub(crate) struct Shared {
     status: Mutex<Status>,
     fenced_by_operator: AtomicBool,
+    /// A planned switchover asked for through `POST /switchover?to=NAME`.
+    switchover_to: Mutex<Option<String>>,
     /// Set while the manager's server runs and is healthy.
     healthy: AtomicBool,
     ready: AtomicBool,
@@ -192,6 +194,25 @@ impl<C: Coordination> Manager<C> {
             .await;
         self.update_status(&server, running.as_ref(), view.as_ref(), lease);
 
+        let requested = self.shared.switchover_to.lock().unwrap().take();
+        if let (Some(to), Server::Primary { .. }, Some(view)) = (requested, &server, &view) {
+            if self
+                .member
+                .may_write(lease, self.started.elapsed(), fenced_by_operator)
+            {
+                return self.switch_over(&to, view).await;
+            }
+            tracing::warn!(
+                to,
+                "switchover asked of a member that does not hold the lease"
+            );
+        }
+        if let (Server::Primary { .. }, Some(v)) = (&server, &view) {
+            if v.switchover.is_some() && matches!(lease, LeaseHold::Held { .. }) {
+                // The switchover that made this member the leader is done.
+                self.store.clear_switchover().await?;
+            }
+        }
         let action = self.member.decide(&Observation {
             now: self.started.elapsed(),
             view: view.as_ref(),
@@ -202,7 +223,7 @@ impl<C: Coordination> Manager<C> {
         if action != Action::Wait {
             tracing::info!(?action, ?server, "decided");
         }
-        self.carry_out(action, view.as_ref()).await?;
+        self.carry_out(action, view.as_ref(), lease).await?;
         let may_write = self
             .member
             .may_write(lease, self.started.elapsed(), fenced_by_operator);
@@ -269,6 +290,7 @@ impl<C: Coordination> Manager<C> {
 
     async fn publish(&self, server: &Server, view: Option<&ClusterView>, fenced: bool) {
         let _ = view;
+        let position_final = matches!(server, Server::Stopped { clean: true, .. });
         let (role, timeline, received, replayed) = match server {
             Server::Primary { timeline, lsn } => (PublishedRole::Primary, *timeline, *lsn, *lsn),
             Server::Replica {
@@ -299,6 +321,7 @@ impl<C: Coordination> Manager<C> {
             timeline,
             received_lsn: received,
             replayed_lsn: replayed,
+            position_final,
             host: self.config.pg.host.clone(),
             pg_port: self.config.pg.port,
             http: self.config.http.to_string(),
@@ -383,12 +406,21 @@ impl<C: Coordination> Manager<C> {
         &mut self,
         action: Action,
         view: Option<&ClusterView>,
+        lease_now: LeaseHold,
     ) -> anyhow::Result<()> {
         match action {
             Action::Wait => {}
             Action::Fence => {
+                // Past the renew deadline every moment counts: stop at once. Fenced by an
+                // operator while holding the lease, shut down cleanly: the replicas receive
+                // every byte and the stopped server's position is exact.
+                let operator = self.shared.fenced_by_operator.load(Ordering::SeqCst);
+                let clean = operator
+                    && self
+                        .member
+                        .may_write(lease_now, self.started.elapsed(), false);
                 self.primary_pid.store(0, Ordering::SeqCst);
-                self.pg.stop(true).await?;
+                self.pg.stop(!clean).await?;
                 self.configured_sync = None;
             }
             Action::AcquireLease => {
@@ -494,6 +526,38 @@ impl<C: Coordination> Manager<C> {
         Ok(())
     }
 
+    /// A planned switchover to `to`: record the choice, checkpoint, stop, archive what is left,
+    /// give the lease up. The chosen replica (which then has every byte of WAL) takes it.
+    async fn switch_over(&mut self, to: &str, view: &ClusterView) -> anyhow::Result<()> {
+        let target_ok = view
+            .member(to)
+            .is_some_and(|m| m.state.role == PublishedRole::Replica);
+        if !target_ok || to == self.config.name {
+            tracing::warn!(to, "switchover refused: not a replica of this cluster");
+            return Ok(());
+        }
+        if !self.store.request_switchover(to).await? {
+            anyhow::bail!("switchover: this member no longer holds the lease");
+        }
+        tracing::info!(to, "switchover: checkpoint, stop, archive, release");
+        if let Ok(client) = self.pg.connect().await {
+            let _ = client.execute("CHECKPOINT", &[]).await;
+        }
+        self.primary_pid.store(0, Ordering::SeqCst);
+        self.busy = true;
+        let stopped = self.pg.stop(false).await;
+        self.busy = false;
+        stopped?;
+        if let Some(repo) = &self.config.repo {
+            let archived = archive_leftovers(repo, &self.config.pg.pgdata).await?;
+            tracing::info!(archived, "switchover: the rest of the WAL is archived");
+        }
+        self.store.release().await?;
+        self.lease.lock().unwrap().leader = false;
+        self.configured_sync = None;
+        Ok(())
+    }
+
     /// `synchronous_standby_names` for a server about to accept writes: the recorded set
     /// without this member (or a name nobody has), so no commit is acknowledged unprotected.
     fn strict_standby_names(&self, view: Option<&ClusterView>) -> String {
@@ -560,12 +624,19 @@ impl<C: Coordination> Manager<C> {
         view: &ClusterView,
         running: &postgres::Running,
     ) -> anyhow::Result<()> {
+        // Only members count: pg_basebackup's WAL stream, or any other client, is no replica.
+        let streaming: Vec<(String, u64)> = running
+            .streaming
+            .iter()
+            .filter(|(name, _)| view.member(name).is_some())
+            .cloned()
+            .collect();
         let step = synchronous::next_step(
             &self.config.name,
             self.config.sync_replicas,
             view.sync.as_ref(),
             self.configured_sync.as_ref(),
-            &running.streaming,
+            &streaming,
         );
         match step {
             SyncStep::Keep => {}

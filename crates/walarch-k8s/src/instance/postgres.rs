@@ -143,6 +143,10 @@ impl Postgres {
                 received: control.checkpoint.as_u64(),
                 replayed: control.checkpoint.as_u64(),
             },
+            clean: matches!(
+                control.state,
+                ClusterState::ShutDown | ClusterState::ShutDownInRecovery
+            ),
         })
     }
 

@@ -4,7 +4,8 @@
 //! (etcd's own clock, counting from the keepalive it received) or is released.
 //!
 //! Keys, under `PREFIX/CLUSTER/`: `leader` (holder's name), `members/NAME` (JSON
-//! `MemberState`), `sync` (JSON `SyncState`, written only by the holder), `initialize`
+//! `MemberState`), `sync` (JSON `SyncState`, written only by the holder), `switchover` (the
+//! member a planned switchover hands the lease to, written only by the holder), `initialize`
 //! (the system identifier, created once).
 
 use std::time::Duration;
@@ -186,6 +187,7 @@ impl Coordination for EtcdCoordination {
                 "initialize" => {
                     view.initialized = Some(String::from_utf8_lossy(value).into_owned())
                 }
+                "switchover" => view.switchover = Some(String::from_utf8_lossy(value).into_owned()),
                 "sync" => {
                     view.sync = Some(
                         serde_json::from_slice::<SyncState>(value)
@@ -296,6 +298,37 @@ impl Coordination for EtcdCoordination {
             .bounded("writing the synchronous set", client.txn(txn))
             .await?;
         Ok(response.succeeded())
+    }
+
+    async fn request_switchover(&self, to: &str) -> Result<bool, CoordinationError> {
+        let leader = self.key("leader");
+        let txn = Txn::new()
+            .when([Compare::value(
+                leader.as_bytes(),
+                CompareOp::Equal,
+                self.member.as_bytes(),
+            )])
+            .and_then([TxnOp::put(self.key("switchover"), to, None)]);
+        let mut client = self.client().await?;
+        let response = self
+            .bounded("recording the switchover", client.txn(txn))
+            .await?;
+        Ok(response.succeeded())
+    }
+
+    async fn clear_switchover(&self) -> Result<(), CoordinationError> {
+        let leader = self.key("leader");
+        let txn = Txn::new()
+            .when([Compare::value(
+                leader.as_bytes(),
+                CompareOp::Equal,
+                self.member.as_bytes(),
+            )])
+            .and_then([TxnOp::delete(self.key("switchover"), None)]);
+        let mut client = self.client().await?;
+        self.bounded("removing the switchover record", client.txn(txn))
+            .await?;
+        Ok(())
     }
 
     async fn initialize(&self, system_id: &str) -> Result<bool, CoordinationError> {

@@ -29,6 +29,11 @@ pub struct MemberState {
     pub received_lsn: u64,
     /// WAL replayed (a primary: its insert position).
     pub replayed_lsn: u64,
+    /// For a stopped server: it shut down cleanly, so its position is its exact end of WAL
+    /// (after a crash only a lower bound is known, and the member does not count as seen
+    /// when others decide who may lead).
+    #[serde(default)]
+    pub position_final: bool,
     /// Where peers connect to its PostgreSQL.
     pub host: String,
     /// Its PostgreSQL port.
@@ -86,6 +91,9 @@ pub struct ClusterView {
     pub sync: Option<SyncState>,
     /// The system identifier the cluster was initialized with (set once, by the first leader).
     pub initialized: Option<String>,
+    /// The member a planned switchover hands the lease to (written by the leader before it
+    /// steps down, removed by the new leader).
+    pub switchover: Option<String>,
 }
 
 impl ClusterView {
@@ -135,6 +143,14 @@ pub trait Coordination: Send + Sync + 'static {
         &self,
         sync: &SyncState,
     ) -> impl Future<Output = Result<bool, CoordinationError>> + Send;
+    /// Names the member a planned switchover hands the lease to, only while this member holds
+    /// the lease. `Ok(false)`: it does not.
+    fn request_switchover(
+        &self,
+        to: &str,
+    ) -> impl Future<Output = Result<bool, CoordinationError>> + Send;
+    /// Removes the switchover record, only while this member holds the lease.
+    fn clear_switchover(&self) -> impl Future<Output = Result<(), CoordinationError>> + Send;
     /// Records the cluster's system identifier, only if none is recorded and this member holds
     /// the lease. `Ok(false)`: already initialized (or not the leader).
     fn initialize(
