@@ -207,11 +207,12 @@ impl<C: Coordination> Manager<C> {
                 "switchover asked of a member that does not hold the lease"
             );
         }
-        if let (Server::Primary { .. }, Some(v)) = (&server, &view) {
-            if v.switchover.is_some() && matches!(lease, LeaseHold::Held { .. }) {
-                // The switchover that made this member the leader is done.
-                self.store.clear_switchover().await?;
-            }
+        let switched_to_me = matches!(server, Server::Primary { .. })
+            && matches!(lease, LeaseHold::Held { .. })
+            && view.as_ref().is_some_and(|v| v.switchover.is_some());
+        if switched_to_me {
+            // The switchover that made this member the leader is done.
+            self.store.clear_switchover().await?;
         }
         let action = self.member.decide(&Observation {
             now: self.started.elapsed(),
