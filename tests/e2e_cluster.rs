@@ -43,8 +43,23 @@ impl Setup {
             repo,
             walarch,
         };
-        setup.wait_healthy(Duration::from_secs(120));
-        let primary = setup.primary().unwrap();
+        let primary = setup.wait_healthy(Duration::from_secs(120));
+        // The synchronous set settles last (the manager rewrites its configuration file for
+        // each step; a file-level backup taken meanwhile could catch it changing size).
+        let others: Vec<String> = (0..3)
+            .filter(|&i| i != primary)
+            .map(|i| format!("\"{}\"", setup.members[i].name))
+            .collect();
+        let wanted = format!("ANY 1 ({})", others.join(", "));
+        wait_for(
+            "the synchronous set to settle",
+            Duration::from_secs(60),
+            || {
+                (psql_try(&setup.members[primary], "SHOW synchronous_standby_names").as_deref()
+                    == Some(wanted.as_str()))
+                .then_some(())
+            },
+        );
         psql(
             &setup.members[primary],
             "CREATE TABLE checker (member text, seq bigint PRIMARY KEY)",
@@ -308,9 +323,24 @@ fn point_in_time_recovery_after_the_failovers(setup: &Setup, primary: usize, row
         "--set",
         "archive_mode=off",
     ]);
-    assert_eq!(restore.code, 0, "{restore:?}");
+    let recovery_log =
+        std::fs::read_to_string(data.join("log/walarch-recovery.log")).unwrap_or_default();
+    let conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap_or_default();
+    let conf_tail: Vec<&str> = conf.lines().rev().take(15).collect();
+    assert_eq!(
+        restore.code, 0,
+        "{restore:?}\n{recovery_log}\npostgresql.conf ends (last first): {conf_tail:?}"
+    );
     let restored = Cluster::adopt(data, port);
-    let timeline = restore.json()["plan"]["timeline"].clone();
+    // Recovery followed the archived history files to the final primary's timeline.
+    let primary_timeline = member.status().unwrap()["timeline"].as_u64().unwrap();
+    assert!(
+        restore.stdout.contains(&format!(
+            "[\"recovery_target_timeline\",\"{primary_timeline}\"]"
+        )),
+        "{restore:?}"
+    );
+    let timeline = primary_timeline;
     assert_eq!(
         restored.sql("SELECT count(*) FROM checker"),
         rows.to_string()

@@ -47,7 +47,10 @@ pub struct RecoveryOutcome {
     /// `pg_last_xact_replay_timestamp()`: when the last replayed transaction committed or
     /// aborted; `None` when none was replayed or the server shut down.
     pub last_replayed_commit: Option<DateTime<Utc>>,
-    /// The timeline the server runs on afterwards (a new one after promotion).
+    /// The timeline the server writes on after promotion (the one its current WAL file
+    /// names; the last checkpoint's may still be the old one). `None` while it is still in
+    /// recovery (paused, or shut down at the target): which timeline replay is on is not
+    /// reported by PostgreSQL, and the last checkpoint's can be an ancestor.
     pub timeline: Option<u32>,
     /// Seconds from starting the server to recovery reaching its target.
     pub seconds: f64,
@@ -440,7 +443,9 @@ async fn query_status(pid: &PidFile, user: &str) -> Result<ServerStatus, String>
                         pg_is_in_recovery() and {paused},
                         pg_last_wal_replay_lsn()::text,
                         pg_last_xact_replay_timestamp(),
-                        (select timeline_id from pg_control_checkpoint())::int4"
+                        case when pg_is_in_recovery() then null
+                             else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int4
+                        end"
             ),
             &[],
         )

@@ -66,7 +66,8 @@ pub enum Server {
     /// No data directory yet.
     Absent,
     /// A data directory, no server running. `was_primary`: it last ran as a primary (its
-    /// pg_control says "in production" or "shut down", not "in archive recovery").
+    /// pg_control says "in production" or "shut down", not "in archive recovery"), or was
+    /// started as a replica since only to recover, so it may have diverged.
     Stopped {
         /// It last ran as a primary.
         was_primary: bool,
@@ -97,6 +98,9 @@ pub enum Server {
         receiver_running: bool,
         /// The member it is configured to stream from.
         upstream: Option<String>,
+        /// It last ran as a primary and was started as a replica only to finish its crash
+        /// recovery: it may have diverged from the next leader and must rewind first.
+        was_primary: bool,
     },
 }
 
@@ -279,6 +283,12 @@ impl Member {
             Server::Stopped { .. } => Action::StartReplica {
                 upstream: Some(leader.to_owned()),
             },
+            // An old primary that recovered as a replica meanwhile: rewind before following.
+            Server::Replica {
+                was_primary: true, ..
+            } => Action::Rejoin {
+                upstream: leader.to_owned(),
+            },
             Server::Replica { upstream, .. } if upstream.as_deref() != Some(leader) => {
                 Action::Repoint {
                     upstream: leader.to_owned(),
@@ -301,6 +311,12 @@ impl Member {
             };
         }
         let position = match server {
+            // After a crash a stopped server's end of WAL is unknown (its checkpoint is only a
+            // lower bound), and nobody counts it as seen: finish its crash recovery as a
+            // replica of nothing, which then publishes where its WAL really ends.
+            Server::Stopped { clean: false, .. } => {
+                return Action::StartReplica { upstream: None };
+            }
             Server::Replica { position, .. } | Server::Stopped { position, .. } => *position,
             _ => return Action::Wait,
         };
@@ -451,6 +467,7 @@ mod tests {
             },
             receiver_running,
             upstream: upstream.map(str::to_owned),
+            was_primary: false,
         }
     }
 
@@ -847,6 +864,40 @@ mod tests {
         let members = vec![crashed, peer("c", PublishedRole::Replica, 10, 102)];
         let v = view(None, members, Some(sync));
         assert!(may_try_to_lead("b", at, &v, 100));
+    }
+
+    #[test]
+    fn a_crashed_member_recovers_as_a_replica_in_a_vacancy_and_rewinds_before_following() {
+        let v = view(None, vec![], None);
+        let crashed = Server::Stopped {
+            was_primary: true,
+            timeline: 1,
+            position: WalPosition::default(),
+            clean: false,
+        };
+        let mut a = Member::new("a", T);
+        assert_eq!(
+            decide(&mut a, secs(1), Some(&v), LeaseHold::NotHeld, crashed),
+            Action::StartReplica { upstream: None }
+        );
+        let led = view(
+            Some("b"),
+            vec![peer("b", PublishedRole::Primary, 9, 1)],
+            None,
+        );
+        let recovered = Server::Replica {
+            timeline: 1,
+            position: WalPosition::default(),
+            receiver_running: false,
+            upstream: None,
+            was_primary: true,
+        };
+        assert_eq!(
+            decide(&mut a, secs(2), Some(&led), LeaseHold::NotHeld, recovered),
+            Action::Rejoin {
+                upstream: "b".into()
+            }
+        );
     }
 
     #[test]

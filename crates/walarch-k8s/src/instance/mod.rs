@@ -136,9 +136,11 @@ pub async fn run<C: Coordination>(
         cancel.clone(),
     ));
 
+    let pg = Postgres::new(config.pg.clone());
+    pg.stop_leftover().await?;
     let mut manager = Manager {
         member: Member::new(config.name.clone(), config.timings),
-        pg: Postgres::new(config.pg.clone()),
+        pg,
         config,
         store,
         lease,
@@ -275,6 +277,7 @@ impl<C: Coordination> Manager<C> {
                         },
                         receiver_running: running.receiver_running,
                         upstream: self.upstream_name.clone(),
+                        was_primary: self.pg.rewind_needed(),
                     }
                 } else {
                     Server::Primary {
@@ -444,6 +447,7 @@ impl<C: Coordination> Manager<C> {
                 result?;
             }
             Action::StartPrimary => {
+                self.pg.clear_rewind_needed()?;
                 self.pg
                     .set_standby_names_before_start(self.strict_standby_names(view));
                 self.start(StartAs::Primary, None).await?;
@@ -491,6 +495,7 @@ impl<C: Coordination> Manager<C> {
                 result?;
                 self.configured_sync = None;
                 self.watch_primary();
+                self.pg.clear_rewind_needed()?;
                 tracing::info!("promoted");
             }
             Action::Rejoin { upstream } => {
@@ -611,13 +616,16 @@ impl<C: Coordination> Manager<C> {
                 "archived the old primary's remaining WAL before rewinding"
             );
         }
+        // A former primary recovered as a replica meanwhile: stop it cleanly first.
+        self.pg.stop(false).await?;
         match self.pg.rewind_from(host, port).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {}
             Err(e) => {
                 tracing::warn!("rewind failed, copying the leader instead: {e:#}");
-                self.pg.clone_from(host, port).await
+                self.pg.clone_from(host, port).await?;
             }
         }
+        self.pg.clear_rewind_needed()
     }
 
     async fn keep_synchronous_set(

@@ -15,6 +15,10 @@ use crate::member::{Server, WalPosition};
 /// The file the manager owns; `postgresql.conf` includes it last.
 const MANAGED_CONF: &str = "walarch.conf";
 
+/// Left in a former primary's data directory while it runs as a replica without having been
+/// rewound (to finish crash recovery): it must rewind before it follows another primary.
+const REWIND_MARKER: &str = "walarch.rewind-needed";
+
 /// How the manager runs its server.
 #[derive(Debug, Clone)]
 pub struct PgSettings {
@@ -130,12 +134,7 @@ impl Postgres {
         let bytes = std::fs::read(pgdata.join("global/pg_control"))
             .with_context(|| format!("reading {}/global/pg_control", pgdata.display()))?;
         let control = checkpoint_from_pg_control(&bytes)?;
-        let standby = pgdata.join("standby.signal").exists();
-        let was_primary = !standby
-            && matches!(
-                control.state,
-                ClusterState::InProduction | ClusterState::ShutDown | ClusterState::ShuttingDown
-            );
+        let was_primary = self.rewind_needed() || self.last_ran_as_primary(control.state);
         Ok(Server::Stopped {
             was_primary,
             timeline: control.timeline.get(),
@@ -148,6 +147,62 @@ impl Postgres {
                 ClusterState::ShutDown | ClusterState::ShutDownInRecovery
             ),
         })
+    }
+
+    fn last_ran_as_primary(&self, state: ClusterState) -> bool {
+        !self.settings.pgdata.join("standby.signal").exists()
+            && matches!(
+                state,
+                ClusterState::InProduction | ClusterState::ShutDown | ClusterState::ShuttingDown
+            )
+    }
+
+    /// Whether the data directory last ran as a primary and has not been rewound since.
+    pub fn rewind_needed(&self) -> bool {
+        self.settings.pgdata.join(REWIND_MARKER).exists()
+    }
+
+    /// Forgets the rewind marker (after a rewind, a fresh copy, or a promotion).
+    pub fn clear_rewind_needed(&self) -> anyhow::Result<()> {
+        match std::fs::remove_file(self.settings.pgdata.join(REWIND_MARKER)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Stops a postmaster that runs on the data directory without this manager (left by a
+    /// manager that died): a primary nobody fences is the incident this layer exists to
+    /// prevent. Immediate stop, then waits for it to exit.
+    pub async fn stop_leftover(&self) -> anyhow::Result<()> {
+        let Ok(text) = std::fs::read_to_string(self.settings.pgdata.join("postmaster.pid")) else {
+            return Ok(());
+        };
+        let Some(pid) = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok())
+            .and_then(rustix::process::Pid::from_raw)
+        else {
+            return Ok(());
+        };
+        if rustix::process::test_kill_process(pid).is_err() {
+            return Ok(());
+        }
+        tracing::warn!(
+            pid = pid.as_raw_nonzero().get(),
+            "stopping a PostgreSQL left running without its manager"
+        );
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::QUIT);
+        for _ in 0..600 {
+            if rustix::process::test_kill_process(pid).is_err() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!(
+            "a PostgreSQL left running on {} does not stop",
+            self.settings.pgdata.display()
+        )
     }
 
     /// `initdb` with data checksums, then the `pg_hba.conf` lines.
@@ -279,6 +334,15 @@ impl Postgres {
     pub async fn start(&mut self, role: StartAs) -> anyhow::Result<()> {
         if self.is_running() {
             bail!("PostgreSQL is already running");
+        }
+        if matches!(role, StartAs::Replica { .. }) && !self.rewind_needed() {
+            let control = std::fs::read(self.settings.pgdata.join("global/pg_control"))?;
+            if self.last_ran_as_primary(checkpoint_from_pg_control(&control)?.state) {
+                walarch_core::local_files::write_durably(
+                    &self.settings.pgdata.join(REWIND_MARKER),
+                    b"",
+                )?;
+            }
         }
         self.write_config(&role, &self.synchronous_standby_names)?;
         self.upstream = match &role {
