@@ -475,16 +475,15 @@ impl World {
                     clean: false,
                 }
             }
-            Action::AcquireLease => {
-                if reachable {
-                    self.renew(i);
-                    if self.nodes[i].renewed_at.is_some() && self.store.leader.is_none() {
-                        self.store.leader = Some((me, self.nodes[i].lease.unwrap()));
-                        self.store.revision += 1;
-                        self.nodes[i].leader = true;
-                    }
+            Action::AcquireLease if reachable => {
+                self.renew(i);
+                if self.nodes[i].renewed_at.is_some() && self.store.leader.is_none() {
+                    self.store.leader = Some((me, self.nodes[i].lease.unwrap()));
+                    self.store.revision += 1;
+                    self.nodes[i].leader = true;
                 }
             }
+            Action::AcquireLease => {}
             Action::ReleaseLease => {
                 if reachable && self.store.leader.as_ref().is_some_and(|(n, _)| *n == me) {
                     self.store.leader = None;
@@ -492,17 +491,16 @@ impl World {
                 }
                 self.nodes[i].leader = false;
             }
-            Action::Bootstrap => {
-                if reachable && !self.store.initialized {
-                    self.store.initialized = true;
-                    let node = &mut self.nodes[i];
-                    node.pg = Pg::Primary;
-                    node.timeline = 1;
-                    node.log.clear();
-                    node.standby_names.clear();
-                    node.configured = None;
-                }
+            Action::Bootstrap if reachable && !self.store.initialized => {
+                self.store.initialized = true;
+                let node = &mut self.nodes[i];
+                node.pg = Pg::Primary;
+                node.timeline = 1;
+                node.log.clear();
+                node.standby_names.clear();
+                node.configured = None;
             }
+            Action::Bootstrap => {}
             Action::StartPrimary => {
                 let names = self.strict_names(i, view);
                 let node = &mut self.nodes[i];
@@ -581,7 +579,6 @@ impl World {
                     };
                 }
             }
-            _ => {}
         }
     }
 
