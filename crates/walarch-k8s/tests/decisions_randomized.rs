@@ -675,13 +675,12 @@ impl World {
     }
 
     fn write_and_acknowledge(&mut self) {
-        if let Some(p) = (0..self.nodes.len()).find(|&p| self.serving(p)) {
-            if self.rng.chance(300_000) {
-                let id = self.next_write;
-                self.next_write += 1;
-                self.nodes[p].log.push(id);
-                self.pending.push((id, p));
-            }
+        let writer = (0..self.nodes.len()).find(|&p| self.serving(p));
+        if let (Some(p), true) = (writer, self.rng.chance(300_000)) {
+            let id = self.next_write;
+            self.next_write += 1;
+            self.nodes[p].log.push(id);
+            self.pending.push((id, p));
         }
         let mut still = Vec::new();
         for (id, p) in std::mem::take(&mut self.pending) {
