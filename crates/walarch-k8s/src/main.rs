@@ -12,6 +12,7 @@ use walarch_core::store::RepoLocation;
 use walarch_k8s::instance::{self, InstanceConfig, postgres::PgSettings};
 use walarch_k8s::leadership::Coordination;
 use walarch_k8s::leadership::etcd::{EtcdCoordination, EtcdLocation};
+use walarch_k8s::leadership::kubernetes::KubeCoordination;
 use walarch_k8s::member::Timings;
 
 #[derive(Debug, Parser)]
@@ -31,7 +32,7 @@ enum Command {
     Instance(Box<InstanceArgs>),
     /// The cluster as the coordination store sees it.
     Status {
-        /// etcd://HOST:PORT[,HOST:PORT...]/PREFIX
+        /// etcd://HOST:PORT[,HOST:PORT...]/PREFIX, or `kubernetes` (in a pod)
         #[arg(long)]
         coordination: String,
         /// Cluster name.
@@ -54,7 +55,8 @@ struct InstanceArgs {
     /// The data directory.
     #[arg(long)]
     pgdata: PathBuf,
-    /// etcd://HOST:PORT[,HOST:PORT...]/PREFIX
+    /// etcd://HOST:PORT[,HOST:PORT...]/PREFIX, or `kubernetes` (a Lease named after the
+    /// cluster in the pod's namespace)
     #[arg(long)]
     coordination: String,
     /// Address of the HTTP interface (/status, /healthz, /readyz, /metrics).
@@ -176,15 +178,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cluster,
             json,
         } => {
-            let location = EtcdLocation::parse(&coordination).map_err(anyhow::Error::msg)?;
-            let store = EtcdCoordination::new(
-                &location,
-                &cluster,
-                "walarch-k8s-status",
-                Duration::from_secs(15),
-                Duration::from_secs(5),
-            );
-            let view = store.view().await?;
+            // A status reader that never publishes: its view is the store's.
+            let ttl = Duration::from_secs(15);
+            let view = match Store::parse(&coordination)? {
+                Store::Etcd(location) => {
+                    EtcdCoordination::new(
+                        &location,
+                        &cluster,
+                        "walarch-k8s-status",
+                        ttl,
+                        Duration::from_secs(5),
+                    )
+                    .view()
+                    .await?
+                }
+                Store::Kubernetes => {
+                    kubernetes_store(&cluster, "walarch-k8s-status", ttl, Duration::from_secs(5))
+                        .await?
+                        .view()
+                        .await?
+                }
+            };
             let report = walarch_k8s::status::report(&cluster, &view);
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -198,7 +212,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn run_instance(args: InstanceArgs) -> anyhow::Result<()> {
-    let location = EtcdLocation::parse(&args.coordination).map_err(anyhow::Error::msg)?;
+    let store_kind = Store::parse(&args.coordination)?;
     let timings = Timings {
         ttl: args.lease_ttl,
         renew_deadline: args.renew_deadline,
@@ -260,13 +274,6 @@ async fn run_instance(args: InstanceArgs) -> anyhow::Result<()> {
     };
     // Calls must end well within the room between the renew deadline and the TTL.
     let call_timeout = ((timings.ttl - timings.renew_deadline) / 2).min(Duration::from_secs(2));
-    let store = Arc::new(EtcdCoordination::new(
-        &location,
-        &args.cluster,
-        &args.name,
-        timings.ttl,
-        call_timeout,
-    ));
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {
@@ -278,7 +285,63 @@ async fn run_instance(args: InstanceArgs) -> anyhow::Result<()> {
         }
         on_signal.cancel();
     });
-    instance::run(config, store, cancel).await
+    match store_kind {
+        Store::Etcd(location) => {
+            let store = EtcdCoordination::new(
+                &location,
+                &args.cluster,
+                &args.name,
+                timings.ttl,
+                call_timeout,
+            );
+            instance::run(config, Arc::new(store), cancel).await
+        }
+        Store::Kubernetes => {
+            let store =
+                kubernetes_store(&args.cluster, &args.name, timings.ttl, call_timeout).await?;
+            instance::run(config, Arc::new(store), cancel).await
+        }
+    }
+}
+
+/// Where the cluster's leadership lives.
+enum Store {
+    /// `etcd://HOST:PORT[,...]/PREFIX`
+    Etcd(EtcdLocation),
+    /// `kubernetes`: Lease objects in the pod's namespace.
+    Kubernetes,
+}
+
+impl Store {
+    fn parse(url: &str) -> anyhow::Result<Store> {
+        if url == "kubernetes" {
+            return Ok(Store::Kubernetes);
+        }
+        EtcdLocation::parse(url)
+            .map(Store::Etcd)
+            .map_err(|e| anyhow::anyhow!("--coordination: {e} (or `kubernetes` in a pod)"))
+    }
+}
+
+/// The in-cluster client (service account, namespace of the pod).
+async fn kubernetes_store(
+    cluster: &str,
+    member: &str,
+    ttl: Duration,
+    call_timeout: Duration,
+) -> anyhow::Result<KubeCoordination> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in a pod, with a service account)")?;
+    let namespace = client.default_namespace().to_owned();
+    let leases = kube::Api::namespaced(client, &namespace);
+    Ok(KubeCoordination::new(
+        leases,
+        cluster,
+        member,
+        ttl,
+        call_timeout,
+    ))
 }
 
 fn shell_quote(text: &str) -> String {

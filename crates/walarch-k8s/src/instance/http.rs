@@ -148,6 +148,13 @@ pub(crate) fn render_metrics(s: &super::Status) -> String {
         "WAL files waiting for archive_command",
         s.archive.backlog as f64,
     );
+    if let Some(age) = s.last_backup_age_seconds {
+        gauge(
+            "last_backup_age_seconds",
+            "seconds since the repository's newest backup completed",
+            age,
+        );
+    }
     if let Some(age) = s.archive.last_archived_age_seconds {
         gauge(
             "archive_last_archived_age_seconds",

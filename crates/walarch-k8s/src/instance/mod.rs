@@ -67,6 +67,8 @@ pub struct Status {
     pub pg_port: u16,
     /// Archiving.
     pub archive: ArchiveStatus,
+    /// Seconds since the repository's newest backup completed (null: none, or no `--repo`).
+    pub last_backup_age_seconds: Option<f64>,
     /// Whether the member holds the leader lease and may write.
     pub lease_held: bool,
     /// Whether the coordination store answered the last round.
@@ -93,6 +95,8 @@ pub(crate) struct Shared {
     fenced_by_operator: AtomicBool,
     /// A planned switchover asked for through `POST /switchover?to=NAME`.
     switchover_to: Mutex<Option<String>>,
+    /// When the repository's newest backup completed.
+    last_backup: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
     /// Set while the manager's server runs and is healthy.
     healthy: AtomicBool,
     ready: AtomicBool,
@@ -136,6 +140,18 @@ pub async fn run<C: Coordination>(
         cancel.clone(),
     ));
 
+    let engine = match &config.repo {
+        Some(repo) => {
+            let engine = Arc::new(Engine::open(EngineConfig::new(repo.clone()))?);
+            tokio::spawn(watch_backups(
+                engine.clone(),
+                shared.clone(),
+                cancel.clone(),
+            ));
+            Some(engine)
+        }
+        None => None,
+    };
     let pg = Postgres::new(config.pg.clone());
     pg.stop_leftover().await?;
     let mut manager = Manager {
@@ -150,6 +166,9 @@ pub async fn run<C: Coordination>(
         busy: false,
         configured_sync: None,
         started,
+        engine,
+        push_worker: None,
+        cancel: cancel.clone(),
     };
     let mut ticker = tokio::time::interval(manager.config.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -184,6 +203,11 @@ struct Manager<C> {
     busy: bool,
     configured_sync: Option<Configured>,
     started: Instant,
+    /// The repository's engine (archiving and backups), when `--repo` is given.
+    engine: Option<Arc<Engine>>,
+    /// The push-ahead worker, run as a task of the manager while the primary archives.
+    push_worker: Option<tokio::task::JoinHandle<()>>,
+    cancel: CancellationToken,
 }
 
 impl<C: Coordination> Manager<C> {
@@ -230,6 +254,9 @@ impl<C: Coordination> Manager<C> {
         let may_write = self
             .member
             .may_write(lease, self.started.elapsed(), fenced_by_operator);
+        if may_write && matches!(server, Server::Primary { .. }) {
+            self.keep_push_worker();
+        }
         if let (Server::Primary { .. }, Some(view), Some(running), true) =
             (&server, &view, &running, may_write)
         {
@@ -387,6 +414,12 @@ impl<C: Coordination> Manager<C> {
             lag_bytes: leader_position.saturating_sub(replayed),
             pg_port: self.config.pg.port,
             archive,
+            last_backup_age_seconds: self
+                .shared
+                .last_backup
+                .lock()
+                .unwrap()
+                .map(|at| (chrono::Utc::now() - at).num_milliseconds() as f64 / 1000.0),
             lease_held: may_write,
             store_reachable: view.is_some(),
             uptime_seconds: self.started.elapsed().as_secs_f64(),
@@ -530,6 +563,34 @@ impl<C: Coordination> Manager<C> {
             self.watch_primary();
         }
         Ok(())
+    }
+
+    /// Keeps the push-ahead worker running as a task while segments wait for archiving:
+    /// PostgreSQL's `walarch wal-push` calls then find them stored already. The worker stops
+    /// by itself when idle (and is started again by a later round).
+    fn keep_push_worker(&mut self) {
+        let Some(engine) = self.engine.clone() else {
+            return;
+        };
+        if self.push_worker.as_ref().is_some_and(|w| !w.is_finished()) {
+            return;
+        }
+        let pg_wal = self.config.pg.pgdata.join("pg_wal");
+        let waiting = std::fs::read_dir(pg_wal.join("archive_status")).is_ok_and(|dir| {
+            dir.filter_map(Result::ok)
+                .any(|e| e.path().extension().is_some_and(|x| x == "ready"))
+        });
+        if !waiting {
+            return;
+        }
+        let cancel = self.cancel.clone();
+        self.push_worker = Some(tokio::spawn(async move {
+            match engine.run_push_worker(&pg_wal, &cancel).await {
+                Ok(Some(report)) => tracing::debug!(?report, "push-ahead worker finished"),
+                Ok(None) => {} // another worker holds the spool
+                Err(e) => tracing::warn!("push-ahead worker: {e}"),
+            }
+        }));
     }
 
     /// A planned switchover to `to`: record the choice, checkpoint, stop, archive what is left,
@@ -702,6 +763,23 @@ fn archive_status(pgdata: &std::path::Path, running: Option<&postgres::Running>)
         backlog,
         last_archived: running.and_then(|r| r.last_archived.clone()),
         last_archived_age_seconds: running.and_then(|r| r.last_archived_age_seconds),
+    }
+}
+
+/// Reads the repository's newest backup once a minute for `/status` and `/metrics`.
+async fn watch_backups(engine: Arc<Engine>, shared: Arc<Shared>, cancel: CancellationToken) {
+    loop {
+        match engine.backups().await {
+            Ok(list) => {
+                let newest = list.backups.iter().map(|b| b.completed_at).max();
+                *shared.last_backup.lock().unwrap() = newest;
+            }
+            Err(e) => tracing::debug!("listing backups: {e}"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
     }
 }
 

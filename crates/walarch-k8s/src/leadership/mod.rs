@@ -11,6 +11,7 @@
 //!   t + renew deadline (< TTL) has stopped before anyone else can acquire.
 
 pub mod etcd;
+pub mod kubernetes;
 
 use std::future::Future;
 
