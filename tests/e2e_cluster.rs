@@ -23,6 +23,7 @@ struct Setup {
     members: Vec<Member>,
     repo: std::path::PathBuf,
     walarch: std::path::PathBuf,
+    k8s: std::path::PathBuf,
 }
 
 impl Setup {
@@ -42,6 +43,7 @@ impl Setup {
             members,
             repo,
             walarch,
+            k8s,
         };
         let primary = setup.wait_healthy(Duration::from_secs(120));
         // The synchronous set settles last (the manager rewrites its configuration file for
@@ -229,9 +231,32 @@ fn failover_after_kill_9_loses_no_acknowledged_commit_and_the_old_primary_rejoin
         // The killed member comes back: archives what it had not, rewinds, follows.
         setup.members[old].start();
         setup.wait_healthy(Duration::from_secs(120));
+        let log = setup.members[old].log_text();
+        assert!(
+            log.contains("archived the old primary's remaining WAL before rewinding"),
+            "{log}"
+        );
+        assert!(
+            !log.contains("rewind failed"),
+            "pg_rewind was not enough:\n{log}"
+        );
     }
     let accepted = checker.finish();
     let primary = setup.primary().expect("a primary at the end");
+    // `walarch-k8s status --json` sees the same cluster.
+    let status = std::process::Command::new(&setup.k8s)
+        .args(["status", "--cluster", "test", "--json", "--coordination"])
+        .arg(format!("etcd://{}/walarch-test", setup.etcd.address()))
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        status["leader"],
+        setup.members[primary].name.as_str(),
+        "{status}"
+    );
+    assert_eq!(status["members"].as_array().unwrap().len(), 3, "{status}");
     // Every write a client saw acknowledged is on the final primary.
     let stored: std::collections::HashSet<i64> =
         psql(&setup.members[primary], "SELECT seq FROM checker")
@@ -557,4 +582,47 @@ fn a_planned_switchover_loses_nothing_and_a_fenced_primary_hands_over() {
         .filter(|a| !stored.contains(&a.seq))
         .collect();
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+}
+
+#[test]
+fn a_primary_whose_manager_dies_stops_with_it_and_another_member_takes_over() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut setup = Setup::start("orphan");
+    let checker = setup.checker();
+    std::thread::sleep(Duration::from_millis(1500));
+    let old = setup.primary().expect("a primary");
+    let old_name = setup.members[old].name.clone();
+    let killed_at = Instant::now();
+    setup.members[old].kill_manager();
+    // Nobody could fence a server whose manager is gone: it stops by itself.
+    let port = setup.members[old].pg_port;
+    wait_for(
+        "the orphaned primary to stop",
+        Duration::from_secs(10),
+        || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .is_err()
+                .then_some(())
+        },
+    );
+    let stopped_after = killed_at.elapsed().as_secs_f64();
+    let new = setup.wait_new_primary(old, Duration::from_secs(60));
+    let new_name = setup.members[new].name.clone();
+    wait_for(
+        "a write accepted by the new primary",
+        Duration::from_secs(60),
+        || first_accepted_after(&checker.snapshot(), &new_name, killed_at),
+    );
+    let accepted = checker.finish();
+    let late = accepted
+        .iter()
+        .filter(|a| a.member == old_name && a.at > killed_at + Duration::from_secs(1))
+        .count();
+    eprintln!(
+        "orphan: {old_name}'s server stopped {stopped_after:.2} s after its manager was killed; {new_name} took over"
+    );
+    assert_eq!(
+        late, 0,
+        "the orphaned primary accepted writes after its manager died"
+    );
 }

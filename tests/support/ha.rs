@@ -388,6 +388,14 @@ impl Member {
         }
     }
 
+    /// SIGKILLs the manager alone (its server is left to fend for itself).
+    pub fn kill_manager(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops the manager with SIGTERM (it stops its server).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -424,6 +432,11 @@ impl Member {
             "host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=1",
             self.pg_port
         )
+    }
+
+    /// The manager's whole log.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn log_tail(&self) -> String {

@@ -79,8 +79,12 @@ pub enum Server {
         /// It shut down cleanly, so `position` is exact.
         clean: bool,
     },
-    /// The manager is initializing, cloning or starting it: nothing to decide.
-    Busy,
+    /// The manager is initializing, cloning or starting it, or it runs but does not answer
+    /// yet (a standby still recovering): nothing to decide but where a standby streams from.
+    Busy {
+        /// The member a running standby is configured to stream from.
+        upstream: Option<String>,
+    },
     /// Running, accepting writes.
     Primary {
         /// Its timeline.
@@ -101,6 +105,11 @@ pub enum Server {
         /// It last ran as a primary and was started as a replica only to finish its crash
         /// recovery: it may have diverged from the next leader and must rewind first.
         was_primary: bool,
+        /// `position` covers all the WAL it holds: it has streamed since it started (a
+        /// standby replays its pg_wal before its receiver starts), or, with nothing to stream
+        /// from, its replay has stood still for a TTL. Right after a start a replica reports
+        /// only what it replayed so far, less than it may have flushed and acknowledged.
+        complete: bool,
     },
 }
 
@@ -256,7 +265,7 @@ impl Member {
                 ..
             } => Action::StopReceiver,
             Server::Replica { .. } => Action::Promote,
-            Server::Busy | Server::Primary { .. } => Action::Wait,
+            Server::Busy { .. } | Server::Primary { .. } => Action::Wait,
         }
     }
 
@@ -287,6 +296,13 @@ impl Member {
             Server::Replica {
                 was_primary: true, ..
             } => Action::Rejoin {
+                upstream: leader.to_owned(),
+            },
+            // A standby that cannot reach consistency from a dead upstream must be pointed at
+            // the new leader even before it answers queries.
+            Server::Busy {
+                upstream: Some(upstream),
+            } if upstream != leader => Action::Repoint {
                 upstream: leader.to_owned(),
             },
             Server::Replica { upstream, .. } if upstream.as_deref() != Some(leader) => {
@@ -372,15 +388,17 @@ fn may_try_to_lead_with(
     vacant_at_revision: i64,
     wins_ties: bool,
 ) -> bool {
-    // Seen: published after the vacancy began, at a position that can no longer grow (a
-    // replica: its primary is gone; a stopped server: only after a clean shutdown).
+    // Seen: published after the vacancy began (its primary is gone, so a replica's position
+    // no longer grows), at a position that covers all the WAL it holds (`position_final`: a
+    // replica that streamed since its start, a server stopped cleanly).
     let fresh: Vec<_> = view
         .members
         .iter()
         .filter(|m| m.state.name != me && m.revision > vacant_at_revision)
         .filter(|m| match m.state.role {
-            PublishedRole::Replica => true,
-            PublishedRole::Stopped | PublishedRole::Fenced => m.state.position_final,
+            PublishedRole::Replica | PublishedRole::Stopped | PublishedRole::Fenced => {
+                m.state.position_final
+            }
             PublishedRole::Primary | PublishedRole::Starting => false,
         })
         .collect();
@@ -438,7 +456,7 @@ mod tests {
                 timeline: 1,
                 received_lsn: received,
                 replayed_lsn: received,
-                position_final: role != PublishedRole::Replica,
+                position_final: true,
                 host: "127.0.0.1".into(),
                 pg_port: 5432,
                 http: String::new(),
@@ -468,6 +486,7 @@ mod tests {
             receiver_running,
             upstream: upstream.map(str::to_owned),
             was_primary: false,
+            complete: true,
         }
     }
 
@@ -891,12 +910,54 @@ mod tests {
             receiver_running: false,
             upstream: None,
             was_primary: true,
+            complete: false,
         };
         assert_eq!(
             decide(&mut a, secs(2), Some(&led), LeaseHold::NotHeld, recovered),
             Action::Rejoin {
                 upstream: "b".into()
             }
+        );
+    }
+
+    #[test]
+    fn a_replica_that_restarted_and_has_not_streamed_yet_is_not_seen() {
+        // c restarted: it reports only what it replayed so far, maybe less than it flushed
+        // (and acknowledged) before; b cannot count it toward the synchronous set.
+        let sync = SyncState {
+            members: vec!["b".into(), "c".into()],
+            quorum: 1,
+        };
+        let mut restarted = peer("c", PublishedRole::Replica, 10, 101);
+        restarted.state.position_final = false;
+        let v = view(None, vec![restarted], Some(sync));
+        let at = WalPosition {
+            received: 50,
+            replayed: 50,
+        };
+        assert!(!may_try_to_lead("b", at, &v, 100));
+    }
+
+    #[test]
+    fn a_recovering_standby_that_does_not_answer_yet_is_repointed_to_a_new_leader() {
+        let mut c = Member::new("c", T);
+        let v = view(
+            Some("b"),
+            vec![peer("b", PublishedRole::Primary, 9, 1)],
+            None,
+        );
+        let busy = |upstream: &str| Server::Busy {
+            upstream: Some(upstream.into()),
+        };
+        assert_eq!(
+            decide(&mut c, secs(1), Some(&v), LeaseHold::NotHeld, busy("a")),
+            Action::Repoint {
+                upstream: "b".into()
+            }
+        );
+        assert_eq!(
+            decide(&mut c, secs(1), Some(&v), LeaseHold::NotHeld, busy("b")),
+            Action::Wait
         );
     }
 

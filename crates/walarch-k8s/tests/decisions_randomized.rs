@@ -145,6 +145,15 @@ struct Node {
     configured: Option<Configured>,
     /// A former primary running as a replica without a rewind (the manager's marker file).
     rewind_needed: bool,
+    /// How much of `log` its server has replayed since it started: after a start a replica
+    /// reports only this until its receiver streams (everything in pg_wal is replayed first).
+    replayed: usize,
+    /// Its receiver has streamed since the server started.
+    streamed: bool,
+    /// Its replay has not moved for a TTL (as the manager measures it).
+    still_for_a_ttl: bool,
+    /// Replay position and since when it stood still (own step time).
+    still: (usize, u64),
 }
 
 impl Node {
@@ -168,6 +177,10 @@ impl Node {
             standby_names: Vec::new(),
             configured: None,
             rewind_needed: false,
+            replayed: 0,
+            streamed: false,
+            still_for_a_ttl: false,
+            still: (0, 0),
         }
     }
 
@@ -179,12 +192,25 @@ impl Node {
         self.alive && store.up && t >= self.cut_until
     }
 
+    /// What the server reports: a running replica that has not streamed since its start,
+    /// only what it replayed; otherwise all it holds.
     fn position(&self) -> WalPosition {
-        let n = self.log.len() as u64;
+        let n = match self.pg {
+            Pg::Replica { .. } if !self.streamed => self.replayed,
+            _ => self.log.len(),
+        } as u64;
         WalPosition {
             received: n,
             replayed: n,
         }
+    }
+
+    /// A server (re)starts as a replica: replay begins somewhere before the end of its WAL.
+    fn start_replica(&mut self, upstream: Option<String>, rng: &mut Rng, t: u64) {
+        self.pg = Pg::Replica { upstream };
+        self.streamed = false;
+        self.replayed = rng.below(self.log.len() as u64 + 1) as usize;
+        self.still = (self.replayed, t);
     }
 
     fn server(&self) -> Server {
@@ -206,6 +232,7 @@ impl Node {
                 receiver_running: upstream.is_some(),
                 upstream: upstream.clone(),
                 was_primary: self.rewind_needed,
+                complete: self.streamed || self.still_for_a_ttl,
             },
         }
     }
@@ -230,6 +257,8 @@ struct World {
     pending: Vec<(u64, usize)>,
     acknowledged: Vec<u64>,
     promotions: usize,
+    /// Recent decisions and their effects, for failure messages.
+    events: std::collections::VecDeque<String>,
 }
 
 impl World {
@@ -251,6 +280,7 @@ impl World {
             pending: Vec::new(),
             acknowledged: Vec::new(),
             promotions: 0,
+            events: std::collections::VecDeque::new(),
         }
     }
 
@@ -307,6 +337,8 @@ impl World {
         for i in 0..self.nodes.len() {
             if self.nodes[i].alive && self.rng.chance(300) {
                 // kill -9 of the manager and its server.
+                let line = format!("t={t} {} killed", self.nodes[i].name);
+                self.note(line);
                 let node = &mut self.nodes[i];
                 node.alive = false;
                 node.restart_at = t + 1000 + self.rng.below(8000);
@@ -407,6 +439,20 @@ impl World {
             server,
             fenced_by_operator: false,
         });
+        if action != Action::Wait {
+            let node = &self.nodes[i];
+            let line = format!(
+                "t={t} {} {:?} (log {} pos {:?} tl {}, view leader {:?} sync {:?})",
+                node.name,
+                action,
+                node.log.len(),
+                node.position().received,
+                node.timeline,
+                view.as_ref().and_then(|v| v.leader.clone()),
+                view.as_ref().and_then(|v| v.sync.clone()),
+            );
+            self.note(line);
+        }
         self.apply(i, action, view.as_ref());
         let may_write = self.nodes[i].member.may_write(lease, now, false);
         if let (true, Some(view), Pg::Primary) = (may_write, &view, &self.nodes[i].pg) {
@@ -438,9 +484,12 @@ impl World {
             name: node.name.clone(),
             role,
             timeline: node.timeline,
-            received_lsn: node.log.len() as u64,
-            replayed_lsn: node.log.len() as u64,
-            position_final: matches!(server, Server::Stopped { clean: true, .. }),
+            received_lsn: node.position().received,
+            replayed_lsn: node.position().replayed,
+            position_final: matches!(
+                server,
+                Server::Stopped { clean: true, .. } | Server::Replica { complete: true, .. }
+            ),
             host: String::new(),
             pg_port: 0,
             http: String::new(),
@@ -516,9 +565,7 @@ impl World {
                     node.log = log;
                     node.rewind_needed = false;
                     node.timeline = timeline;
-                    node.pg = Pg::Replica {
-                        upstream: Some(from),
-                    };
+                    node.start_replica(Some(from), &mut self.rng, t);
                 }
             }
             Action::StartReplica { upstream } => {
@@ -532,7 +579,7 @@ impl World {
                 ) {
                     node.rewind_needed = true;
                 }
-                node.pg = Pg::Replica { upstream };
+                node.start_replica(upstream, &mut self.rng, t);
             }
             Action::Repoint { upstream } => {
                 self.nodes[i].pg = Pg::Replica {
@@ -549,7 +596,8 @@ impl World {
                     .collect();
                 assert!(
                     missing.is_empty(),
-                    "t={t} ms: {me} promoted without acknowledged writes {missing:?}"
+                    "t={t} ms: {me} promoted without acknowledged writes {missing:?}; {}",
+                    self.describe()
                 );
                 let names = self.strict_names(i, view);
                 let node = &mut self.nodes[i];
@@ -574,26 +622,36 @@ impl World {
                     node.log.truncate(common);
                     node.rewind_needed = false;
                     node.timeline = timeline;
-                    node.pg = Pg::Replica {
-                        upstream: Some(upstream),
-                    };
+                    node.start_replica(Some(upstream), &mut self.rng, t);
                 }
             }
         }
     }
 
+    /// Keeps the last 40 events.
+    fn note(&mut self, line: String) {
+        if self.events.len() == 40 {
+            self.events.pop_front();
+        }
+        self.events.push_back(line);
+    }
+
     fn describe(&self) -> String {
-        let mut out = format!(
+        let recent: Vec<&str> = self.events.iter().map(String::as_str).collect();
+        let mut out = format!("\n{}\n", recent.join("\n"));
+        out += &format!(
             "leader {:?}, sync {:?}, initialized {}; ",
             self.store.leader, self.store.sync, self.store.initialized
         );
         for n in &self.nodes {
             out.push_str(&format!(
-                "{}: alive {} pg {:?} log {} tl {} leader {} lease {:?}; ",
+                "{}: alive {} pg {:?} log {} replayed {} streamed {} tl {} leader {} lease {:?}; ",
                 n.name,
                 n.alive,
                 n.pg,
                 n.log.len(),
+                n.replayed,
+                n.streamed,
                 n.timeline,
                 n.leader,
                 n.lease
@@ -630,12 +688,14 @@ impl World {
         ) {
             SyncStep::Keep => {}
             SyncStep::WriteRecord(record) => {
+                self.note(format!("t={} {me} sync record {record:?}", self.t));
                 if self.store.leader.as_ref().is_some_and(|(n, _)| *n == me) {
                     self.store.sync = Some(record);
                     self.store.revision += 1;
                 }
             }
             SyncStep::Configure(names) => {
+                self.note(format!("t={} {me} configure {names:?}", self.t));
                 let node = &mut self.nodes[i];
                 node.standby_names = names.clone();
                 node.configured = Some(Configured {
@@ -647,6 +707,21 @@ impl World {
     }
 
     fn replicate(&mut self) {
+        let t = self.t;
+        for node in &mut self.nodes {
+            // Replay catches up with what the server holds.
+            if node.alive && matches!(node.pg, Pg::Replica { .. }) {
+                if node.replayed < node.log.len() && self.rng.chance(500_000) {
+                    node.replayed = (node.replayed + 3).min(node.log.len());
+                }
+                if node.still.0 != node.replayed {
+                    node.still = (node.replayed, t);
+                }
+                node.still_for_a_ttl = t - node.still.1 >= TTL_MS;
+            } else {
+                node.replayed = node.log.len();
+            }
+        }
         for i in 0..self.nodes.len() {
             let Pg::Replica {
                 upstream: Some(upstream),
@@ -666,10 +741,12 @@ impl World {
                 continue;
             }
             let more = (1 + self.rng.below(3) as usize).min(self.nodes[j].log.len() - have);
-            if self.rng.chance(500_000) {
+            // The receiver starts only after pg_wal was replayed.
+            if self.nodes[i].replayed >= have && self.rng.chance(500_000) {
                 let next: Vec<u64> = self.nodes[j].log[have..have + more].to_vec();
                 self.nodes[i].log.extend(next);
                 self.nodes[i].timeline = self.nodes[j].timeline;
+                self.nodes[i].streamed = true;
             }
         }
     }
@@ -708,7 +785,7 @@ fn no_two_writers_and_no_promotion_behind_an_acknowledged_commit_under_random_fa
     let seeds: u64 = std::env::var("WALARCH_SIM_SEEDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
+        .unwrap_or(30);
     let (mut promotions, mut acknowledged) = (0, 0);
     for seed in 0..seeds {
         let mut world = World::new(seed);

@@ -169,6 +169,7 @@ pub async fn run<C: Coordination>(
         engine,
         push_worker: None,
         cancel: cancel.clone(),
+        replay_still: None,
     };
     let mut ticker = tokio::time::interval(manager.config.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -208,6 +209,8 @@ struct Manager<C> {
     /// The push-ahead worker, run as a task of the manager while the primary archives.
     push_worker: Option<tokio::task::JoinHandle<()>>,
     cancel: CancellationToken,
+    /// Where replay stood and since when (see `replay_still_for_a_ttl`).
+    replay_still: Option<(u64, Instant)>,
 }
 
 impl<C: Coordination> Manager<C> {
@@ -265,6 +268,18 @@ impl<C: Coordination> Manager<C> {
         Ok(())
     }
 
+    /// Whether replay has stood at `replayed` for a full TTL (a replica with nothing to stream
+    /// from has then replayed all the WAL it holds).
+    fn replay_still_for_a_ttl(&mut self, replayed: u64) -> bool {
+        match self.replay_still {
+            Some((at, since)) if at == replayed => since.elapsed() >= self.config.timings.ttl,
+            _ => {
+                self.replay_still = Some((replayed, Instant::now()));
+                false
+            }
+        }
+    }
+
     fn now_instant(&self) -> Instant {
         Instant::now()
     }
@@ -287,7 +302,7 @@ impl<C: Coordination> Manager<C> {
 
     async fn observe_server(&mut self) -> anyhow::Result<(Server, Option<postgres::Running>)> {
         if self.busy {
-            return Ok((Server::Busy, None));
+            return Ok((Server::Busy { upstream: None }, None));
         }
         if !self.pg.is_running() {
             self.primary_pid.store(0, Ordering::SeqCst);
@@ -305,6 +320,8 @@ impl<C: Coordination> Manager<C> {
                         receiver_running: running.receiver_running,
                         upstream: self.upstream_name.clone(),
                         was_primary: self.pg.rewind_needed(),
+                        complete: running.streamed_since_start
+                            || self.replay_still_for_a_ttl(running.replayed),
                     }
                 } else {
                     Server::Primary {
@@ -315,13 +332,21 @@ impl<C: Coordination> Manager<C> {
                 Ok((server, Some(running)))
             }
             // Running but not answering (crash recovery, overload): nothing to decide on.
-            Err(_) => Ok((Server::Busy, None)),
+            Err(_) => Ok((
+                Server::Busy {
+                    upstream: self.upstream_name.clone(),
+                },
+                None,
+            )),
         }
     }
 
     async fn publish(&self, server: &Server, view: Option<&ClusterView>, fenced: bool) {
         let _ = view;
-        let position_final = matches!(server, Server::Stopped { clean: true, .. });
+        let position_final = matches!(
+            server,
+            Server::Stopped { clean: true, .. } | Server::Replica { complete: true, .. }
+        );
         let (role, timeline, received, replayed) = match server {
             Server::Primary { timeline, lsn } => (PublishedRole::Primary, *timeline, *lsn, *lsn),
             Server::Replica {
@@ -344,7 +369,7 @@ impl<C: Coordination> Manager<C> {
                 position.received,
                 position.replayed,
             ),
-            Server::Absent | Server::Busy => (PublishedRole::Starting, 0, 0, 0),
+            Server::Absent | Server::Busy { .. } => (PublishedRole::Starting, 0, 0, 0),
         };
         let state = MemberState {
             name: self.config.name.clone(),
@@ -386,7 +411,7 @@ impl<C: Coordination> Manager<C> {
                 "fenced"
             }
             Server::Stopped { .. } => "stopped",
-            Server::Absent | Server::Busy => "starting",
+            Server::Absent | Server::Busy { .. } => "starting",
         };
         let leader_position = view
             .and_then(|v| v.leader.as_deref().and_then(|l| v.member(l)))
@@ -424,7 +449,7 @@ impl<C: Coordination> Manager<C> {
             store_reachable: view.is_some(),
             uptime_seconds: self.started.elapsed().as_secs_f64(),
         };
-        let healthy = !matches!(server, Server::Busy) || self.busy;
+        let healthy = !matches!(server, Server::Busy { .. }) || self.busy;
         self.shared.healthy.store(healthy, Ordering::SeqCst);
         let ready = match server {
             Server::Primary { .. } => may_write,

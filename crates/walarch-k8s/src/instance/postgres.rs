@@ -67,6 +67,9 @@ pub struct Running {
     pub replayed: u64,
     /// A WAL receiver is running.
     pub receiver_running: bool,
+    /// A WAL receiver has received WAL since the server started: everything in pg_wal was
+    /// replayed before it began, so `flushed` covers all WAL the server holds.
+    pub streamed_since_start: bool,
     /// Standbys streaming from this server, with their flushed LSN.
     pub streaming: Vec<(String, u64)>,
     /// The last file the archiver archived (`pg_stat_archiver`).
@@ -149,8 +152,13 @@ impl Postgres {
         })
     }
 
+    /// Whether the data directory last ran as a primary: not a standby, not a base backup
+    /// or rewound copy waiting for its first start (`backup_label`: a fresh copy's pg_control
+    /// still says "in production", as its source's did), and its pg_control says so.
     fn last_ran_as_primary(&self, state: ClusterState) -> bool {
-        !self.settings.pgdata.join("standby.signal").exists()
+        let pgdata = &self.settings.pgdata;
+        !pgdata.join("standby.signal").exists()
+            && !pgdata.join("backup_label").exists()
             && matches!(
                 state,
                 ClusterState::InProduction | ClusterState::ShutDown | ClusterState::ShuttingDown
@@ -242,8 +250,9 @@ impl Postgres {
     /// Rewinds the (stopped) data directory to `host:port`'s timeline, fetching WAL it
     /// lacks through `restore_command`.
     pub async fn rewind_from(&self, host: &str, port: u16) -> anyhow::Result<()> {
-        // pg_rewind reads restore_command from the configuration: write it first.
-        self.write_config(&StartAs::Replica { upstream: None }, "")?;
+        // pg_rewind reads restore_command from the configuration: write it first, without
+        // standby.signal (pg_rewind's single-user crash recovery refuses standby mode).
+        self.write_config(&StartAs::Primary, "")?;
         let source = format!("host={host} port={port} user=postgres dbname=postgres");
         let mut cmd = Command::new(self.program("pg_rewind"));
         cmd.arg("--target-pgdata")
@@ -353,7 +362,26 @@ impl Postgres {
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let child = Command::new(self.program("postgres"))
+        // The postmaster must not outlive its manager: a primary nobody fences could keep
+        // writing after the lease went to another member. util-linux's setpriv asks the
+        // kernel to send it SIGQUIT (immediate shutdown) when the manager dies, then execs
+        // postgres in place (same pid). The manager's runtime threads, which spawn it, live
+        // as long as the manager.
+        let mut command = match which_setpriv() {
+            Some(setpriv) => {
+                let mut c = Command::new(setpriv);
+                c.args(["--pdeathsig", "QUIT", "--"])
+                    .arg(self.program("postgres"));
+                c
+            }
+            None => {
+                tracing::warn!(
+                    "setpriv (util-linux) not found: PostgreSQL would survive a killed manager"
+                );
+                Command::new(self.program("postgres"))
+            }
+        };
+        let child = command
             .arg("-D")
             .arg(&self.settings.pgdata)
             .stdin(Stdio::null())
@@ -476,9 +504,14 @@ impl Postgres {
         self.upstream.as_ref()
     }
 
+    /// SIGHUP to the postmaster, as `pg_ctl reload` does: works while a standby still
+    /// recovers and refuses connections.
     async fn reload(&self) -> anyhow::Result<()> {
-        let client = self.connect().await?;
-        client.execute("SELECT pg_reload_conf()", &[]).await?;
+        let pid = self
+            .pid()
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+            .context("PostgreSQL is not running")?;
+        rustix::process::kill_process(pid, rustix::process::Signal::HUP)?;
         Ok(())
     }
 
@@ -533,7 +566,8 @@ impl Postgres {
                                            (SELECT timeline_id FROM pg_control_checkpoint()))
                              ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
                         END,
-                        (SELECT count(*) FROM pg_stat_wal_receiver WHERE pid IS NOT NULL)",
+                        (SELECT count(*) FROM pg_stat_wal_receiver WHERE pid IS NOT NULL),
+                        pg_is_in_recovery() AND pg_last_wal_receive_lsn() IS NOT NULL",
                 &[],
             )
             .await?;
@@ -543,6 +577,7 @@ impl Postgres {
             replayed: row.get::<_, Option<&str>>(2).map_or(0, parse_lsn),
             timeline: row.get::<_, i32>(3) as u32,
             receiver_running: row.get::<_, i64>(4) > 0,
+            streamed_since_start: row.get(5),
             streaming: Vec::new(),
             last_archived: None,
             last_archived_age_seconds: None,
@@ -572,6 +607,13 @@ impl Postgres {
         }
         Ok(running)
     }
+}
+
+fn which_setpriv() -> Option<PathBuf> {
+    ["/usr/bin/setpriv", "/bin/setpriv"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
 }
 
 fn parse_lsn(text: &str) -> u64 {

@@ -30,9 +30,11 @@ pub struct MemberState {
     pub received_lsn: u64,
     /// WAL replayed (a primary: its insert position).
     pub replayed_lsn: u64,
-    /// For a stopped server: it shut down cleanly, so its position is its exact end of WAL
-    /// (after a crash only a lower bound is known, and the member does not count as seen
-    /// when others decide who may lead).
+    /// The published position covers all the WAL the member holds: a replica that has
+    /// streamed since it started (it replayed its pg_wal first), or whose replay stood still
+    /// for a TTL with nothing to stream from; a server stopped by a clean shutdown. Others
+    /// (just restarted, crashed) report only a lower bound and do not count as seen when
+    /// members decide who may lead.
     #[serde(default)]
     pub position_final: bool,
     /// Where peers connect to its PostgreSQL.
