@@ -25,7 +25,8 @@ pub fn running_as_root() -> bool {
     String::from_utf8_lossy(&out.stdout).trim() == "0"
 }
 
-/// A scratch directory the PostgreSQL OS user can use; removed on drop.
+/// A scratch directory the PostgreSQL OS user can use; removed on drop (unless
+/// `WALARCH_KEEP_SCRATCH` is set).
 #[derive(Debug)]
 pub struct Scratch {
     dir: tempfile::TempDir,
@@ -37,6 +38,11 @@ impl Scratch {
             .prefix(&format!("walarch-e2e-{label}-"))
             .tempdir_in("/tmp")
             .expect("create scratch dir");
+        let mut dir = dir;
+        // WALARCH_KEEP_SCRATCH=1 keeps it (and its logs) for a look after a failure.
+        if std::env::var_os("WALARCH_KEEP_SCRATCH").is_some() {
+            dir.disable_cleanup(true);
+        }
         let scratch = Scratch { dir };
         scratch.give_to_postgres(scratch.path());
         scratch

@@ -219,8 +219,7 @@ impl<C: Coordination> Manager<C> {
         let view = self.store.view().await.ok();
         let lease = self.lease_hold(view.as_ref());
         let fenced_by_operator = self.shared.fenced_by_operator.load(Ordering::SeqCst);
-        self.publish(&server, view.as_ref(), fenced_by_operator)
-            .await;
+        self.publish(&server, fenced_by_operator).await;
         self.update_status(&server, running.as_ref(), view.as_ref(), lease);
 
         let requested = self.shared.switchover_to.lock().unwrap().take();
@@ -341,8 +340,7 @@ impl<C: Coordination> Manager<C> {
         }
     }
 
-    async fn publish(&self, server: &Server, view: Option<&ClusterView>, fenced: bool) {
-        let _ = view;
+    async fn publish(&self, server: &Server, fenced: bool) {
         let position_final = matches!(
             server,
             Server::Stopped { clean: true, .. } | Server::Replica { complete: true, .. }
@@ -495,6 +493,8 @@ impl<C: Coordination> Manager<C> {
                 }
             }
             Action::ReleaseLease => {
+                // Fenced by an operator (stopped cleanly): let the replicas receive the end.
+                self.wait_for_replicas_to_receive_everything().await;
                 self.store.release().await?;
                 self.lease.lock().unwrap().leader = false;
             }
@@ -527,6 +527,14 @@ impl<C: Coordination> Manager<C> {
                 .await?;
             }
             Action::StartReplica { upstream } => {
+                // A former primary started as a replica without a rewind (crash recovery in a
+                // vacancy) must rewind before it follows anyone: remember that on disk.
+                if let Ok(Server::Stopped {
+                    was_primary: true, ..
+                }) = self.pg.stopped_state()
+                {
+                    self.pg.mark_rewind_needed()?;
+                }
                 let address = upstream.as_deref().and_then(|u| self.peer_address(view, u));
                 self.start(StartAs::Replica { upstream: address }, upstream)
                     .await?;
@@ -644,10 +652,47 @@ impl<C: Coordination> Manager<C> {
             let archived = archive_leftovers(repo, &self.config.pg.pgdata).await?;
             tracing::info!(archived, "switchover: the rest of the WAL is archived");
         }
+        self.wait_for_replicas_to_receive_everything().await;
         self.store.release().await?;
         self.lease.lock().unwrap().leader = false;
         self.configured_sync = None;
         Ok(())
+    }
+
+    /// After a clean stop, before giving the lease up: waits (at most a TTL) until every
+    /// replica has published a position at or past this server's shutdown checkpoint. The
+    /// WAL was sent before the stop finished, but a replica may still be flushing it: a
+    /// vacancy that began now would compare positions that are still growing, and whoever
+    /// led might lack the last records another replica has (a divergence pg_rewind would have
+    /// to repair).
+    async fn wait_for_replicas_to_receive_everything(&self) {
+        let Ok(Server::Stopped {
+            position,
+            clean: true,
+            ..
+        }) = self.pg.stopped_state()
+        else {
+            return;
+        };
+        let deadline = Instant::now() + self.config.timings.ttl;
+        while Instant::now() < deadline {
+            let behind: Vec<String> = match self.store.view().await {
+                Ok(view) => view
+                    .members
+                    .iter()
+                    .filter(|m| m.state.role == PublishedRole::Replica)
+                    .filter(|m| m.state.received_lsn < position.received)
+                    .map(|m| m.state.name.clone())
+                    .collect(),
+                Err(_) => return,
+            };
+            if behind.is_empty() {
+                return;
+            }
+            tracing::debug!(?behind, "waiting for replicas to receive the last WAL");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::warn!("replicas did not report the last WAL within a TTL; stepping down anyway");
     }
 
     /// `synchronous_standby_names` for a server about to accept writes: the recorded set

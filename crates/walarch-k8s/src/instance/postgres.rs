@@ -170,6 +170,13 @@ impl Postgres {
         self.settings.pgdata.join(REWIND_MARKER).exists()
     }
 
+    /// Marks the (stopped) data directory as a former primary about to run as a replica
+    /// without a rewind (to finish its crash recovery).
+    pub fn mark_rewind_needed(&self) -> anyhow::Result<()> {
+        walarch_core::local_files::write_durably(&self.settings.pgdata.join(REWIND_MARKER), b"")?;
+        Ok(())
+    }
+
     /// Forgets the rewind marker (after a rewind, a fresh copy, or a promotion).
     pub fn clear_rewind_needed(&self) -> anyhow::Result<()> {
         match std::fs::remove_file(self.settings.pgdata.join(REWIND_MARKER)) {
@@ -254,6 +261,26 @@ impl Postgres {
         // standby.signal (pg_rewind's single-user crash recovery refuses standby mode).
         self.write_config(&StartAs::Primary, "")?;
         let source = format!("host={host} port={port} user=postgres dbname=postgres");
+        // pg_rewind takes the source's timeline from its pg_control, which a freshly promoted
+        // server updates only at its next checkpoint: without one, the rewound directory
+        // asks for the new timeline with a recovery point on the old one and never starts.
+        let (client, connection) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_postgres::connect(
+                &format!("{source} connect_timeout=5"),
+                tokio_postgres::NoTls,
+            ),
+        )
+        .await
+        .context("connecting to the rewind source timed out")??;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client
+            .execute("CHECKPOINT", &[])
+            .await
+            .context("CHECKPOINT on the rewind source")?;
+        drop(client);
         let mut cmd = Command::new(self.program("pg_rewind"));
         cmd.arg("--target-pgdata")
             .arg(&self.settings.pgdata)
@@ -343,15 +370,6 @@ impl Postgres {
     pub async fn start(&mut self, role: StartAs) -> anyhow::Result<()> {
         if self.is_running() {
             bail!("PostgreSQL is already running");
-        }
-        if matches!(role, StartAs::Replica { .. }) && !self.rewind_needed() {
-            let control = std::fs::read(self.settings.pgdata.join("global/pg_control"))?;
-            if self.last_ran_as_primary(checkpoint_from_pg_control(&control)?.state) {
-                walarch_core::local_files::write_durably(
-                    &self.settings.pgdata.join(REWIND_MARKER),
-                    b"",
-                )?;
-            }
         }
         self.write_config(&role, &self.synchronous_standby_names)?;
         self.upstream = match &role {
