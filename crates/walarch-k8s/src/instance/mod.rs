@@ -152,7 +152,7 @@ pub async fn run<C: Coordination>(
         }
         None => None,
     };
-    let pg = Postgres::new(config.pg.clone());
+    let pg = Postgres::new(config.pg.clone(), Some(primary_pid.clone()));
     pg.stop_leftover().await?;
     let mut manager = Manager {
         member: Member::new(config.name.clone(), config.timings),
@@ -555,12 +555,13 @@ impl<C: Coordination> Manager<C> {
                 self.pg
                     .set_synchronous_standby_names_in_recovery(names)
                     .await?;
+                // Watched from before it can accept writes.
+                self.watch_primary();
                 self.busy = true;
                 let result = self.pg.promote().await;
                 self.busy = false;
                 result?;
                 self.configured_sync = None;
-                self.watch_primary();
                 self.pg.clear_rewind_needed()?;
                 tracing::info!("promoted");
             }

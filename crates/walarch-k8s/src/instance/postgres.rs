@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -82,15 +84,18 @@ pub struct Running {
 #[derive(Debug)]
 pub struct Postgres {
     settings: PgSettings,
+    watchdog: Option<Arc<AtomicU32>>,
     child: Option<Child>,
     upstream: Option<(String, u16)>,
     synchronous_standby_names: String,
 }
 
 impl Postgres {
-    /// A supervisor for `settings`; nothing is started.
-    pub fn new(settings: PgSettings) -> Postgres {
+    /// A supervisor for `settings`; nothing is started. `watchdog` receives the postmaster's
+    /// pid the moment a primary is spawned (see `instance::fence_watchdog`).
+    pub fn new(settings: PgSettings, watchdog: Option<Arc<AtomicU32>>) -> Postgres {
         Postgres {
+            watchdog,
             settings,
             child: None,
             upstream: None,
@@ -408,6 +413,11 @@ impl Postgres {
             .kill_on_drop(false)
             .spawn()
             .context("starting postgres")?;
+        // A primary is under the fencing watchdog from its first moment, not from when it
+        // answers: a slow start must not outlast the lease unwatched.
+        if let (StartAs::Primary, Some(watch), Some(pid)) = (&role, &self.watchdog, child.id()) {
+            watch.store(pid, std::sync::atomic::Ordering::SeqCst);
+        }
         self.child = Some(child);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         loop {
