@@ -333,9 +333,15 @@ impl Member {
             Server::Stopped { clean: false, .. } => {
                 return Action::StartReplica { upstream: None };
             }
-            Server::Replica { position, .. } | Server::Stopped { position, .. } => *position,
+            Server::Replica {
+                position, timeline, ..
+            }
+            | Server::Stopped {
+                position, timeline, ..
+            } => (*timeline, *position),
             _ => return Action::Wait,
         };
+        let (timeline, position) = position;
         let (vacant_at_revision, vacant_since) = self.vacancy.unwrap_or((view.revision, now));
         let vacant_for = now.saturating_sub(vacant_since);
         // A planned switchover gives its chosen member the first TTL of the vacancy (then
@@ -346,8 +352,14 @@ impl Member {
             .filter(|_| vacant_for < self.timings.ttl)
         {
             return if chosen == self.name
-                && may_try_to_lead_with(&self.name, position, view, vacant_at_revision, true)
-            {
+                && may_try_to_lead_with(
+                    &self.name,
+                    timeline,
+                    position,
+                    view,
+                    vacant_at_revision,
+                    true,
+                ) {
                 Action::AcquireLease
             } else {
                 Action::Wait
@@ -356,7 +368,7 @@ impl Member {
         if vacant_for < self.timings.failover_delay {
             return Action::Wait;
         }
-        if may_try_to_lead(&self.name, position, view, vacant_at_revision) {
+        if may_try_to_lead(&self.name, timeline, position, view, vacant_at_revision) {
             Action::AcquireLease
         } else {
             Action::Wait
@@ -370,19 +382,25 @@ impl Member {
 /// `k - n + 1` of the `k` members of the synchronous set (quorum `n`), counting itself —
 /// every acknowledged commit is on `n` of them, so any `k - n + 1` include one that has it,
 /// and the most advanced of those has it too.
+///
+/// `timeline` is the candidate's; positions on different timelines are not ordered by it yet:
+/// a replica whose receiver stopped publishes its last checkpoint's timeline, which can be
+/// older than the WAL it holds, so ordering by timeline first stalled failovers.
 pub fn may_try_to_lead(
     me: &str,
+    timeline: u32,
     position: WalPosition,
     view: &ClusterView,
     vacant_at_revision: i64,
 ) -> bool {
-    may_try_to_lead_with(me, position, view, vacant_at_revision, false)
+    may_try_to_lead_with(me, timeline, position, view, vacant_at_revision, false)
 }
 
 /// [`may_try_to_lead`], where `wins_ties` makes `me` win against peers at the same position
 /// (the member a switchover chose).
 fn may_try_to_lead_with(
     me: &str,
+    _timeline: u32,
     position: WalPosition,
     view: &ClusterView,
     vacant_at_revision: i64,
@@ -822,12 +840,14 @@ mod tests {
         // ANY 1 of {b, c}: b alone may not lead (c may hold a commit b lacks).
         assert!(!may_try_to_lead(
             "b",
+            1,
             at,
             &with(fresh(&[]), set(&["b", "c"], 1)),
             100
         ));
         assert!(may_try_to_lead(
             "b",
+            1,
             at,
             &with(fresh(&["c"]), set(&["b", "c"], 1)),
             100
@@ -835,6 +855,7 @@ mod tests {
         // ANY 2 of {b, c, d}: two of three suffice.
         assert!(may_try_to_lead(
             "b",
+            1,
             at,
             &with(fresh(&["d"]), set(&["b", "c", "d"], 2)),
             100
@@ -842,12 +863,14 @@ mod tests {
         // A member outside the set that sees the whole set may lead (it is more advanced).
         assert!(may_try_to_lead(
             "x",
+            1,
             at,
             &with(fresh(&["b", "c"]), set(&["b", "c"], 1)),
             100
         ));
         assert!(!may_try_to_lead(
             "x",
+            1,
             at,
             &with(fresh(&["b"]), set(&["b", "c"], 1)),
             100
@@ -855,6 +878,7 @@ mod tests {
         // Asynchronous: anyone most advanced.
         assert!(may_try_to_lead(
             "b",
+            1,
             at,
             &with(fresh(&[]), set(&["b", "c"], 0)),
             100
@@ -876,13 +900,13 @@ mod tests {
             replayed: 50,
         };
         assert!(
-            !may_try_to_lead("b", at, &v, 100),
+            !may_try_to_lead("b", 1, at, &v, 100),
             "a may hold commits nobody else has"
         );
         crashed.state.position_final = true;
         let members = vec![crashed, peer("c", PublishedRole::Replica, 10, 102)];
         let v = view(None, members, Some(sync));
-        assert!(may_try_to_lead("b", at, &v, 100));
+        assert!(may_try_to_lead("b", 1, at, &v, 100));
     }
 
     #[test]
@@ -935,7 +959,7 @@ mod tests {
             received: 50,
             replayed: 50,
         };
-        assert!(!may_try_to_lead("b", at, &v, 100));
+        assert!(!may_try_to_lead("b", 1, at, &v, 100));
     }
 
     #[test]

@@ -170,6 +170,7 @@ pub async fn run<C: Coordination>(
         push_worker: None,
         cancel: cancel.clone(),
         replay_still: None,
+        last_view: None,
     };
     let mut ticker = tokio::time::interval(manager.config.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -211,12 +212,17 @@ struct Manager<C> {
     cancel: CancellationToken,
     /// Where replay stood and since when (see `replay_still_for_a_ttl`).
     replay_still: Option<(u64, Instant)>,
+    /// The store's last view (for settings derived from it while acting).
+    last_view: Option<ClusterView>,
 }
 
 impl<C: Coordination> Manager<C> {
     async fn round(&mut self) -> anyhow::Result<()> {
         let (server, running) = self.observe_server().await?;
         let view = self.store.view().await.ok();
+        if view.is_some() {
+            self.last_view = view.clone();
+        }
         let lease = self.lease_hold(view.as_ref());
         let fenced_by_operator = self.shared.fenced_by_operator.load(Ordering::SeqCst);
         self.publish(&server, fenced_by_operator).await;
@@ -495,8 +501,9 @@ impl<C: Coordination> Manager<C> {
             Action::ReleaseLease => {
                 // Fenced by an operator (stopped cleanly): let the replicas receive the end.
                 self.wait_for_replicas_to_receive_everything().await;
-                self.store.release().await?;
+                // Not the leader from here on, whether or not the release gets through.
                 self.lease.lock().unwrap().leader = false;
+                self.store.release().await?;
             }
             Action::Bootstrap => {
                 self.busy = true;
@@ -587,6 +594,12 @@ impl<C: Coordination> Manager<C> {
 
     async fn start(&mut self, role: StartAs, upstream: Option<String>) -> anyhow::Result<()> {
         let primary = role == StartAs::Primary;
+        if !primary {
+            // A replica carries the strict setting from its start (it has no effect during
+            // recovery), so a promotion never runs even briefly without it.
+            let names = self.strict_standby_names(self.last_view.as_ref());
+            self.pg.set_standby_names_before_start(names);
+        }
         self.busy = true;
         let result = self.pg.start(role).await;
         self.busy = false;
@@ -654,9 +667,9 @@ impl<C: Coordination> Manager<C> {
             tracing::info!(archived, "switchover: the rest of the WAL is archived");
         }
         self.wait_for_replicas_to_receive_everything().await;
-        self.store.release().await?;
         self.lease.lock().unwrap().leader = false;
         self.configured_sync = None;
+        self.store.release().await?;
         Ok(())
     }
 

@@ -150,10 +150,9 @@ impl Postgres {
                 received: control.checkpoint.as_u64(),
                 replayed: control.checkpoint.as_u64(),
             },
-            clean: matches!(
-                control.state,
-                ClusterState::ShutDown | ClusterState::ShutDownInRecovery
-            ),
+            // Only a primary's clean shutdown ends its WAL at its checkpoint; a standby's
+            // last restartpoint can be far behind what it flushed.
+            clean: control.state == ClusterState::ShutDown,
         })
     }
 
@@ -512,14 +511,19 @@ impl Postgres {
         let client = self.connect().await?;
         // pg_reload_conf only signals; wait until this backend sees the new value, which
         // the walsenders and committers read at the same reload.
-        for _ in 0..100 {
+        let mut live = false;
+        for _ in 0..250 {
             let row = client
                 .query_one("SELECT current_setting('synchronous_standby_names')", &[])
                 .await?;
             if row.get::<_, String>(0) == self.synchronous_standby_names {
+                live = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !live {
+            bail!("synchronous_standby_names did not take effect within 5 s");
         }
         let row = client
             .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])

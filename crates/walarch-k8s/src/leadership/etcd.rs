@@ -141,7 +141,9 @@ impl EtcdCoordination {
         if let Some(id) = *lease {
             return Ok(id);
         }
-        let ttl_secs = self.ttl.as_secs().max(1) as i64;
+        // Rounded up: etcd counts whole seconds, and a lease shorter than the configured TTL
+        // could expire before the holder's renew deadline.
+        let ttl_secs = self.ttl.as_secs_f64().ceil().max(1.0) as i64;
         let mut client = self.client().await?;
         let granted = self
             .bounded("granting a lease", client.lease_grant(ttl_secs, None))
@@ -245,7 +247,11 @@ impl Coordination for EtcdCoordination {
         if ttl > 0 {
             Ok(Renewal::Renewed)
         } else {
-            *self.lease.lock().await = None;
+            // Forget only the lease that expired: a late answer must not wipe a newer one.
+            let mut current = self.lease.lock().await;
+            if *current == Some(lease) {
+                *current = None;
+            }
             Ok(Renewal::Lost)
         }
     }
