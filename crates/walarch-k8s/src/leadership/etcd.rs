@@ -116,6 +116,26 @@ impl EtcdCoordination {
         Ok(connected)
     }
 
+    /// Runs `op` in a transaction that succeeds only while this member holds the leader key
+    /// (and every one of `also` holds): the records only the leader may write.
+    async fn as_holder<const N: usize>(
+        &self,
+        what: &str,
+        also: [Compare; N],
+        op: TxnOp,
+    ) -> Result<bool, CoordinationError> {
+        let leader = self.key("leader");
+        let mut compares = vec![Compare::value(
+            leader.as_bytes(),
+            CompareOp::Equal,
+            self.member.as_bytes(),
+        )];
+        compares.extend(also);
+        let txn = Txn::new().when(compares).and_then([op]);
+        let mut client = self.client().await?;
+        Ok(self.bounded(what, client.txn(txn)).await?.succeeded())
+    }
+
     fn key(&self, rest: &str) -> String {
         format!("{}{rest}", self.root)
     }
@@ -125,14 +145,7 @@ impl EtcdCoordination {
         what: &str,
         call: impl Future<Output = Result<T, etcd_client::Error>>,
     ) -> Result<T, CoordinationError> {
-        match tokio::time::timeout(self.call_timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(CoordinationError::Unreachable(format!("{what}: {e}"))),
-            Err(_) => Err(CoordinationError::Unreachable(format!(
-                "{what}: no answer within {:?}",
-                self.call_timeout
-            ))),
-        }
+        super::bounded(self.call_timeout, what, call).await
     }
 
     /// The member's lease, granted now if it has none.
@@ -258,16 +271,12 @@ impl Coordination for EtcdCoordination {
 
     async fn release(&self) -> Result<(), CoordinationError> {
         let leader = self.key("leader");
-        let txn = Txn::new()
-            .when([Compare::value(
-                leader.as_bytes(),
-                CompareOp::Equal,
-                self.member.as_bytes(),
-            )])
-            .and_then([TxnOp::delete(leader.as_bytes(), None)]);
-        let mut client = self.client().await?;
-        self.bounded("releasing the leader lease", client.txn(txn))
-            .await?;
+        self.as_holder(
+            "releasing the leader lease",
+            [],
+            TxnOp::delete(leader.as_bytes(), None),
+        )
+        .await?;
         Ok(())
     }
 
@@ -291,70 +300,45 @@ impl Coordination for EtcdCoordination {
     async fn set_sync(&self, sync: &SyncState) -> Result<bool, CoordinationError> {
         let value =
             serde_json::to_vec(sync).map_err(|e| CoordinationError::Invalid(e.to_string()))?;
-        let leader = self.key("leader");
-        let txn = Txn::new()
-            .when([Compare::value(
-                leader.as_bytes(),
-                CompareOp::Equal,
-                self.member.as_bytes(),
-            )])
-            .and_then([TxnOp::put(self.key("sync"), value, None)]);
-        let mut client = self.client().await?;
-        let response = self
-            .bounded("writing the synchronous set", client.txn(txn))
-            .await?;
-        Ok(response.succeeded())
+        self.as_holder(
+            "writing the synchronous set",
+            [],
+            TxnOp::put(self.key("sync"), value, None),
+        )
+        .await
     }
 
     async fn request_switchover(&self, to: &str) -> Result<bool, CoordinationError> {
-        let leader = self.key("leader");
-        let txn = Txn::new()
-            .when([Compare::value(
-                leader.as_bytes(),
-                CompareOp::Equal,
-                self.member.as_bytes(),
-            )])
-            .and_then([TxnOp::put(self.key("switchover"), to, None)]);
-        let mut client = self.client().await?;
-        let response = self
-            .bounded("recording the switchover", client.txn(txn))
-            .await?;
-        Ok(response.succeeded())
+        self.as_holder(
+            "recording the switchover",
+            [],
+            TxnOp::put(self.key("switchover"), to, None),
+        )
+        .await
     }
 
     async fn clear_switchover(&self) -> Result<(), CoordinationError> {
-        let leader = self.key("leader");
-        let txn = Txn::new()
-            .when([Compare::value(
-                leader.as_bytes(),
-                CompareOp::Equal,
-                self.member.as_bytes(),
-            )])
-            .and_then([TxnOp::delete(self.key("switchover"), None)]);
-        let mut client = self.client().await?;
-        self.bounded("removing the switchover record", client.txn(txn))
-            .await?;
+        self.as_holder(
+            "removing the switchover record",
+            [],
+            TxnOp::delete(self.key("switchover"), None),
+        )
+        .await?;
         Ok(())
     }
 
     async fn initialize(&self, system_id: &str) -> Result<bool, CoordinationError> {
-        let leader = self.key("leader");
         let initialize = self.key("initialize");
-        let txn = Txn::new()
-            .when([
-                Compare::value(leader.as_bytes(), CompareOp::Equal, self.member.as_bytes()),
-                Compare::create_revision(initialize.as_bytes(), CompareOp::Equal, 0),
-            ])
-            .and_then([TxnOp::put(
+        self.as_holder(
+            "recording the cluster's initialization",
+            [Compare::create_revision(
                 initialize.as_bytes(),
-                system_id.as_bytes(),
-                None,
-            )]);
-        let mut client = self.client().await?;
-        let response = self
-            .bounded("recording the cluster's initialization", client.txn(txn))
-            .await?;
-        Ok(response.succeeded())
+                CompareOp::Equal,
+                0,
+            )],
+            TxnOp::put(initialize.as_bytes(), system_id.as_bytes(), None),
+        )
+        .await
     }
 }
 

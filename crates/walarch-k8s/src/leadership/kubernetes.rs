@@ -123,14 +123,7 @@ impl KubeCoordination {
         what: &str,
         call: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<T, CoordinationError> {
-        match tokio::time::timeout(self.call_timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(CoordinationError::Unreachable(format!("{what}: {e}"))),
-            Err(_) => Err(CoordinationError::Unreachable(format!(
-                "{what}: no answer within {:?}",
-                self.call_timeout
-            ))),
-        }
+        super::bounded(self.call_timeout, what, call).await
     }
 
     /// Like `bounded`, but a 409 (someone else changed the object first) or 404 comes back

@@ -117,6 +117,22 @@ pub enum CoordinationError {
     Invalid(String),
 }
 
+/// Runs a store call with a deadline: a partitioned member must learn in time to fence.
+/// Both a failure and a missed deadline mean "unreachable".
+pub(crate) async fn bounded<T, E: std::fmt::Display>(
+    deadline: std::time::Duration,
+    what: &str,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, CoordinationError> {
+    match tokio::time::timeout(deadline, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(CoordinationError::Unreachable(format!("{what}: {e}"))),
+        Err(_) => Err(CoordinationError::Unreachable(format!(
+            "{what}: no answer within {deadline:?}"
+        ))),
+    }
+}
+
 /// Outcome of a lease renewal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Renewal {
