@@ -133,8 +133,10 @@ async fn list_folders(
     repo: &Repository,
     ids: &[BackupId],
 ) -> Result<Vec<(Path, u64)>, RetentionError> {
-    let listings: Vec<Vec<ObjectMeta>> = futures::stream::iter(ids)
-        .map(|id| async move {
+    // Owned ids: a closure over borrowed ones makes the future !Send for the compiler in
+    // generic callers (a spawned task, a controller's stream).
+    let listings: Vec<Vec<ObjectMeta>> = futures::stream::iter(ids.iter().cloned())
+        .map(|id: BackupId| async move {
             let folder = keys::backup_dir(id.as_str());
             repo.store()
                 .list(Some(&folder))
