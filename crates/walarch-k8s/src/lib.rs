@@ -11,5 +11,6 @@
 pub mod instance;
 pub mod leadership;
 pub mod member;
+pub mod operator;
 pub mod status;
 pub mod synchronous;

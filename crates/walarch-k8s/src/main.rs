@@ -42,6 +42,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the Kubernetes operator (in-cluster, or with the current kubeconfig).
+    Operator,
+    /// Print the CustomResourceDefinitions as YAML (deploy/crds/walarch.io.yaml).
+    Crdgen,
 }
 
 #[derive(Debug, clap::Args)]
@@ -173,6 +177,14 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Crdgen => {
+            print!("{}", walarch_k8s::operator::crdgen::render()?);
+            Ok(())
+        }
+        Command::Operator => {
+            let client = kube::Client::try_default().await?;
+            walarch_k8s::operator::run(client).await
+        }
         Command::Status {
             coordination,
             cluster,

@@ -478,6 +478,7 @@ mod tests {
                 host: "127.0.0.1".into(),
                 pg_port: 5432,
                 http: String::new(),
+                archive_backlog: None,
             },
             revision,
         }

@@ -493,6 +493,7 @@ impl World {
             host: String::new(),
             pg_port: 0,
             http: String::new(),
+            archive_backlog: None,
         };
         self.store.revision += 1;
         self.store

@@ -385,6 +385,7 @@ impl<C: Coordination> Manager<C> {
             host: self.config.pg.host.clone(),
             pg_port: self.config.pg.port,
             http: self.config.http.to_string(),
+            archive_backlog: Some(archive_status(&self.config.pg.pgdata, None).backlog),
         };
         if let Err(e) = self.store.publish(&state).await {
             tracing::debug!("publishing state: {e}");

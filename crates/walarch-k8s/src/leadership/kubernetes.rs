@@ -31,11 +31,11 @@ use super::{
     ClusterView, Coordination, CoordinationError, MemberState, Published, Renewal, SyncState,
 };
 
-const CLUSTER_LABEL: &str = "walarch.io/cluster";
-const STATE: &str = "walarch.io/state";
-const SYNC: &str = "walarch.io/sync";
-const SWITCHOVER: &str = "walarch.io/switchover";
-const INITIALIZED: &str = "walarch.io/initialized";
+pub(crate) const CLUSTER_LABEL: &str = "walarch.io/cluster";
+pub(crate) const STATE: &str = "walarch.io/state";
+pub(crate) const SYNC: &str = "walarch.io/sync";
+pub(crate) const SWITCHOVER: &str = "walarch.io/switchover";
+pub(crate) const INITIALIZED: &str = "walarch.io/initialized";
 
 /// One member's handle on the cluster's Lease objects.
 pub struct KubeCoordination {
@@ -230,7 +230,7 @@ impl KubeCoordination {
     }
 }
 
-fn annotation<'a>(lease: &'a Lease, key: &str) -> Option<&'a str> {
+pub(crate) fn annotation<'a>(lease: &'a Lease, key: &str) -> Option<&'a str> {
     lease
         .metadata
         .annotations

@@ -43,6 +43,9 @@ pub struct MemberState {
     pub pg_port: u16,
     /// Its manager's HTTP address.
     pub http: String,
+    /// WAL segments waiting for archive_command (`.ready` files); absent from older members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_backlog: Option<u64>,
 }
 
 /// A member's role as published.

@@ -1,0 +1,152 @@
+//! The operator's own use of the engine: a Cluster's repository opened from its spec, the
+//! checks a spec must pass before anything is created (a clone never archives into its
+//! source), and the recovery plan checked before a recovery cluster gets pods.
+
+use walarch_core::recovery::{self, RecoveryTarget, TargetSpec, TimelineChoice};
+use walarch_core::store::{CloudSettings, RepoLocation};
+use walarch_core::{CancellationToken, CheckedPlan, Engine, EngineConfig};
+
+use super::resources::{ClusterSpec, RecoverySpec, RecoveryTargetSpec, RepositorySpec};
+
+/// Why a Cluster's spec is refused, before any object is created; `None` when it is sound.
+/// The CRD's CEL rules say the same where CEL can; this also covers API servers without CEL
+/// and what CEL cannot compare (a repository nested in another one).
+pub fn refusal(spec: &ClusterSpec) -> Option<String> {
+    if let Some(sync) = spec.synchronous_replicas
+        && sync >= spec.instances
+    {
+        return Some(format!(
+            "synchronousReplicas {sync} needs at least {} instances, the spec has {}",
+            sync + 1,
+            spec.instances
+        ));
+    }
+    if spec.lease.renew_deadline_seconds >= spec.lease.ttl_seconds {
+        return Some(format!(
+            "lease.renewDeadlineSeconds ({}) must be shorter than lease.ttlSeconds ({})",
+            spec.lease.renew_deadline_seconds, spec.lease.ttl_seconds
+        ));
+    }
+    if let Some(repo) = &spec.repository
+        && let Err(e) = RepoLocation::parse(&repo.url)
+    {
+        return Some(format!("spec.repository.url: {e}"));
+    }
+    let bootstrap = spec.bootstrap.as_ref()?;
+    let recovery = match (&bootstrap.initdb, &bootstrap.recovery) {
+        (Some(_), Some(_)) => {
+            return Some("bootstrap takes exactly one of initdb and recovery".into());
+        }
+        (_, None) => return None,
+        (None, Some(recovery)) => recovery,
+    };
+    let source = match RepoLocation::parse(&recovery.source.url) {
+        Ok(source) => source,
+        Err(e) => return Some(format!("spec.bootstrap.recovery.source.url: {e}")),
+    };
+    if let Err(e) = target_spec(recovery.recovery_target.as_ref()) {
+        return Some(format!("spec.bootstrap.recovery.recoveryTarget: {e}"));
+    }
+    if let Some(repo) = &spec.repository
+        && let Ok(archive) = RepoLocation::parse(&repo.url)
+        && overlap(&source, &archive)
+    {
+        return Some(format!(
+            "a recovery cluster must not archive into its source's repository: {archive} \
+             {} {source}; give spec.repository a new location (the source is only read)",
+            if archive == source { "is" } else { "overlaps" },
+        ));
+    }
+    None
+}
+
+/// Whether two repositories share objects: the same location, or one inside the other.
+pub fn overlap(a: &RepoLocation, b: &RepoLocation) -> bool {
+    let (a, b) = (a.to_string(), b.to_string());
+    let a = a.trim_end_matches('/');
+    let b = b.trim_end_matches('/');
+    a == b || a.starts_with(&format!("{b}/")) || b.starts_with(&format!("{a}/"))
+}
+
+/// The engine's target for a `recoveryTarget` (none: the end of the archive).
+pub fn target_spec(target: Option<&RecoveryTargetSpec>) -> Result<TargetSpec, String> {
+    let Some(t) = target else {
+        return Ok(TargetSpec::default());
+    };
+    let given = [
+        t.target_time.is_some(),
+        t.target_lsn.is_some(),
+        t.target_xid.is_some(),
+        t.target_name.is_some(),
+        t.target_immediate == Some(true),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
+        return Err(
+            "give at most one of targetTime, targetLSN, targetXID, targetName, targetImmediate"
+                .into(),
+        );
+    }
+    let target = if let Some(time) = &t.target_time {
+        RecoveryTarget::Time(recovery::parse_time(time).map_err(|e| e.to_string())?)
+    } else if let Some(lsn) = &t.target_lsn {
+        RecoveryTarget::Lsn(lsn.parse().map_err(|e| format!("targetLSN {lsn}: {e}"))?)
+    } else if let Some(xid) = &t.target_xid {
+        RecoveryTarget::Xid(recovery::parse_xid(xid).map_err(|e| e.to_string())?)
+    } else if let Some(name) = &t.target_name {
+        recovery::check_name(name).map_err(|e| e.to_string())?;
+        RecoveryTarget::Name(name.clone())
+    } else if t.target_immediate == Some(true) {
+        RecoveryTarget::Immediate
+    } else {
+        RecoveryTarget::Latest
+    };
+    let timeline = match &t.target_tli {
+        Some(text) => recovery::parse_timeline(text).map_err(|e| e.to_string())?,
+        None => TimelineChoice::Latest,
+    };
+    Ok(TargetSpec {
+        target,
+        timeline,
+        inclusive: t.exclusive != Some(true),
+    })
+}
+
+/// Opens `repo` for reading, with the variables of its credentials Secret.
+pub fn open(repo: &RepositorySpec, secret_vars: Vec<(String, String)>) -> Result<Engine, String> {
+    let location = RepoLocation::parse(&repo.url).map_err(|e| e.to_string())?;
+    let mut config = EngineConfig::new(location);
+    config.store.s3.endpoint = repo.s3_endpoint.clone();
+    config.store.s3.region = repo.s3_region.clone();
+    config.store.cloud = CloudSettings::from_vars(secret_vars);
+    if let Some(parallelism) = repo.parallelism {
+        config.parallelism = parallelism as usize;
+    }
+    Engine::open(config).map_err(|e| e.to_string())
+}
+
+/// Plans the recovery `recovery` asks for, reading its source repository: the error names
+/// what is missing (a backup, a segment, a timeline, WAL up to the target).
+pub async fn check_recovery(
+    recovery: &RecoverySpec,
+    secret_vars: Vec<(String, String)>,
+) -> Result<CheckedPlan, String> {
+    let spec = target_spec(recovery.recovery_target.as_ref())?;
+    let backup = match &recovery.backup_id {
+        Some(id) => Some(id.parse().map_err(|e| format!("backupId {id}: {e}"))?),
+        None => None,
+    };
+    let engine = open(&recovery.source, secret_vars)?;
+    engine
+        .plan(&spec, backup.as_ref(), &CancellationToken::new())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// One line for a checked plan: the backup and where replay stops.
+pub fn describe(plan: &CheckedPlan) -> String {
+    let plan = plan.plan();
+    format!(
+        "recovery to {} from backup {} replays {} WAL segments on timeline {}",
+        plan.target, plan.backup.id, plan.wal_segments, plan.target_timeline
+    )
+}
