@@ -626,3 +626,207 @@ fn a_primary_whose_manager_dies_stops_with_it_and_another_member_takes_over() {
         "the orphaned primary accepted writes after its manager died"
     );
 }
+
+/// What the operator asks of instance managers, with real servers: a backup taken on a
+/// replica through `POST /backups`, and a new cluster bootstrapped from the repository at a
+/// point in time (a PITR clone) that archives into its own repository, with pg_wal on a
+/// separate directory, while the source repository stays untouched.
+#[test]
+fn a_replica_backs_up_on_request_and_a_clone_bootstraps_from_the_repository_at_a_target() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("cluster-clone");
+    let etcd = Etcd::start(&scratch);
+    let source_repo = scratch.subdir("repo");
+    let walarch = walarch_binary(&scratch);
+    let k8s = walarch_k8s_binary(&scratch);
+    let mut members: Vec<Member> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            Member::new(
+                &scratch,
+                &k8s,
+                name,
+                &etcd.address(),
+                &source_repo,
+                &walarch,
+                1,
+            )
+        })
+        .collect();
+    let (primary, replica) = wait_for(
+        "a primary and a streaming replica",
+        Duration::from_secs(120),
+        || {
+            let roles: Vec<Option<String>> = members.iter().map(Member::role).collect();
+            match (roles[0].as_deref(), roles[1].as_deref()) {
+                (Some("primary"), Some("replica")) => Some((0, 1)),
+                (Some("replica"), Some("primary")) => Some((1, 0)),
+                _ => None,
+            }
+        },
+    );
+    psql(&members[primary], "CREATE TABLE t (id int)");
+    psql(
+        &members[primary],
+        "INSERT INTO t SELECT generate_series(1, 100)",
+    );
+
+    // The operator's backup, on the replica.
+    let http = members[replica].http.clone();
+    let (code, body) =
+        walarch_tests::ha::http_request(&http, "POST", "/backups?name=nightly-1").unwrap();
+    assert_eq!(code, 202, "{body}");
+    let (code, _) = walarch_tests::ha::http_request(&http, "POST", "/backups?name=other").unwrap();
+    assert_eq!(code, 409, "one backup at a time");
+    let state = wait_for("the backup to complete", Duration::from_secs(120), || {
+        let (_, body) = walarch_tests::ha::http_get(&http, "/backups/nightly-1")?;
+        let state: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (state["phase"] != "running").then_some(state)
+    });
+    assert_eq!(
+        state["phase"],
+        "completed",
+        "{state}\n{}",
+        members[replica].log_tail()
+    );
+    let backup_id = state["backup_id"].as_str().unwrap().to_owned();
+    let (code, _) = walarch_tests::ha::http_get(&http, "/backups/never-asked").unwrap();
+    assert_eq!(code, 404);
+    let listed = walarch_tests::walarch(
+        &walarch,
+        &[],
+        &["--repo", source_repo.to_str().unwrap(), "--json", "backups"],
+    );
+    assert_eq!(listed.code, 0, "{listed:?}");
+    assert!(listed.stdout.contains(&backup_id), "{listed:?}");
+    assert!(
+        listed.stdout.contains("\"from_standby\":true"),
+        "taken on the replica: {listed:?}"
+    );
+
+    // A point in time between two batches of rows.
+    std::thread::sleep(Duration::from_millis(1100));
+    let target = psql(
+        &members[primary],
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') || 'Z'",
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    psql(
+        &members[primary],
+        "INSERT INTO t SELECT generate_series(101, 200)",
+    );
+    let segment = psql(
+        &members[primary],
+        "SELECT pg_walfile_name(pg_current_wal_lsn())",
+    );
+    psql(&members[primary], "SELECT pg_switch_wal()");
+    wait_for("the last segment archived", Duration::from_secs(60), || {
+        let archived = psql(
+            &members[primary],
+            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+        );
+        (archived.as_str() >= segment.as_str()).then_some(())
+    });
+    for member in &mut members {
+        member.stop();
+    }
+    let source_before = walarch_tests::files_below(&source_repo);
+
+    // The clone refuses its source's repository before it starts anything.
+    let refused = std::process::Command::new(&k8s)
+        .args(["instance", "--name", "x", "--cluster", "clone", "--pgdata"])
+        .arg(scratch.path().join("never"))
+        .args([
+            "--coordination",
+            &format!("etcd://{}/walarch-test", etcd.address()),
+        ])
+        .args([
+            "--http",
+            "127.0.0.1:1",
+            "--walarch-bin",
+            walarch.to_str().unwrap(),
+        ])
+        .args(["--repo", source_repo.to_str().unwrap()])
+        .args(["--recover-from", source_repo.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("archives into a new repository"),
+        "{stderr}"
+    );
+    assert!(!scratch.path().join("never").exists());
+
+    let clone_repo = scratch.subdir("clone-repo");
+    let waldir = scratch.subdir("x-wal");
+    scratch.give_to_postgres(&waldir);
+    let clone = Member::with_options(
+        &scratch,
+        &k8s,
+        "x",
+        "clone",
+        &etcd.address(),
+        &clone_repo,
+        &walarch,
+        0,
+        &[
+            "--recover-from".into(),
+            source_repo.display().to_string(),
+            "--recovery-target-time".into(),
+            target.clone(),
+            "--waldir".into(),
+            waldir.display().to_string(),
+        ],
+        Some("clone-secret"),
+    );
+    wait_for(
+        "the clone to recover and lead",
+        Duration::from_secs(120),
+        || (clone.role().as_deref() == Some("primary")).then_some(()),
+    );
+    assert_eq!(
+        psql(&clone, "SELECT count(*) FROM t"),
+        "100",
+        "the rows before {target} only"
+    );
+    // The restore's recovery settings are gone: no later start stops at the old target or
+    // fetches from the source.
+    let auto = std::fs::read_to_string(clone.pgdata.join("postgresql.auto.conf")).unwrap();
+    assert!(!auto.contains("recovery_target_time"), "{auto}");
+    assert!(!auto.contains("restore_command"), "{auto}");
+    assert!(psql(&clone, "SHOW restore_command").contains(clone_repo.to_str().unwrap()));
+    assert_eq!(
+        std::fs::read_link(clone.pgdata.join("pg_wal")).unwrap(),
+        waldir
+    );
+    // The clone writes and archives into its own repository; the source is as it was.
+    psql(&clone, "INSERT INTO t VALUES (-1)");
+    let segment = psql(&clone, "SELECT pg_walfile_name(pg_current_wal_lsn())");
+    psql(&clone, "SELECT pg_switch_wal()");
+    wait_for(
+        "the clone's segment archived",
+        Duration::from_secs(60),
+        || {
+            let archived = psql(
+                &clone,
+                "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+            );
+            (archived.as_str() >= segment.as_str()).then_some(())
+        },
+    );
+    let clone_files = walarch_tests::files_below(&clone_repo);
+    assert!(
+        clone_files
+            .iter()
+            .any(|f| f.to_string_lossy().contains(&segment)),
+        "{segment} in the clone's repository: {clone_files:?}"
+    );
+    assert_eq!(
+        walarch_tests::files_below(&source_repo),
+        source_before,
+        "the source repository is untouched"
+    );
+    drop(clone);
+    drop(members);
+}

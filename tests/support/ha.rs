@@ -276,6 +276,8 @@ pub struct Member {
     bin: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// The password of `postgres` (the manager's PGPASSWORD), if any.
+    pub password: Option<String>,
 }
 
 impl Member {
@@ -289,6 +291,34 @@ impl Member {
         walarch_bin: &Path,
         sync_replicas: u32,
     ) -> Member {
+        Member::with_options(
+            scratch,
+            bin,
+            name,
+            "test",
+            etcd,
+            repo,
+            walarch_bin,
+            sync_replicas,
+            &[],
+            None,
+        )
+    }
+
+    /// A member of cluster `cluster` with `extra` arguments for its manager.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_options(
+        scratch: &Scratch,
+        bin: &Path,
+        name: &str,
+        cluster: &str,
+        etcd: &str,
+        repo: &Path,
+        walarch_bin: &Path,
+        sync_replicas: u32,
+        extra: &[String],
+        password: Option<&str>,
+    ) -> Member {
         let relay = Relay::start(etcd.to_owned());
         let dir = scratch.subdir(name);
         let pgdata = dir.join("data");
@@ -299,7 +329,7 @@ impl Member {
             "--name",
             name,
             "--cluster",
-            "test",
+            cluster,
             "--pgdata",
             &pgdata.display().to_string(),
             "--coordination",
@@ -316,20 +346,34 @@ impl Member {
             &walarch_bin.display().to_string(),
             "--sync-replicas",
             &sync_replicas.to_string(),
-            "--hba",
-            "host all all 127.0.0.1/32 trust",
-            "--hba",
-            "host replication all 127.0.0.1/32 trust",
             "--set",
             "fsync=off",
         ]
         .iter()
         .map(|s| s.to_string())
         .chain(
+            // With a password, peers and clients authenticate with it (as in Kubernetes);
+            // without, the loopback is trusted.
+            if password.is_some() {
+                [
+                    "host all all 127.0.0.1/32 scram-sha-256",
+                    "host replication all 127.0.0.1/32 scram-sha-256",
+                ]
+            } else {
+                [
+                    "host all all 127.0.0.1/32 trust",
+                    "host replication all 127.0.0.1/32 trust",
+                ]
+            }
+            .into_iter()
+            .flat_map(|line| ["--hba".to_owned(), line.to_owned()]),
+        )
+        .chain(
             TEST_TIMINGS
                 .iter()
                 .flat_map(|(k, v)| [k.to_string(), v.to_string()]),
         )
+        .chain(extra.iter().cloned())
         .collect();
         let mut member = Member {
             name: name.to_owned(),
@@ -341,6 +385,7 @@ impl Member {
             bin: bin.to_owned(),
             log: dir.join("manager.log"),
             child: None,
+            password: password.map(str::to_owned),
         };
         member.start();
         member
@@ -362,6 +407,10 @@ impl Member {
         if let Some((uid, gid)) = postgres_ids() {
             cmd.uid(uid).gid(gid).env("HOME", "/var/lib/postgresql");
         }
+        match &self.password {
+            Some(password) => cmd.env("PGPASSWORD", password),
+            None => cmd.env_remove("PGPASSWORD"),
+        };
         self.child = Some(cmd.spawn().expect("start walarch-k8s instance"));
     }
 
@@ -428,8 +477,13 @@ impl Member {
     }
 
     pub fn conninfo(&self) -> String {
+        let password = self
+            .password
+            .as_ref()
+            .map(|p| format!(" password={p}"))
+            .unwrap_or_default();
         format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=1",
+            "host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=1{password}",
             self.pg_port
         )
     }

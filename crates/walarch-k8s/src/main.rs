@@ -8,12 +8,15 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+use walarch_core::codec::{Codec, Compression};
 use walarch_core::store::RepoLocation;
-use walarch_k8s::instance::{self, InstanceConfig, postgres::PgSettings};
+use walarch_core::store::{CloudSettings, S3Options, StoreOptions};
+use walarch_k8s::instance::{self, InstanceConfig, RecoveryBootstrap, postgres::PgSettings};
 use walarch_k8s::leadership::Coordination;
 use walarch_k8s::leadership::etcd::{EtcdCoordination, EtcdLocation};
 use walarch_k8s::leadership::kubernetes::KubeCoordination;
 use walarch_k8s::member::Timings;
+use walarch_k8s::operator::resources::RecoveryTargetSpec;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -102,6 +105,91 @@ struct InstanceArgs {
     /// A pg_hba.conf line put first when the cluster is initialized, repeatable.
     #[arg(long = "hba")]
     hba: Vec<String>,
+    /// Keep pg_wal in this directory (a separate volume) instead of the data directory.
+    #[arg(long)]
+    waldir: Option<PathBuf>,
+    /// Bootstrap the cluster by recovering from this repository (read only) instead of
+    /// initdb; --repo must be another repository.
+    #[arg(long, value_name = "URL")]
+    recover_from: Option<String>,
+    /// The backup the recovery bootstrap starts from (default: the one the target calls for).
+    #[arg(long, value_name = "ID", requires = "recover_from")]
+    recovery_backup: Option<String>,
+    /// Recover to this time (with a zone).
+    #[arg(long, value_name = "TIME", requires = "recover_from")]
+    recovery_target_time: Option<String>,
+    /// Recover to this LSN.
+    #[arg(long, value_name = "LSN", requires = "recover_from")]
+    recovery_target_lsn: Option<String>,
+    /// Recover to this transaction's commit.
+    #[arg(long, value_name = "XID", requires = "recover_from")]
+    recovery_target_xid: Option<String>,
+    /// Recover to this restore point.
+    #[arg(long, value_name = "NAME", requires = "recover_from")]
+    recovery_target_name: Option<String>,
+    /// `immediate`: stop as soon as the backup is consistent.
+    #[arg(long, value_name = "immediate", value_parser = ["immediate"], requires = "recover_from")]
+    recovery_target: Option<String>,
+    /// The timeline to follow: latest (default), current or a number.
+    #[arg(long, value_name = "TLI", requires = "recover_from")]
+    recovery_target_timeline: Option<String>,
+    /// Whether recovery stops just after the target (true, default) or just before it.
+    #[arg(long, value_name = "BOOL", requires = "recover_from")]
+    recovery_target_inclusive: Option<bool>,
+    /// Compression of the manager's backups: zstd (default), gzip or none.
+    #[arg(long, env = "WALARCH_COMPRESSION", default_value = "zstd")]
+    compression: String,
+    /// An S3-compatible endpoint (MinIO, Ceph).
+    #[arg(long, env = "WALARCH_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// The S3 region.
+    #[arg(long, env = "WALARCH_S3_REGION")]
+    s3_region: Option<String>,
+    /// Allow an http:// S3 endpoint.
+    #[arg(long, env = "WALARCH_S3_ALLOW_HTTP")]
+    s3_allow_http: Option<bool>,
+}
+
+/// The recovery bootstrap the flags ask for, checked (target, and a repository to archive
+/// into that is not the source).
+fn recovery_bootstrap(
+    args: &InstanceArgs,
+    repo: Option<&RepoLocation>,
+) -> anyhow::Result<Option<RecoveryBootstrap>> {
+    let Some(source) = &args.recover_from else {
+        return Ok(None);
+    };
+    let source = RepoLocation::parse(source).context("--recover-from")?;
+    if let Some(repo) = repo
+        && walarch_k8s::operator::repository::overlap(&source, repo)
+    {
+        anyhow::bail!(
+            "--repo {repo} shares objects with --recover-from {source}: a recovered cluster \
+             archives into a new repository (the source is only read)"
+        );
+    }
+    let target = RecoveryTargetSpec {
+        target_time: args.recovery_target_time.clone(),
+        target_lsn: args.recovery_target_lsn.clone(),
+        target_xid: args.recovery_target_xid.clone(),
+        target_name: args.recovery_target_name.clone(),
+        target_immediate: args.recovery_target.as_ref().map(|_| true),
+        target_tli: args.recovery_target_timeline.clone(),
+        exclusive: args.recovery_target_inclusive.map(|inclusive| !inclusive),
+    };
+    let target = walarch_k8s::operator::repository::target_spec(Some(&target))
+        .map_err(anyhow::Error::msg)?;
+    let backup = args
+        .recovery_backup
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .context("--recovery-backup")?;
+    Ok(Some(RecoveryBootstrap {
+        source,
+        backup,
+        target,
+    }))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -237,15 +325,17 @@ async fn run_instance(args: InstanceArgs) -> anyhow::Result<()> {
         .map(RepoLocation::parse)
         .transpose()
         .context("--repo")?;
-    let walarch_bin = match (&repo, args.walarch_bin) {
-        (None, _) => None,
-        (Some(_), Some(bin)) => Some(bin),
-        (Some(_), None) => Some(
+    let recovery = recovery_bootstrap(&args, repo.as_ref())?;
+    let needs_walarch = repo.is_some() || recovery.is_some();
+    let walarch_bin = match (needs_walarch, args.walarch_bin.clone()) {
+        (false, _) => None,
+        (true, Some(bin)) => Some(bin),
+        (true, None) => Some(
             std::env::current_exe()?
                 .parent()
                 .map(|d| d.join("walarch"))
                 .filter(|p| p.is_file())
-                .context("--repo needs the walarch binary: give --walarch-bin (it is not beside walarch-k8s)")?,
+                .context("--repo and --recover-from need the walarch binary: give --walarch-bin (it is not beside walarch-k8s)")?,
         ),
     };
     let (archive_command, restore_command) = match (&args.repo, &walarch_bin) {
@@ -277,11 +367,25 @@ async fn run_instance(args: InstanceArgs) -> anyhow::Result<()> {
             hba: args.hba,
             archive_command,
             restore_command,
+            waldir: args.waldir.clone(),
         },
         timings,
         sync_replicas: args.sync_replicas,
         http: args.http,
         tick: args.tick,
+        store: StoreOptions {
+            s3: S3Options {
+                endpoint: args.s3_endpoint.clone(),
+                region: args.s3_region.clone(),
+                allow_http: args.s3_allow_http,
+                ..S3Options::default()
+            },
+            cloud: CloudSettings::from_vars(std::env::vars()),
+            ..StoreOptions::default()
+        },
+        compression: Compression::new(args.compression.parse::<Codec>()?, None)?,
+        walarch_bin,
+        recovery,
         repo,
     };
     // Calls must end well within the room between the renew deadline and the TTL.

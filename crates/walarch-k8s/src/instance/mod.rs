@@ -16,7 +16,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
-use walarch_core::{Engine, EngineConfig, store::RepoLocation};
+use walarch_core::backup::BackupSelector;
+use walarch_core::codec::Compression;
+use walarch_core::recovery::TargetSpec;
+use walarch_core::store::{RepoLocation, StoreOptions};
+use walarch_core::{Engine, EngineConfig, RestoreCommand, RestoreRequest, TargetAction};
 
 use crate::leadership::{ClusterView, Coordination, MemberState, PublishedRole, Renewal};
 use crate::member::{Action, LeaseHold, Member, Observation, Server, Timings};
@@ -42,6 +46,57 @@ pub struct InstanceConfig {
     pub tick: Duration,
     /// The repository WAL is archived into (and fetched from).
     pub repo: Option<RepoLocation>,
+    /// How the manager's own engine reaches stores (endpoint, credentials, timeouts).
+    pub store: StoreOptions,
+    /// How the manager's backups are compressed.
+    pub compression: Compression,
+    /// The walarch binary PostgreSQL runs as archive_command/restore_command.
+    pub walarch_bin: Option<PathBuf>,
+    /// Bootstrap the cluster by recovering from a repository instead of `initdb`.
+    pub recovery: Option<RecoveryBootstrap>,
+}
+
+impl InstanceConfig {
+    /// An engine configuration for `repo` with the manager's store settings.
+    pub fn engine_config(&self, repo: RepoLocation) -> EngineConfig {
+        let mut config = EngineConfig::new(repo);
+        config.store = self.store.clone();
+        config.compression = self.compression;
+        config
+    }
+}
+
+/// A recovery bootstrap: the first member restores `backup` (or the one the target calls for)
+/// from `source` and recovers to `target`; the cluster then archives into its own repository.
+#[derive(Debug, Clone)]
+pub struct RecoveryBootstrap {
+    /// The repository recovered from (only read).
+    pub source: RepoLocation,
+    /// The backup to start from.
+    pub backup: Option<BackupSelector>,
+    /// Where recovery stops.
+    pub target: TargetSpec,
+}
+
+/// A backup the manager takes for the operator (`POST /backups`, `GET /backups/NAME`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct BackupState {
+    /// The Backup object's name.
+    pub name: String,
+    /// `running`, `completed` or `failed`.
+    pub phase: String,
+    /// The repository's id (once completed).
+    #[serde(default)]
+    pub backup_id: Option<String>,
+    /// Where its WAL starts.
+    #[serde(default)]
+    pub begin_lsn: Option<String>,
+    /// Where its WAL ends.
+    #[serde(default)]
+    pub end_lsn: Option<String>,
+    /// Why it failed.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// `GET /status`.
@@ -100,6 +155,13 @@ pub(crate) struct Shared {
     /// Set while the manager's server runs and is healthy.
     healthy: AtomicBool,
     ready: AtomicBool,
+    /// What backups need: the engine and the server's connection (with `--repo`).
+    backup_source: Mutex<Option<(Arc<Engine>, tokio_postgres::Config)>>,
+    /// The backups taken for the operator since the manager started, by name.
+    backups: Mutex<std::collections::BTreeMap<String, BackupState>>,
+    /// Where the leader's server listens, as last seen (a replica's backup asks it to finish
+    /// its WAL segment).
+    leader_address: Mutex<Option<(String, u16)>>,
 }
 
 /// When the member's last successful renewal was *sent* (the lease lives at least TTL from
@@ -142,7 +204,7 @@ pub async fn run<C: Coordination>(
 
     let engine = match &config.repo {
         Some(repo) => {
-            let engine = Arc::new(Engine::open(EngineConfig::new(repo.clone()))?);
+            let engine = Arc::new(Engine::open(config.engine_config(repo.clone()))?);
             tokio::spawn(watch_backups(
                 engine.clone(),
                 shared.clone(),
@@ -154,6 +216,12 @@ pub async fn run<C: Coordination>(
     };
     let pg = Postgres::new(config.pg.clone(), Some(primary_pid.clone()));
     pg.stop_leftover().await?;
+    if pg.discard_unfinished_bootstrap()? {
+        tracing::warn!("a recovery bootstrap did not finish: starting it over");
+    }
+    if let Some(engine) = &engine {
+        *shared.backup_source.lock().unwrap() = Some((engine.clone(), pg.local_connection()));
+    }
     let mut manager = Manager {
         member: Member::new(config.name.clone(), config.timings),
         pg,
@@ -432,6 +500,10 @@ impl<C: Coordination> Manager<C> {
             _ => (0, 0, 0),
         };
         let archive = archive_status(&self.config.pg.pgdata, running);
+        *self.shared.leader_address.lock().unwrap() = view
+            .and_then(|v| v.leader.as_deref())
+            .filter(|leader| *leader != self.config.name)
+            .and_then(|leader| self.peer_address(view, leader));
         let mut status = self.shared.status.lock().unwrap();
         *status = Status {
             name: self.config.name.clone(),
@@ -664,7 +736,11 @@ impl<C: Coordination> Manager<C> {
         self.busy = false;
         stopped?;
         if let Some(repo) = &self.config.repo {
-            let archived = archive_leftovers(repo, &self.config.pg.pgdata).await?;
+            let archived = archive_leftovers(
+                self.config.engine_config(repo.clone()),
+                &self.config.pg.pgdata,
+            )
+            .await?;
             tracing::info!(archived, "switchover: the rest of the WAL is archived");
         }
         self.wait_for_replicas_to_receive_everything().await;
@@ -734,7 +810,10 @@ impl<C: Coordination> Manager<C> {
     }
 
     async fn bootstrap(&mut self) -> anyhow::Result<()> {
-        self.pg.initdb().await?;
+        match self.config.recovery.clone() {
+            None => self.pg.initdb().await?,
+            Some(recovery) => self.restore_for_bootstrap(&recovery).await?,
+        }
         // Commits wait for a replica from the first one on (strict synchronous mode).
         self.pg
             .start_with_standby_names(synchronous::standby_names_setting(
@@ -743,6 +822,11 @@ impl<C: Coordination> Manager<C> {
             ))
             .await?;
         self.watch_primary();
+        if self.config.recovery.is_some() {
+            self.pg.wait_until_promoted().await?;
+            self.pg.finish_recovery_bootstrap().await?;
+            tracing::info!("recovered and promoted: the cluster archives into its own repository");
+        }
         let bytes = std::fs::read(self.config.pg.pgdata.join("global/pg_control"))?;
         let system_id = walarch_core::wal::system_id_from_pg_control(&bytes)?;
         if !self.store.initialize(&system_id.get().to_string()).await? {
@@ -752,11 +836,65 @@ impl<C: Coordination> Manager<C> {
         Ok(())
     }
 
+    /// Restores the data directory from the recovery source: planned first (an unreachable
+    /// target fails here, before anything is written), restored beside the data directory and
+    /// moved into place whole, marked until the recovered server is promoted.
+    async fn restore_for_bootstrap(&mut self, recovery: &RecoveryBootstrap) -> anyhow::Result<()> {
+        let source = Engine::open(self.config.engine_config(recovery.source.clone()))?;
+        let plan = source
+            .plan(&recovery.target, recovery.backup.as_ref(), &self.cancel)
+            .await
+            .context("planning the recovery bootstrap")?;
+        tracing::info!(
+            backup = %plan.plan().backup.id,
+            target = %plan.plan().target,
+            "restoring for the recovery bootstrap"
+        );
+        let pgdata = self.config.pg.pgdata.clone();
+        let staging = pgdata.with_extension("restoring");
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging)?;
+        }
+        let program = self
+            .config
+            .walarch_bin
+            .clone()
+            .context("a recovery bootstrap needs the walarch binary (--walarch-bin)")?;
+        let mut request = RestoreRequest::new(
+            &staging,
+            RestoreCommand::Walarch {
+                program,
+                config_file: None,
+            },
+        );
+        request.target_action = Some(TargetAction::Promote);
+        source
+            .restore(
+                &plan,
+                request,
+                Arc::new(walarch_core::backup::Progress::default()),
+                &self.cancel,
+            )
+            .await
+            .context("restoring the recovery bootstrap")?;
+        if pgdata.exists() {
+            std::fs::remove_dir_all(&pgdata)?;
+        }
+        std::fs::rename(&staging, &pgdata)?;
+        self.pg.mark_bootstrap()?;
+        self.pg.relocate_wal()?;
+        Ok(())
+    }
+
     /// A returning old primary: archive what it never archived, then rewind to the leader's
     /// timeline (or copy the leader again when rewinding fails).
     async fn rejoin(&mut self, host: &str, port: u16) -> anyhow::Result<()> {
         if let Some(repo) = &self.config.repo {
-            let archived = archive_leftovers(repo, &self.config.pg.pgdata).await?;
+            let archived = archive_leftovers(
+                self.config.engine_config(repo.clone()),
+                &self.config.pg.pgdata,
+            )
+            .await?;
             tracing::info!(
                 archived,
                 "archived the old primary's remaining WAL before rewinding"
@@ -815,8 +953,11 @@ impl<C: Coordination> Manager<C> {
 
 /// Archives every segment PostgreSQL marked `.ready` and marks it `.done`, as its archiver
 /// would have: the old primary's last WAL reaches the repository before a rewind.
-async fn archive_leftovers(repo: &RepoLocation, pgdata: &std::path::Path) -> anyhow::Result<usize> {
-    let engine = Engine::open(EngineConfig::new(repo.clone()))?;
+async fn archive_leftovers(
+    config: EngineConfig,
+    pgdata: &std::path::Path,
+) -> anyhow::Result<usize> {
+    let engine = Engine::open(config)?;
     let status_dir = pgdata.join("pg_wal/archive_status");
     let mut ready: Vec<PathBuf> = std::fs::read_dir(&status_dir)?
         .filter_map(Result::ok)

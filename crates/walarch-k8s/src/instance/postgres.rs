@@ -21,6 +21,26 @@ const MANAGED_CONF: &str = "walarch.conf";
 /// rewound (to finish crash recovery): it must rewind before it follows another primary.
 const REWIND_MARKER: &str = "walarch.rewind-needed";
 
+/// Left in the data directory from the moment a recovery bootstrap restores into it until
+/// the recovered server is promoted and its recovery settings are gone: a manager that finds
+/// it starts the bootstrap over (the cluster is not initialized before it is removed).
+const BOOTSTRAP_MARKER: &str = "walarch.bootstrap-in-progress";
+
+/// The recovery settings a restore writes into `postgresql.auto.conf`; reset once the
+/// recovered server is promoted, so that no later start (as a replica, after a rewind) stops
+/// at the old target or fetches from the source repository.
+const RESTORE_SETTINGS: [&str; 9] = [
+    "restore_command",
+    "recovery_target",
+    "recovery_target_lsn",
+    "recovery_target_name",
+    "recovery_target_time",
+    "recovery_target_xid",
+    "recovery_target_inclusive",
+    "recovery_target_timeline",
+    "recovery_target_action",
+];
+
 /// How the manager runs its server.
 #[derive(Debug, Clone)]
 pub struct PgSettings {
@@ -42,6 +62,8 @@ pub struct PgSettings {
     pub archive_command: Option<String>,
     /// `restore_command`, when a repository holds the WAL.
     pub restore_command: Option<String>,
+    /// Where `pg_wal` lives when not in the data directory (a separate volume).
+    pub waldir: Option<PathBuf>,
 }
 
 /// How to start the server.
@@ -227,12 +249,30 @@ impl Postgres {
     /// `initdb` with data checksums, then the `pg_hba.conf` lines.
     pub async fn initdb(&self) -> anyhow::Result<()> {
         let pgdata = &self.settings.pgdata;
-        run(Command::new(self.program("initdb"))
-            .arg("-D")
-            .arg(pgdata)
-            .args(["--data-checksums", "--auth-local=trust", "-U", "postgres"]))
-        .await
-        .context("initdb")?;
+        let mut initdb = Command::new(self.program("initdb"));
+        initdb.arg("-D").arg(pgdata).args([
+            "--data-checksums",
+            "--auth-local=trust",
+            "-U",
+            "postgres",
+        ]);
+        if let Some(waldir) = &self.settings.waldir {
+            empty_directory(waldir)?;
+            initdb.arg("--waldir").arg(waldir);
+        }
+        // With a password for `postgres` (PGPASSWORD: in Kubernetes, from the cluster's
+        // Secret) peers authenticate over the network with it; libpq's clients here
+        // (pg_basebackup, pg_rewind, the WAL receiver) read the same variable.
+        let pwfile = pgdata.with_extension("pwfile");
+        if let Some(password) = superuser_password() {
+            walarch_core::local_files::write_durably(&pwfile, password.as_bytes())?;
+            initdb
+                .arg(format!("--pwfile={}", pwfile.display()))
+                .arg("--auth-host=scram-sha-256");
+        }
+        let result = run(&mut initdb).await.context("initdb");
+        let _ = std::fs::remove_file(&pwfile);
+        result?;
         let hba_path = pgdata.join("pg_hba.conf");
         let existing = std::fs::read_to_string(&hba_path)?;
         let mut hba = self.settings.hba.join("\n");
@@ -248,13 +288,19 @@ impl Postgres {
         if pgdata.exists() {
             std::fs::remove_dir_all(pgdata)?;
         }
-        run(Command::new(self.program("pg_basebackup"))
+        let mut basebackup = Command::new(self.program("pg_basebackup"));
+        basebackup
             .arg("-D")
             .arg(pgdata)
             .args(["-h", host, "-p", &port.to_string(), "-U", "postgres"])
-            .args(["-X", "stream", "-c", "fast", "--no-password"]))
-        .await
-        .context("pg_basebackup from the primary")?;
+            .args(["-X", "stream", "-c", "fast", "--no-password"]);
+        if let Some(waldir) = &self.settings.waldir {
+            empty_directory(waldir)?;
+            basebackup.arg("--waldir").arg(waldir);
+        }
+        run(&mut basebackup)
+            .await
+            .context("pg_basebackup from the primary")?;
         Ok(())
     }
 
@@ -560,8 +606,8 @@ impl Postgres {
         Ok(())
     }
 
-    /// A connection over the local socket.
-    pub async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
+    /// How to connect over the local socket, as `postgres`.
+    pub fn local_connection(&self) -> tokio_postgres::Config {
         let mut config = tokio_postgres::Config::new();
         config
             .host_path(self.socket_dir())
@@ -569,6 +615,12 @@ impl Postgres {
             .user("postgres")
             .dbname("postgres")
             .connect_timeout(Duration::from_secs(2));
+        config
+    }
+
+    /// A connection over the local socket.
+    pub async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
+        let config = self.local_connection();
         let (client, connection) = tokio::time::timeout(
             Duration::from_secs(3),
             config.connect(tokio_postgres::NoTls),
@@ -639,6 +691,116 @@ impl Postgres {
         }
         Ok(running)
     }
+}
+
+impl Postgres {
+    /// Marks the data directory as a recovery bootstrap in progress.
+    pub fn mark_bootstrap(&self) -> anyhow::Result<()> {
+        walarch_core::local_files::write_durably(
+            &self.settings.pgdata.join(BOOTSTRAP_MARKER),
+            b"",
+        )?;
+        Ok(())
+    }
+
+    /// Removes the data directory (and the WAL directory's content) of a recovery bootstrap
+    /// that did not finish; returns whether there was one.
+    pub fn discard_unfinished_bootstrap(&self) -> anyhow::Result<bool> {
+        let pgdata = &self.settings.pgdata;
+        if !pgdata.join(BOOTSTRAP_MARKER).exists() {
+            return Ok(false);
+        }
+        std::fs::remove_dir_all(pgdata)
+            .with_context(|| format!("removing the unfinished {}", pgdata.display()))?;
+        if let Some(waldir) = &self.settings.waldir {
+            empty_directory(waldir)?;
+        }
+        Ok(true)
+    }
+
+    /// Moves a restored `pg_wal` to the WAL directory and links it, when there is one.
+    pub fn relocate_wal(&self) -> anyhow::Result<()> {
+        let Some(waldir) = &self.settings.waldir else {
+            return Ok(());
+        };
+        let pg_wal = self.settings.pgdata.join("pg_wal");
+        if pg_wal.is_symlink() {
+            return Ok(());
+        }
+        empty_directory(waldir)?;
+        for entry in std::fs::read_dir(&pg_wal)? {
+            let entry = entry?;
+            std::fs::rename(entry.path(), waldir.join(entry.file_name()))?;
+        }
+        std::fs::remove_dir(&pg_wal)?;
+        std::os::unix::fs::symlink(waldir, &pg_wal)?;
+        Ok(())
+    }
+
+    /// Waits until the server started on a restored data directory has recovered to its
+    /// target and promoted itself (`recovery_target_action = promote`), however long replay
+    /// takes; fails when it exits (a target it cannot reach stops PostgreSQL 13+).
+    pub async fn wait_until_promoted(&mut self) -> anyhow::Result<()> {
+        loop {
+            if !self.is_running() {
+                bail!(
+                    "PostgreSQL stopped during recovery (see {})",
+                    self.log_path().display()
+                );
+            }
+            if let Ok(running) = self.observe().await
+                && !running.in_recovery
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Removes the restore's recovery settings (see [`RESTORE_SETTINGS`]) and the bootstrap
+    /// marker, and reloads: the managed configuration's own `restore_command` (this
+    /// cluster's repository) applies from here on.
+    pub async fn finish_recovery_bootstrap(&self) -> anyhow::Result<()> {
+        let client = self.connect().await?;
+        for name in RESTORE_SETTINGS {
+            client
+                .batch_execute(&format!("ALTER SYSTEM RESET {name}"))
+                .await
+                .with_context(|| format!("ALTER SYSTEM RESET {name}"))?;
+        }
+        client.batch_execute("SELECT pg_reload_conf()").await?;
+        // The source's password came with the backup; this cluster's peers use its own.
+        if let Some(password) = superuser_password() {
+            client
+                .batch_execute(&format!(
+                    "SET password_encryption = 'scram-sha-256'; ALTER USER postgres PASSWORD '{}'",
+                    password.replace('\'', "''")
+                ))
+                .await
+                .context("setting the postgres password")?;
+        }
+        std::fs::remove_file(self.settings.pgdata.join(BOOTSTRAP_MARKER))?;
+        Ok(())
+    }
+}
+
+/// The password of `postgres`, when the environment gives one (`PGPASSWORD`).
+fn superuser_password() -> Option<String> {
+    std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty())
+}
+
+/// Empties `dir` (creating it when absent), keeping the directory itself: a mount point.
+fn empty_directory(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
 
 fn which_setpriv() -> Option<PathBuf> {
