@@ -2,7 +2,7 @@
 # Installs what walarch's demo and tests need on a fresh Debian machine, and nothing that is
 # already there: PostgreSQL 15, the zstd tool, etcd (the cluster tests' coordination store),
 # protoc (etcd's client is generated from its .proto files at build time), and moto (an
-# S3-compatible server for tests).
+# S3-compatible server for tests; PyYAML and jsonschema, which check the Kubernetes manifests).
 # Prints the moto_server path on its last line for the caller.
 set -euo pipefail
 
@@ -30,5 +30,7 @@ if [ "${WITH_MOTO:-1}" = 1 ]; then
     moto=$(python3 -c 'import os, sys; print(os.path.join(os.path.dirname(sys.executable), "moto_server"))')
   fi
   [ -x "$moto" ] || { echo "moto_server not found after install" >&2; exit 1; }
+  # The Kubernetes manifests are checked against the CRD schemas in Python (tests/k8s).
+  python3 -c 'import yaml, jsonschema' 2>/dev/null || python3 -m pip install -q pyyaml jsonschema >&2
   echo "$moto"
 fi

@@ -24,7 +24,7 @@ use tower_test::mock;
 use walarch_core::testing::{SyntheticRecord, segments_with_records, synthetic_backup};
 use walarch_core::wal::Lsn;
 use walarch_core::{Engine, EngineConfig};
-use walarch_k8s::operator::backup::{InstanceApi, InstanceBackup};
+use walarch_k8s::operator::backup::{BackupState, InstanceApi};
 use walarch_k8s::operator::resources::{Backup, ScheduledBackup};
 use walarch_k8s::operator::{Context, backup, cluster, schedule};
 
@@ -175,14 +175,14 @@ impl InstanceApi for NoInstances {
         &self,
         base: String,
         _: String,
-    ) -> BoxFuture<'static, Result<InstanceBackup, String>> {
+    ) -> BoxFuture<'static, Result<BackupState, String>> {
         panic!("no backup was to be started ({base})")
     }
     fn backup_state(
         &self,
         base: String,
         _: String,
-    ) -> BoxFuture<'static, Result<InstanceBackup, String>> {
+    ) -> BoxFuture<'static, Result<BackupState, String>> {
         panic!("no backup was to be followed ({base})")
     }
 }
@@ -279,7 +279,24 @@ fn pod(name: &str, role: Option<&str>) -> Value {
 
 /// The exchanges of the server-side applies of a cluster's objects, in the reconciler's
 /// order, each body checked by `checks` (by kind/name).
-fn applies(checks: &Arc<Mutex<BTreeMap<String, Value>>>) -> Vec<Exchange> {
+fn applies(checks: &Arc<Mutex<BTreeMap<String, Value>>>, new: bool) -> Vec<Exchange> {
+    // The superuser password: created once, a later create finds it (409) and leaves it.
+    let secret = expect(Method::POST, "/api/v1/namespaces/db/secrets").check(|secret| {
+        assert_eq!(secret["metadata"]["name"], "orders-superuser");
+        assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], CLUSTER_UID);
+        let password = secret["stringData"]["password"].as_str().unwrap();
+        assert_eq!(password.len(), 48);
+        assert!(password.bytes().all(|b| b.is_ascii_hexdigit()));
+    });
+    let secret = if new {
+        secret.answer(StatusCode::CREATED, |s| s.clone())
+    } else {
+        secret.answer(StatusCode::CONFLICT, |_| {
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "message": "secrets \"orders-superuser\" already exists",
+                   "reason": "AlreadyExists", "code": 409})
+        })
+    };
     let objects = [
         (
             "/api/v1/namespaces/db/serviceaccounts/orders",
@@ -305,27 +322,25 @@ fn applies(checks: &Arc<Mutex<BTreeMap<String, Value>>>) -> Vec<Exchange> {
             "StatefulSet",
         ),
     ];
-    objects
-        .into_iter()
-        .map(|(path, kind)| {
-            let keep = checks.clone();
-            let name = path.rsplit('/').next().unwrap().to_owned();
-            expect(Method::PATCH, path)
-                .query("fieldManager=walarch-operator")
-                .query("force=true")
-                .check(move |body| {
-                    assert_eq!(body["kind"], kind, "{name}");
-                    // Owned by the Cluster, as its controller: garbage-collected with it.
-                    let owner = &body["metadata"]["ownerReferences"][0];
-                    assert_eq!(owner["uid"], CLUSTER_UID, "{name}");
-                    assert_eq!(owner["controller"], true, "{name}");
-                    assert_eq!(body["metadata"]["labels"]["walarch.io/cluster"], "orders");
-                    keep.lock()
-                        .unwrap()
-                        .insert(format!("{kind}/{name}"), body.clone());
-                })
-        })
-        .collect()
+    let applied = objects.into_iter().map(|(path, kind)| {
+        let keep = checks.clone();
+        let name = path.rsplit('/').next().unwrap().to_owned();
+        expect(Method::PATCH, path)
+            .query("fieldManager=walarch-operator")
+            .query("force=true")
+            .check(move |body| {
+                assert_eq!(body["kind"], kind, "{name}");
+                // Owned by the Cluster, as its controller: garbage-collected with it.
+                let owner = &body["metadata"]["ownerReferences"][0];
+                assert_eq!(owner["uid"], CLUSTER_UID, "{name}");
+                assert_eq!(owner["controller"], true, "{name}");
+                assert_eq!(body["metadata"]["labels"]["walarch.io/cluster"], "orders");
+                keep.lock()
+                    .unwrap()
+                    .insert(format!("{kind}/{name}"), body.clone());
+            })
+    });
+    std::iter::once(secret).chain(applied).collect()
 }
 
 // Scenarios ---------------------------------------------------------------------------------
@@ -358,7 +373,7 @@ async fn the_first_pass_puts_the_finalizer_on() {
 async fn a_new_cluster_creates_its_objects() {
     let bodies = Arc::new(Mutex::new(BTreeMap::new()));
     let object = cluster_json(three_instances(), &[cluster::FINALIZER], false);
-    let mut script = applies(&bodies);
+    let mut script = applies(&bodies, true);
     script.push(
         expect(Method::GET, LEASES)
             .query("labelSelector=walarch.io/cluster=orders")
@@ -461,6 +476,11 @@ async fn a_new_cluster_creates_its_objects() {
     assert_eq!(var("WALARCH_REPO"), Some(json!("s3://backups/orders")));
     assert_eq!(var("WALARCH_S3_ENDPOINT"), Some(json!("http://minio:9000")));
     assert_eq!(container["envFrom"][0]["secretRef"]["name"], "s3");
+    let password = env.iter().find(|e| e["name"] == "PGPASSWORD").unwrap();
+    assert_eq!(
+        password["valueFrom"]["secretKeyRef"],
+        json!({"name": "orders-superuser", "key": "password", "optional": false})
+    );
     assert_eq!(
         pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
             ["topologyKey"],
@@ -514,7 +534,7 @@ async fn pass(
 ) -> (Vec<(String, Value)>, Value) {
     let bodies = Arc::new(Mutex::new(BTreeMap::new()));
     let object = cluster_json(three_instances(), &[cluster::FINALIZER], false);
-    let mut script = applies(&bodies);
+    let mut script = applies(&bodies, false);
     script.push(expect(Method::GET, LEASES).answer_json(list("LeaseList", leases)));
     script.push(expect(Method::GET, PODS).answer_json(list("PodList", pods.to_vec())));
     script.append(&mut after_pods);
@@ -667,7 +687,7 @@ async fn a_lease_holder_that_does_not_serve_as_primary_gets_no_primary_label() {
         |patch| assert_eq!(patch["status"]["phase"], "Failing over"),
     )
     .await;
-    assert_eq!(seen.len(), 8 + 2 + 2 + 1);
+    assert_eq!(seen.len(), 1 + 8 + 2 + 2 + 1);
 }
 
 #[tokio::test]
@@ -797,7 +817,7 @@ async fn a_reachable_recovery_target_creates_the_cluster_with_recovery_flags() {
             .check(|e| assert_eq!(e["reason"], "RecoveryPlanned"))
             .answer(StatusCode::CREATED, |e| e.clone()),
     ];
-    script.extend(applies(&bodies));
+    script.extend(applies(&bodies, true));
     script.push(expect(Method::GET, LEASES).answer_json(list("LeaseList", vec![])));
     script.push(expect(Method::GET, PODS).answer_json(list("PodList", vec![])));
     script.push(
@@ -1084,10 +1104,10 @@ impl InstanceApi for CompletedBackups {
         &self,
         base: String,
         name: String,
-    ) -> BoxFuture<'static, Result<InstanceBackup, String>> {
+    ) -> BoxFuture<'static, Result<BackupState, String>> {
         self.asked.lock().unwrap().push(format!("start {base}"));
         Box::pin(async move {
-            Ok(InstanceBackup {
+            Ok(BackupState {
                 name,
                 phase: "running".into(),
                 backup_id: None,
@@ -1101,10 +1121,10 @@ impl InstanceApi for CompletedBackups {
         &self,
         base: String,
         name: String,
-    ) -> BoxFuture<'static, Result<InstanceBackup, String>> {
+    ) -> BoxFuture<'static, Result<BackupState, String>> {
         self.asked.lock().unwrap().push(format!("state {base}"));
         Box::pin(async move {
-            Ok(InstanceBackup {
+            Ok(BackupState {
                 name,
                 phase: "completed".into(),
                 backup_id: Some("20261121T120000Z".into()),

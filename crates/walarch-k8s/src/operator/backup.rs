@@ -12,7 +12,6 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use walarch_core::retention::RetentionPolicy;
 
@@ -27,26 +26,7 @@ use crate::leadership::{MemberState, PublishedRole};
 /// How often a running backup is looked at.
 const POLL: Duration = Duration::from_secs(10);
 
-/// A backup as an instance manager reports it (`POST /backups`, `GET /backups/NAME`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstanceBackup {
-    /// The Backup object's name.
-    pub name: String,
-    /// `running`, `completed` or `failed`.
-    pub phase: String,
-    /// The repository's id (once completed).
-    #[serde(default)]
-    pub backup_id: Option<String>,
-    /// Where its WAL starts.
-    #[serde(default)]
-    pub begin_lsn: Option<String>,
-    /// Where its WAL ends.
-    #[serde(default)]
-    pub end_lsn: Option<String>,
-    /// Why it failed.
-    #[serde(default)]
-    pub error: Option<String>,
-}
+pub use crate::instance::BackupState;
 
 /// The instance managers' backup interface.
 pub trait InstanceApi: Send + Sync {
@@ -55,13 +35,13 @@ pub trait InstanceApi: Send + Sync {
         &self,
         base: String,
         name: String,
-    ) -> BoxFuture<'static, Result<InstanceBackup, String>>;
+    ) -> BoxFuture<'static, Result<BackupState, String>>;
     /// Asks the manager at `base` how backup `name` goes.
     fn backup_state(
         &self,
         base: String,
         name: String,
-    ) -> BoxFuture<'static, Result<InstanceBackup, String>>;
+    ) -> BoxFuture<'static, Result<BackupState, String>>;
 }
 
 /// [`InstanceApi`] over HTTP.
@@ -85,7 +65,7 @@ impl Default for HttpInstances {
 }
 
 impl HttpInstances {
-    async fn call(&self, method: &str, url: String) -> Result<InstanceBackup, String> {
+    async fn call(&self, method: &str, url: String) -> Result<BackupState, String> {
         use http_body_util::BodyExt;
         let request = hyper::Request::builder()
             .method(method)
@@ -118,7 +98,7 @@ impl InstanceApi for HttpInstances {
         &self,
         base: String,
         name: String,
-    ) -> BoxFuture<'static, Result<InstanceBackup, String>> {
+    ) -> BoxFuture<'static, Result<BackupState, String>> {
         let this = self.clone();
         Box::pin(async move {
             this.call("POST", format!("{base}/backups?name={name}"))
@@ -130,7 +110,7 @@ impl InstanceApi for HttpInstances {
         &self,
         base: String,
         name: String,
-    ) -> BoxFuture<'static, Result<InstanceBackup, String>> {
+    ) -> BoxFuture<'static, Result<BackupState, String>> {
         let this = self.clone();
         Box::pin(async move { this.call("GET", format!("{base}/backups/{name}")).await })
     }

@@ -18,7 +18,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -246,6 +246,14 @@ const ARCHIVE_BACKLOG_OK: u64 = 2;
 
 /// Server-side applies every object the cluster owns.
 async fn apply_owned(cluster: &Cluster, ctx: &Context, namespace: &str) -> Result<(), Error> {
+    // The password is made once: a create that finds the Secret leaves it as it is.
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret = objects::superuser_secret(cluster, &objects::new_password());
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
     let owned = objects::owned(cluster);
     apply_object::<ServiceAccount>(ctx, namespace, &owned.service_account).await?;
     apply_object::<Role>(ctx, namespace, &owned.role).await?;

@@ -11,9 +11,9 @@ use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
-    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecretEnvSource, Service,
-    ServiceAccount, ServicePort, ServiceSpec, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, Secret, SecretEnvSource,
+    SecretKeySelector, Service, ServiceAccount, ServicePort, ServiceSpec, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -36,6 +36,32 @@ const DATA_MOUNT: &str = "/var/lib/postgresql/data";
 const WAL_MOUNT: &str = "/var/lib/postgresql/wal";
 /// The `postgres` user of the usual PostgreSQL images.
 const POSTGRES_UID: i64 = 999;
+
+/// The Secret holding the password of `postgres`: instances authenticate to each other with
+/// it (replication, rewind), and clients may too. Created once, never overwritten.
+pub fn superuser_secret_name(cluster: &str) -> String {
+    format!("{cluster}-superuser")
+}
+
+/// The superuser Secret of `cluster` with `password` (created only when absent).
+pub fn superuser_secret(cluster: &Cluster, password: &str) -> Secret {
+    Secret {
+        metadata: meta(cluster, &superuser_secret_name(&cluster.name_any())),
+        type_: Some("kubernetes.io/basic-auth".into()),
+        string_data: Some(BTreeMap::from([
+            ("username".to_owned(), "postgres".to_owned()),
+            ("password".to_owned(), password.to_owned()),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// A new random password: 24 bytes, hex.
+pub fn new_password() -> String {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).expect("the system's random source");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// Everything the cluster owns, in the order the reconciler applies it.
 #[derive(Debug, Clone)]
@@ -169,19 +195,7 @@ fn stateful_set(cluster: &Cluster) -> StatefulSet {
         command: Some(vec!["walarch-k8s".into()]),
         args: Some(instance_args(cluster)),
         env: Some(instance_env(cluster)),
-        env_from: spec
-            .repository
-            .as_ref()
-            .and_then(|r| r.credentials.as_ref())
-            .map(|secret| {
-                vec![EnvFromSource {
-                    secret_ref: Some(SecretEnvSource {
-                        name: secret.name.clone(),
-                        optional: Some(false),
-                    }),
-                    ..Default::default()
-                }]
-            }),
+        env_from: Some(credential_sources(cluster)).filter(|sources| !sources.is_empty()),
         ports: Some(vec![port("postgres", PG_PORT), port("manager", HTTP_PORT)]),
         readiness_probe: Some(probe("/readyz", 5)),
         liveness_probe: Some(probe("/healthz", 30)),
@@ -301,6 +315,29 @@ pub fn recovery_args(recovery: &RecoverySpec) -> Vec<String> {
     args
 }
 
+/// The credentials Secrets the instances read: the recovery source's, then the cluster's
+/// repository's (a variable in both takes the repository's value).
+fn credential_sources(cluster: &Cluster) -> Vec<EnvFromSource> {
+    let recovery_source = cluster
+        .spec
+        .bootstrap
+        .as_ref()
+        .and_then(|b| b.recovery.as_ref())
+        .map(|r| &r.source);
+    [recovery_source, cluster.spec.repository.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|repo| repo.credentials.as_ref())
+        .map(|secret| EnvFromSource {
+            secret_ref: Some(SecretEnvSource {
+                name: secret.name.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        })
+        .collect()
+}
+
 fn instance_env(cluster: &Cluster) -> Vec<EnvVar> {
     let field = |name: &str, path: &str| EnvVar {
         name: name.into(),
@@ -317,9 +354,32 @@ fn instance_env(cluster: &Cluster) -> Vec<EnvVar> {
         field("POD_NAME", "metadata.name"),
         field("POD_NAMESPACE", "metadata.namespace"),
         field("POD_IP", "status.podIP"),
+        EnvVar {
+            name: "PGPASSWORD".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: superuser_secret_name(&cluster.name_any()),
+                    key: "password".into(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
     ];
-    if let Some(repo) = &cluster.spec.repository {
+    // Store settings (endpoint, region) come from the repository archived into, or, for a
+    // recovery cluster without one, from its source: one store's settings per pod.
+    let recovery_source = cluster
+        .spec
+        .bootstrap
+        .as_ref()
+        .and_then(|b| b.recovery.as_ref())
+        .map(|r| &r.source);
+    if let Some(repo) = cluster.spec.repository.as_ref().or(recovery_source) {
         env.extend(repository_env(repo));
+    }
+    if cluster.spec.repository.is_none() {
+        env.retain(|e| e.name != "WALARCH_REPO");
     }
     env
 }

@@ -150,3 +150,63 @@ pub fn describe(plan: &CheckedPlan) -> String {
         plan.target, plan.backup.id, plan.wal_segments, plan.target_timeline
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn location(url: &str) -> RepoLocation {
+        RepoLocation::parse(url).unwrap()
+    }
+
+    #[test]
+    fn repositories_overlap_when_one_holds_the_other() {
+        let overlapping = [
+            ("s3://b/orders", "s3://b/orders"),
+            ("s3://b/orders", "s3://b/orders/"),
+            ("s3://b/orders", "s3://b/orders/clone"),
+            ("s3://b", "s3://b/orders"),
+            ("file:///srv/repo", "file:///srv/repo/clone"),
+        ];
+        for (a, b) in overlapping {
+            assert!(overlap(&location(a), &location(b)), "{a} {b}");
+            assert!(overlap(&location(b), &location(a)), "{b} {a}");
+        }
+        let apart = [
+            // A shared beginning of a name is not nesting.
+            ("s3://b/orders", "s3://b/orders-clone"),
+            ("s3://b/orders", "s3://c/orders"),
+            ("s3://b/orders", "gs://b/orders"),
+            ("file:///srv/repo", "file:///srv/repo2"),
+        ];
+        for (a, b) in apart {
+            assert!(!overlap(&location(a), &location(b)), "{a} {b}");
+        }
+    }
+
+    #[test]
+    fn targets_read_as_the_engine_takes_them_and_at_most_one_is_given() {
+        let spec = target_spec(Some(&RecoveryTargetSpec {
+            target_time: Some("2026-11-21T11:32:00Z".into()),
+            exclusive: Some(true),
+            target_tli: Some("current".into()),
+            ..Default::default()
+        }))
+        .unwrap();
+        assert!(matches!(spec.target, RecoveryTarget::Time(_)));
+        assert!(!spec.inclusive);
+        assert_eq!(spec.timeline, TimelineChoice::Current);
+        assert_eq!(target_spec(None).unwrap(), TargetSpec::default());
+        let two = RecoveryTargetSpec {
+            target_xid: Some("1234".into()),
+            target_name: Some("before-upgrade".into()),
+            ..Default::default()
+        };
+        assert!(target_spec(Some(&two)).unwrap_err().contains("at most one"));
+        let no_zone = RecoveryTargetSpec {
+            target_time: Some("yesterday".into()),
+            ..Default::default()
+        };
+        assert!(target_spec(Some(&no_zone)).is_err());
+    }
+}
