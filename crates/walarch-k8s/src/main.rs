@@ -105,6 +105,9 @@ struct InstanceArgs {
     /// A pg_hba.conf line put first when the cluster is initialized, repeatable.
     #[arg(long = "hba")]
     hba: Vec<String>,
+    /// Initialize without data checksums (initdb's --data-checksums is the default here).
+    #[arg(long)]
+    no_data_checksums: bool,
     /// Keep pg_wal in this directory (a separate volume) instead of the data directory.
     #[arg(long)]
     waldir: Option<PathBuf>,
@@ -368,6 +371,7 @@ async fn run_instance(args: InstanceArgs) -> anyhow::Result<()> {
             archive_command,
             restore_command,
             waldir: args.waldir.clone(),
+            data_checksums: !args.no_data_checksums,
         },
         timings,
         sync_replicas: args.sync_replicas,

@@ -24,7 +24,7 @@ use tower_test::mock;
 use walarch_core::testing::{SyntheticRecord, segments_with_records, synthetic_backup};
 use walarch_core::wal::Lsn;
 use walarch_core::{Engine, EngineConfig};
-use walarch_k8s::operator::backup::{BackupState, InstanceApi};
+use walarch_k8s::operator::backup::{BackupState, InstanceApi, InstanceError};
 use walarch_k8s::operator::resources::{Backup, ScheduledBackup};
 use walarch_k8s::operator::{Context, backup, cluster, schedule};
 
@@ -164,6 +164,7 @@ fn context(
         client,
         clock: Arc::new(move || now),
         instances,
+        lease_sightings: Arc::default(),
     })
 }
 
@@ -175,14 +176,14 @@ impl InstanceApi for NoInstances {
         &self,
         base: String,
         _: String,
-    ) -> BoxFuture<'static, Result<BackupState, String>> {
+    ) -> BoxFuture<'static, Result<BackupState, InstanceError>> {
         panic!("no backup was to be started ({base})")
     }
     fn backup_state(
         &self,
         base: String,
         _: String,
-    ) -> BoxFuture<'static, Result<BackupState, String>> {
+    ) -> BoxFuture<'static, Result<BackupState, InstanceError>> {
         panic!("no backup was to be followed ({base})")
     }
 }
@@ -373,19 +374,18 @@ async fn the_first_pass_puts_the_finalizer_on() {
 async fn a_new_cluster_creates_its_objects() {
     let bodies = Arc::new(Mutex::new(BTreeMap::new()));
     let object = cluster_json(three_instances(), &[cluster::FINALIZER], false);
-    let mut script = applies(&bodies, true);
-    script.push(
+    let mut script = vec![
         expect(Method::GET, LEASES)
             .query("labelSelector=walarch.io/cluster=orders")
             .answer_json(list("LeaseList", vec![])),
-    );
-    script.push(
         expect(Method::GET, PODS)
             .query("labelSelector=walarch.io/cluster=orders")
             .answer_json(list("PodList", vec![])),
-    );
+    ];
+    script.extend(applies(&bodies, true));
     script.push(
         expect(Method::PATCH, format!("{API}/clusters/orders/status"))
+            .query("fieldManager=walarch-operator")
             .check(|patch| {
                 let status = &patch["status"];
                 assert_eq!(status["phase"], "Setting up");
@@ -534,10 +534,13 @@ async fn pass(
 ) -> (Vec<(String, Value)>, Value) {
     let bodies = Arc::new(Mutex::new(BTreeMap::new()));
     let object = cluster_json(three_instances(), &[cluster::FINALIZER], false);
-    let mut script = applies(&bodies, false);
-    script.push(expect(Method::GET, LEASES).answer_json(list("LeaseList", leases)));
-    script.push(expect(Method::GET, PODS).answer_json(list("PodList", pods.to_vec())));
+    // Labels first, then the owned objects.
+    let mut script = vec![
+        expect(Method::GET, LEASES).answer_json(list("LeaseList", leases)),
+        expect(Method::GET, PODS).answer_json(list("PodList", pods.to_vec())),
+    ];
     script.append(&mut after_pods);
+    script.extend(applies(&bodies, false));
     script.push(
         expect(Method::PATCH, format!("{API}/clusters/orders/status"))
             .check(status_check)
@@ -693,7 +696,38 @@ async fn a_lease_holder_that_does_not_serve_as_primary_gets_no_primary_label() {
 #[tokio::test]
 async fn deleting_a_cluster_runs_its_finalizer() {
     let object = cluster_json(three_instances(), &[cluster::FINALIZER], true);
+    let statefulset = "/apis/apps/v1/namespaces/db/statefulsets/orders";
+    let deleted =
+        || json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"});
+
+    // The pods still run: the StatefulSet is deleted, the Leases are not (a running manager
+    // would write its Lease again), and the finalizer stays.
     let (client, player) = api_server(vec![
+        expect(Method::DELETE, statefulset).answer_json(deleted()),
+        expect(Method::GET, PODS)
+            .query("labelSelector=walarch.io/cluster=orders")
+            .answer_json(list("PodList", vec![pod("orders-0", Some("primary"))])),
+    ]);
+    let ctx = context(client, at("2026-12-01T00:10:01Z"), Arc::new(NoInstances));
+    let result = cluster::reconcile(
+        Arc::new(serde_json::from_value(object.clone()).unwrap()),
+        ctx,
+    )
+    .await;
+    let error = result.expect_err("a pass that must wait fails, keeping the finalizer");
+    assert!(format!("{error:?}").contains("still run"), "{error:?}");
+    tokio::time::timeout(Duration::from_secs(5), player)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // The pods are gone (the StatefulSet too): the Leases go, then the finalizer.
+    let (client, player) = api_server(vec![
+        expect(Method::DELETE, statefulset).answer(StatusCode::NOT_FOUND, |_| {
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "reason": "NotFound", "code": 404})
+        }),
+        expect(Method::GET, PODS).answer_json(list("PodList", vec![])),
         // The instance managers' Leases are not owned by the Cluster: deleted here.
         expect(Method::DELETE, LEASES)
             .query("labelSelector=walarch.io/cluster=orders")
@@ -712,7 +746,7 @@ async fn deleting_a_cluster_runs_its_finalizer() {
                 o
             }),
     ]);
-    let ctx = context(client, at("2026-12-01T00:10:01Z"), Arc::new(NoInstances));
+    let ctx = context(client, at("2026-12-01T00:10:31Z"), Arc::new(NoInstances));
     let result = cluster::reconcile(Arc::new(serde_json::from_value(object).unwrap()), ctx).await;
     let (action, _) = finish(result, player).await;
     assert_eq!(action, Action::await_change());
@@ -817,9 +851,9 @@ async fn a_reachable_recovery_target_creates_the_cluster_with_recovery_flags() {
             .check(|e| assert_eq!(e["reason"], "RecoveryPlanned"))
             .answer(StatusCode::CREATED, |e| e.clone()),
     ];
-    script.extend(applies(&bodies, true));
     script.push(expect(Method::GET, LEASES).answer_json(list("LeaseList", vec![])));
     script.push(expect(Method::GET, PODS).answer_json(list("PodList", vec![])));
+    script.extend(applies(&bodies, true));
     script.push(
         expect(Method::PATCH, format!("{API}/clusters/orders/status"))
             .check(|patch| {
@@ -1041,8 +1075,8 @@ async fn a_schedule_honours_suspend_immediate_and_refuses_five_fields() {
         nightly(json!({"immediate": true})),
         None,
         "2026-12-01T01:00:02Z",
-        Some("nightly-20261201010002"),
-        |p| assert_eq!(p["status"]["lastScheduleTime"], "2026-12-01T01:00:02+00:00"),
+        Some("nightly-20261201010000"),
+        |p| assert_eq!(p["status"]["lastScheduleTime"], "2026-12-01T01:00:00+00:00"),
     )
     .await;
 
@@ -1104,7 +1138,7 @@ impl InstanceApi for CompletedBackups {
         &self,
         base: String,
         name: String,
-    ) -> BoxFuture<'static, Result<BackupState, String>> {
+    ) -> BoxFuture<'static, Result<BackupState, InstanceError>> {
         self.asked.lock().unwrap().push(format!("start {base}"));
         Box::pin(async move {
             Ok(BackupState {
@@ -1121,7 +1155,7 @@ impl InstanceApi for CompletedBackups {
         &self,
         base: String,
         name: String,
-    ) -> BoxFuture<'static, Result<BackupState, String>> {
+    ) -> BoxFuture<'static, Result<BackupState, InstanceError>> {
         self.asked.lock().unwrap().push(format!("state {base}"));
         Box::pin(async move {
             Ok(BackupState {
@@ -1175,19 +1209,26 @@ async fn a_backup_runs_on_a_replica_and_retention_follows_its_success() {
     );
     let instances = Arc::new(CompletedBackups::default());
 
-    // First pass: the replica is asked to take it.
+    // First pass: the replica is chosen (written down before it is asked), then asked.
     let (client, player) = api_server(vec![
         expect(Method::GET, format!("{API}/clusters/orders")).answer_json(cluster_object.clone()),
         expect(Method::GET, LEASES).answer_json(leases.clone()),
-        expect(Method::POST, EVENTS)
-            .check(|e| assert_eq!(e["note"], "backing up on orders-1"))
-            .answer(StatusCode::CREATED, |e| e.clone()),
+        expect(Method::PATCH, format!("{API}/backups/now/status"))
+            .query("fieldManager=walarch-operator")
+            .check(|p| {
+                assert_eq!(p["status"]["phase"], "pending");
+                assert_eq!(p["status"]["instance"], "orders-1");
+            })
+            .answer(StatusCode::OK, with_status(backup_object.clone())),
         expect(Method::PATCH, format!("{API}/backups/now/status"))
             .check(|p| {
                 assert_eq!(p["status"]["phase"], "running");
                 assert_eq!(p["status"]["instance"], "orders-1");
             })
             .answer(StatusCode::OK, with_status(backup_object.clone())),
+        expect(Method::POST, EVENTS)
+            .check(|e| assert_eq!(e["note"], "backing up on orders-1"))
+            .answer(StatusCode::CREATED, |e| e.clone()),
     ]);
     let ctx = context(client, at("2026-12-01T00:00:05Z"), instances.clone());
     let parsed: Backup = serde_json::from_value(backup_object.clone()).unwrap();
@@ -1198,29 +1239,42 @@ async fn a_backup_runs_on_a_replica_and_retention_follows_its_success() {
         ["start http://10.0.0.1:8008"]
     );
 
-    // Second pass: completed; retention keeps the newest backup; the Cluster hears of it.
+    // Second pass: completed, said at once; then retention keeps the newest backup and the
+    // Cluster hears of it under the backups' own field manager.
     let mut running = backup_object.clone();
     running["status"] = json!({"phase": "running", "instance": "orders-1"});
     let (client, player) = api_server(vec![
         expect(Method::GET, LEASES).answer_json(leases),
-        expect(Method::GET, format!("{API}/clusters/orders")).answer_json(cluster_object.clone()),
-        expect(Method::PATCH, format!("{API}/clusters/orders/status"))
-            .check(|p| {
-                let s = &p["status"];
-                assert_eq!(s["conditions"][0]["type"], "LastBackupSucceeded");
-                assert_eq!(s["conditions"][0]["status"], "True");
-                assert!(s["lastSuccessfulBackup"].is_string());
-                assert!(s["firstRecoverabilityPoint"].is_string());
-            })
-            .answer(StatusCode::OK, with_status(cluster_object)),
-        expect(Method::POST, EVENTS)
-            .check(|e| assert_eq!(e["reason"], "Completed"))
-            .answer(StatusCode::CREATED, |e| e.clone()),
         expect(Method::PATCH, format!("{API}/backups/now/status"))
             .check(|p| {
                 let s = &p["status"];
                 assert_eq!(s["phase"], "completed");
                 assert_eq!(s["backupId"], "20261121T120000Z");
+                assert!(s.get("error").is_none());
+            })
+            .answer(StatusCode::OK, with_status(running.clone())),
+        expect(Method::POST, EVENTS)
+            .check(|e| assert_eq!(e["reason"], "Completed"))
+            .answer(StatusCode::CREATED, |e| e.clone()),
+        expect(Method::GET, format!("{API}/clusters/orders")).answer_json(cluster_object.clone()),
+        expect(Method::PATCH, format!("{API}/clusters/orders/status"))
+            .query("fieldManager=walarch-operator-backups")
+            .check(|p| {
+                let s = &p["status"];
+                // Only the backups' fields: the Cluster reconciler's stay its own.
+                let conditions = s["conditions"].as_array().unwrap();
+                assert_eq!(conditions.len(), 1);
+                assert_eq!(conditions[0]["type"], "LastBackupSucceeded");
+                assert_eq!(conditions[0]["status"], "True");
+                assert!(s["lastSuccessfulBackup"].is_string());
+                assert!(s["firstRecoverabilityPoint"].is_string());
+                assert!(s.get("phase").is_none());
+            })
+            .answer(StatusCode::OK, with_status(cluster_object)),
+        expect(Method::PATCH, format!("{API}/backups/now/status"))
+            .check(|p| {
+                let s = &p["status"];
+                assert_eq!(s["phase"], "completed");
                 assert_eq!(
                     s["retention"],
                     "retention deleted 1 backups and 0 WAL files"

@@ -809,7 +809,20 @@ impl<C: Coordination> Manager<C> {
         }
     }
 
+    /// Initializes the cluster: `initdb`, or a recovery bootstrap — which, failed at any
+    /// point, is discarded at once (server stopped, directories removed) to begin again
+    /// from nothing at the next round, never left to be started as it is.
     async fn bootstrap(&mut self) -> anyhow::Result<()> {
+        let result = self.bootstrap_once().await;
+        if result.is_err() && self.pg.bootstrap_in_progress() {
+            self.primary_pid.store(0, Ordering::SeqCst);
+            self.pg.stop(true).await?;
+            self.pg.discard_unfinished_bootstrap()?;
+        }
+        result
+    }
+
+    async fn bootstrap_once(&mut self) -> anyhow::Result<()> {
         match self.config.recovery.clone() {
             None => self.pg.initdb().await?,
             Some(recovery) => self.restore_for_bootstrap(&recovery).await?,
@@ -851,7 +864,8 @@ impl<C: Coordination> Manager<C> {
             "restoring for the recovery bootstrap"
         );
         let pgdata = self.config.pg.pgdata.clone();
-        let staging = pgdata.with_extension("restoring");
+        let staging = self.pg.staging_dir();
+        self.pg.mark_bootstrap()?;
         if staging.exists() {
             std::fs::remove_dir_all(&staging)?;
         }
@@ -877,11 +891,21 @@ impl<C: Coordination> Manager<C> {
             )
             .await
             .context("restoring the recovery bootstrap")?;
+        let set_here: Vec<String> = self
+            .config
+            .pg
+            .settings
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect();
+        postgres::Postgres::drop_inherited_settings(&staging, &set_here)?;
         if pgdata.exists() {
             std::fs::remove_dir_all(&pgdata)?;
         }
         std::fs::rename(&staging, &pgdata)?;
-        self.pg.mark_bootstrap()?;
+        if let Some(parent) = pgdata.parent() {
+            walarch_core::local_files::sync_dir(parent)?;
+        }
         self.pg.relocate_wal()?;
         Ok(())
     }

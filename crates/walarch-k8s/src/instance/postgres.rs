@@ -21,10 +21,32 @@ const MANAGED_CONF: &str = "walarch.conf";
 /// rewound (to finish crash recovery): it must rewind before it follows another primary.
 const REWIND_MARKER: &str = "walarch.rewind-needed";
 
-/// Left in the data directory from the moment a recovery bootstrap restores into it until
-/// the recovered server is promoted and its recovery settings are gone: a manager that finds
-/// it starts the bootstrap over (the cluster is not initialized before it is removed).
-const BOOTSTRAP_MARKER: &str = "walarch.bootstrap-in-progress";
+/// Beside the data directory (`<pgdata>.bootstrap-in-progress`, so no copy of the data
+/// directory carries it) from before a recovery bootstrap restores anything until the
+/// recovered server is promoted and its recovery settings are gone. While it exists the data
+/// directory is not one to start (`stopped_state` says absent), the server archives nothing
+/// (its WAL waits in `pg_wal`), and a failed or interrupted bootstrap is discarded and begun
+/// again: the cluster is initialized only after the marker is gone.
+const BOOTSTRAP_MARKER: &str = "bootstrap-in-progress";
+
+/// The settings `walarch.conf` manages. A recovery bootstrap drops them from the source's
+/// `postgresql.auto.conf` (read after `walarch.conf`, it would win): the source's
+/// `synchronous_standby_names` or `archive_command` must not become the clone's.
+const MANAGED_SETTINGS: [&str; 13] = [
+    "listen_addresses",
+    "port",
+    "unix_socket_directories",
+    "wal_level",
+    "hot_standby",
+    "wal_log_hints",
+    "max_wal_senders",
+    "max_replication_slots",
+    "cluster_name",
+    "synchronous_standby_names",
+    "archive_mode",
+    "archive_command",
+    "primary_conninfo",
+];
 
 /// The recovery settings a restore writes into `postgresql.auto.conf`; reset once the
 /// recovered server is promoted, so that no later start (as a replica, after a rewind) stops
@@ -64,6 +86,8 @@ pub struct PgSettings {
     pub restore_command: Option<String>,
     /// Where `pg_wal` lives when not in the data directory (a separate volume).
     pub waldir: Option<PathBuf>,
+    /// `initdb --data-checksums` (the default).
+    pub data_checksums: bool,
 }
 
 /// How to start the server.
@@ -158,7 +182,7 @@ impl Postgres {
     /// The data directory as the decision logic sees it when no server runs.
     pub fn stopped_state(&self) -> anyhow::Result<Server> {
         let pgdata = &self.settings.pgdata;
-        if !pgdata.join("PG_VERSION").is_file() {
+        if !pgdata.join("PG_VERSION").is_file() || self.bootstrap_in_progress() {
             return Ok(Server::Absent);
         }
         let bytes = std::fs::read(pgdata.join("global/pg_control"))
@@ -246,7 +270,7 @@ impl Postgres {
         )
     }
 
-    /// `initdb` with data checksums, then the `pg_hba.conf` lines.
+    /// `initdb` (with data checksums unless told otherwise), then the `pg_hba.conf` lines.
     pub async fn initdb(&self) -> anyhow::Result<()> {
         let pgdata = &self.settings.pgdata;
         let mut initdb = Command::new(self.program("initdb"));
@@ -368,6 +392,12 @@ impl Postgres {
             format!("synchronous_standby_names = '{standby_names}'"),
         ];
         match &s.archive_command {
+            // An empty command keeps every segment `.ready` in pg_wal until the bootstrap
+            // is finished (a bootstrap begun again must find the repository without WAL).
+            Some(_) if self.bootstrap_in_progress() => {
+                lines.push("archive_mode = on".into());
+                lines.push("archive_command = ''".into());
+            }
             Some(cmd) => {
                 lines.push("archive_mode = on".into());
                 lines.push(format!("archive_command = '{}'", cmd.replace('\'', "''")));
@@ -694,28 +724,69 @@ impl Postgres {
 }
 
 impl Postgres {
-    /// Marks the data directory as a recovery bootstrap in progress.
+    fn bootstrap_marker(&self) -> PathBuf {
+        self.settings.pgdata.with_extension(BOOTSTRAP_MARKER)
+    }
+
+    /// Whether a recovery bootstrap is in progress (or was left unfinished).
+    pub fn bootstrap_in_progress(&self) -> bool {
+        self.bootstrap_marker().exists()
+    }
+
+    /// The directory a recovery bootstrap restores into before moving it into place.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.settings.pgdata.with_extension("restoring")
+    }
+
+    /// Marks a recovery bootstrap as begun, durably, before anything is restored.
     pub fn mark_bootstrap(&self) -> anyhow::Result<()> {
-        walarch_core::local_files::write_durably(
-            &self.settings.pgdata.join(BOOTSTRAP_MARKER),
-            b"",
-        )?;
+        walarch_core::local_files::write_durably(&self.bootstrap_marker(), b"")?;
         Ok(())
     }
 
-    /// Removes the data directory (and the WAL directory's content) of a recovery bootstrap
-    /// that did not finish; returns whether there was one.
+    /// Removes what an unfinished recovery bootstrap left (the data directory, the staging
+    /// directory, the WAL directory's content), then its marker; returns whether there was
+    /// one. The server must not be running.
     pub fn discard_unfinished_bootstrap(&self) -> anyhow::Result<bool> {
-        let pgdata = &self.settings.pgdata;
-        if !pgdata.join(BOOTSTRAP_MARKER).exists() {
+        if !self.bootstrap_in_progress() {
             return Ok(false);
         }
-        std::fs::remove_dir_all(pgdata)
-            .with_context(|| format!("removing the unfinished {}", pgdata.display()))?;
+        for dir in [self.settings.pgdata.clone(), self.staging_dir()] {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("removing the unfinished {}", dir.display()))?;
+            }
+        }
         if let Some(waldir) = &self.settings.waldir {
             empty_directory(waldir)?;
         }
+        self.remove_bootstrap_marker()?;
         Ok(true)
+    }
+
+    fn remove_bootstrap_marker(&self) -> anyhow::Result<()> {
+        let marker = self.bootstrap_marker();
+        std::fs::remove_file(&marker)?;
+        if let Some(parent) = marker.parent() {
+            walarch_core::local_files::sync_dir(parent)?;
+        }
+        Ok(())
+    }
+
+    /// Drops the settings `walarch.conf` manages (and `extra`) from a restored data
+    /// directory's `postgresql.auto.conf`, keeping the restore's recovery settings.
+    pub fn drop_inherited_settings(dir: &Path, extra: &[String]) -> anyhow::Result<()> {
+        let auto = dir.join("postgresql.auto.conf");
+        let Ok(text) = std::fs::read_to_string(&auto) else {
+            return Ok(());
+        };
+        let managed = |line: &str| {
+            let name = line.split('=').next().unwrap_or("").trim();
+            MANAGED_SETTINGS.contains(&name) || extra.iter().any(|e| e == name)
+        };
+        let kept: Vec<&str> = text.lines().filter(|line| !managed(line)).collect();
+        walarch_core::local_files::write_durably(&auto, (kept.join("\n") + "\n").as_bytes())?;
+        Ok(())
     }
 
     /// Moves a restored `pg_wal` to the WAL directory and links it, when there is one.
@@ -757,9 +828,10 @@ impl Postgres {
         }
     }
 
-    /// Removes the restore's recovery settings (see [`RESTORE_SETTINGS`]) and the bootstrap
-    /// marker, and reloads: the managed configuration's own `restore_command` (this
-    /// cluster's repository) applies from here on.
+    /// Removes the restore's recovery settings (see [`RESTORE_SETTINGS`]), gives `postgres`
+    /// this cluster's password, removes the bootstrap marker and reloads with the managed
+    /// configuration's own `restore_command` and `archive_command` (this cluster's
+    /// repository): the WAL kept back since the promotion is archived from here on.
     pub async fn finish_recovery_bootstrap(&self) -> anyhow::Result<()> {
         let client = self.connect().await?;
         for name in RESTORE_SETTINGS {
@@ -768,7 +840,6 @@ impl Postgres {
                 .await
                 .with_context(|| format!("ALTER SYSTEM RESET {name}"))?;
         }
-        client.batch_execute("SELECT pg_reload_conf()").await?;
         // The source's password came with the backup; this cluster's peers use its own.
         if let Some(password) = superuser_password() {
             client
@@ -779,7 +850,9 @@ impl Postgres {
                 .await
                 .context("setting the postgres password")?;
         }
-        std::fs::remove_file(self.settings.pgdata.join(BOOTSTRAP_MARKER))?;
+        self.remove_bootstrap_marker()?;
+        self.write_config(&StartAs::Primary, &self.synchronous_standby_names)?;
+        client.batch_execute("SELECT pg_reload_conf()").await?;
         Ok(())
     }
 }

@@ -28,6 +28,25 @@ const POLL: Duration = Duration::from_secs(10);
 
 pub use crate::instance::BackupState;
 
+/// Why an instance manager's answer is not a backup's state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InstanceError {
+    /// The HTTP status the manager answered with; `None` when it did not answer.
+    pub status: Option<u16>,
+    /// What went wrong, with the request.
+    pub message: String,
+}
+
+impl InstanceError {
+    fn unanswered(message: String) -> Self {
+        InstanceError {
+            status: None,
+            message,
+        }
+    }
+}
+
 /// The instance managers' backup interface.
 pub trait InstanceApi: Send + Sync {
     /// Asks the manager at `base` (`http://HOST:PORT`) to start backup `name`.
@@ -35,13 +54,13 @@ pub trait InstanceApi: Send + Sync {
         &self,
         base: String,
         name: String,
-    ) -> BoxFuture<'static, Result<BackupState, String>>;
+    ) -> BoxFuture<'static, Result<BackupState, InstanceError>>;
     /// Asks the manager at `base` how backup `name` goes.
     fn backup_state(
         &self,
         base: String,
         name: String,
-    ) -> BoxFuture<'static, Result<BackupState, String>>;
+    ) -> BoxFuture<'static, Result<BackupState, InstanceError>>;
 }
 
 /// [`InstanceApi`] over HTTP.
@@ -65,31 +84,39 @@ impl Default for HttpInstances {
 }
 
 impl HttpInstances {
-    async fn call(&self, method: &str, url: String) -> Result<BackupState, String> {
+    async fn call(&self, method: &str, url: String) -> Result<BackupState, InstanceError> {
         use http_body_util::BodyExt;
         let request = hyper::Request::builder()
             .method(method)
             .uri(&url)
             .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(|e| InstanceError::unanswered(format!("{url}: {e}")))?;
         let response = tokio::time::timeout(Duration::from_secs(10), self.client.request(request))
             .await
-            .map_err(|_| format!("{method} {url}: no answer within 10 s"))?
-            .map_err(|e| format!("{method} {url}: {e}"))?;
+            .map_err(|_| {
+                InstanceError::unanswered(format!("{method} {url}: no answer within 10 s"))
+            })?
+            .map_err(|e| InstanceError::unanswered(format!("{method} {url}: {e}")))?;
         let status = response.status();
         let body = response
             .into_body()
             .collect()
             .await
-            .map_err(|e| format!("{method} {url}: {e}"))?
+            .map_err(|e| InstanceError::unanswered(format!("{method} {url}: {e}")))?
             .to_bytes();
         if !status.is_success() {
-            return Err(format!(
-                "{method} {url}: {status}: {}",
-                String::from_utf8_lossy(&body).trim()
-            ));
+            return Err(InstanceError {
+                status: Some(status.as_u16()),
+                message: format!(
+                    "{method} {url}: {status}: {}",
+                    String::from_utf8_lossy(&body).trim()
+                ),
+            });
         }
-        serde_json::from_slice(&body).map_err(|e| format!("{method} {url}: {e}"))
+        serde_json::from_slice(&body).map_err(|e| InstanceError {
+            status: Some(status.as_u16()),
+            message: format!("{method} {url}: {e}"),
+        })
     }
 }
 
@@ -98,7 +125,7 @@ impl InstanceApi for HttpInstances {
         &self,
         base: String,
         name: String,
-    ) -> BoxFuture<'static, Result<BackupState, String>> {
+    ) -> BoxFuture<'static, Result<BackupState, InstanceError>> {
         let this = self.clone();
         Box::pin(async move {
             this.call("POST", format!("{base}/backups?name={name}"))
@@ -110,7 +137,7 @@ impl InstanceApi for HttpInstances {
         &self,
         base: String,
         name: String,
-    ) -> BoxFuture<'static, Result<BackupState, String>> {
+    ) -> BoxFuture<'static, Result<BackupState, InstanceError>> {
         let this = self.clone();
         Box::pin(async move { this.call("GET", format!("{base}/backups/{name}")).await })
     }
@@ -154,6 +181,24 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action,
     }
 }
 
+async fn observe(ctx: &Context, namespace: &str, cluster: &str) -> Result<Observed, Error> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(ctx.client.clone(), namespace);
+    let list = leases
+        .list(&ListParams::default().labels(&format!("{CLUSTER_LABEL}={cluster}")))
+        .await?;
+    let mut sightings = ctx.lease_sightings.lock().unwrap();
+    Ok(Observed::from_leases(
+        cluster,
+        &list.items,
+        ctx.now(),
+        &mut sightings,
+    ))
+}
+
+/// Picks the instance and asks it to start. The choice is written to the status before the
+/// request, so a pass retried after a lost answer asks the same instance again (its manager
+/// answers for a name it knows) and never starts a second backup elsewhere.
 async fn start(
     backup: &Backup,
     ctx: &Context,
@@ -182,39 +227,45 @@ async fn start(
         )
         .await;
     }
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(ctx.client.clone(), namespace);
-    let list = leases
-        .list(&ListParams::default().labels(&format!("{CLUSTER_LABEL}={cluster_name}")))
-        .await?;
-    let observed = Observed::from_leases(cluster_name, &list.items, ctx.now());
-    let Some(member) = choose_instance(&observed, backup.spec.target) else {
+    let observed = observe(ctx, namespace, cluster_name).await?;
+    let chosen = match &status.instance {
+        Some(name) => observed.members.get(name),
+        None => choose_instance(&observed, backup.spec.target),
+    };
+    let Some(member) = chosen else {
         status.phase = Some(BackupPhase::Pending);
+        status.instance = None;
         status.error = Some("no instance serves the role the backup needs yet".into());
         patch_backup_status(ctx, namespace, &backup.name_any(), &status).await?;
         return Ok(Action::requeue(POLL));
     };
-    let base = manager_base(member);
-    match ctx.instances.start_backup(base, backup.name_any()).await {
-        Ok(_) => {
-            status.phase = Some(BackupPhase::Running);
-            status.instance = Some(member.name.clone());
-            status.started_at = Some(ctx.now().to_rfc3339());
-            status.error = None;
-            ctx.event(
-                backup,
-                EventType::Normal,
-                "Started",
-                &format!("backing up on {}", member.name),
-            )
-            .await?;
-            patch_backup_status(ctx, namespace, &backup.name_any(), &status).await?;
-            Ok(Action::requeue(POLL))
-        }
-        Err(e) => Err(Error::Instance(e)),
+    if status.instance.is_none() {
+        status.phase = Some(BackupPhase::Pending);
+        status.instance = Some(member.name.clone());
+        status.error = None;
+        patch_backup_status(ctx, namespace, &backup.name_any(), &status).await?;
     }
+    ctx.instances
+        .start_backup(manager_base(member), backup.name_any())
+        .await
+        .map_err(|e| Error::Instance(e.to_string()))?;
+    status.phase = Some(BackupPhase::Running);
+    status.started_at = Some(ctx.now().to_rfc3339());
+    status.error = None;
+    patch_backup_status(ctx, namespace, &backup.name_any(), &status).await?;
+    ctx.event(
+        backup,
+        EventType::Normal,
+        "Started",
+        &format!("backing up on {}", member.name),
+    )
+    .await?;
+    Ok(Action::requeue(POLL))
 }
 
+/// Follows a running backup; once it completed, the Backup says so first, then retention
+/// runs and its outcome is added (a retention failure is reported, the backup stays
+/// completed).
 async fn follow(
     backup: &Backup,
     ctx: &Context,
@@ -222,13 +273,7 @@ async fn follow(
     mut status: BackupStatus,
 ) -> Result<Action, Error> {
     let cluster_name = &backup.spec.cluster.name;
-    let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), namespace);
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(ctx.client.clone(), namespace);
-    let list = leases
-        .list(&ListParams::default().labels(&format!("{CLUSTER_LABEL}={cluster_name}")))
-        .await?;
-    let observed = Observed::from_leases(cluster_name, &list.items, ctx.now());
+    let observed = observe(ctx, namespace, cluster_name).await?;
     let instance = status.instance.clone().unwrap_or_default();
     let Some(member) = observed.members.get(&instance) else {
         return fail(
@@ -246,7 +291,7 @@ async fn follow(
         .await
     {
         Ok(state) => state,
-        Err(e) if e.contains("404") => {
+        Err(e) if e.status == Some(404) => {
             return fail(
                 backup,
                 ctx,
@@ -256,7 +301,7 @@ async fn follow(
             )
             .await;
         }
-        Err(e) => return Err(Error::Instance(e)),
+        Err(e) => return Err(Error::Instance(e.to_string())),
     };
     match state.phase.as_str() {
         "completed" => {
@@ -266,8 +311,7 @@ async fn follow(
             status.end_lsn = state.end_lsn.clone();
             status.stopped_at = Some(ctx.now().to_rfc3339());
             status.error = None;
-            let cluster = clusters.get(cluster_name).await?;
-            status.retention = after_success(&cluster, ctx, namespace).await?;
+            patch_backup_status(ctx, namespace, &backup.name_any(), &status).await?;
             ctx.event(
                 backup,
                 EventType::Normal,
@@ -278,7 +322,23 @@ async fn follow(
                 ),
             )
             .await?;
-            patch_backup_status(ctx, namespace, &backup.name_any(), &status).await?;
+            let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), namespace);
+            let retention = match clusters.get_opt(cluster_name).await? {
+                Some(cluster) => match after_success(&cluster, ctx, namespace).await {
+                    Ok(summary) => summary,
+                    Err(e) => {
+                        let why = format!("retention after the backup failed: {e}");
+                        ctx.event(backup, EventType::Warning, "RetentionFailed", &why)
+                            .await?;
+                        Some(why)
+                    }
+                },
+                None => None,
+            };
+            if retention.is_some() {
+                status.retention = retention;
+                patch_backup_status(ctx, namespace, &backup.name_any(), &status).await?;
+            }
             Ok(Action::await_change())
         }
         "failed" => {
@@ -332,7 +392,7 @@ async fn after_success(
             ctx.now(),
         ),
     );
-    patch_cluster_backup_status(ctx, namespace, &cluster.name_any(), &status).await?;
+    apply_cluster_backup_status(ctx, namespace, &cluster.name_any(), &status).await?;
     Ok(summary)
 }
 
@@ -378,9 +438,9 @@ async fn fail(
     status.phase = Some(BackupPhase::Failed);
     status.stopped_at = Some(ctx.now().to_rfc3339());
     status.error = Some(why.clone());
+    patch_backup_status(ctx, namespace, &backup.name_any(), &status).await?;
     ctx.event(backup, EventType::Warning, "Failed", &why)
         .await?;
-    patch_backup_status(ctx, namespace, &backup.name_any(), &status).await?;
     let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), namespace);
     if let Some(cluster) = clusters.get_opt(&backup.spec.cluster.name).await? {
         let mut cluster_status = cluster.status.clone().unwrap_or_default();
@@ -394,11 +454,12 @@ async fn fail(
                 ctx.now(),
             ),
         );
-        patch_cluster_backup_status(ctx, namespace, &cluster.name_any(), &cluster_status).await?;
+        apply_cluster_backup_status(ctx, namespace, &cluster.name_any(), &cluster_status).await?;
     }
     Ok(Action::await_change())
 }
 
+/// Applies a Backup's status (server-side apply: fields left out are removed).
 async fn patch_backup_status(
     ctx: &Context,
     namespace: &str,
@@ -409,28 +470,49 @@ async fn patch_backup_status(
     backups
         .patch_status(
             name,
-            &PatchParams::default(),
-            &Patch::Merge(&json!({ "status": status })),
+            &PatchParams::apply(super::cluster::MANAGER).force(),
+            &Patch::Apply(&json!({
+                "apiVersion": "walarch.io/v1alpha1",
+                "kind": "Backup",
+                "status": status,
+            })),
         )
         .await?;
     Ok(())
 }
 
-/// Writes the backup fields of a Cluster's status (the cluster reconciler keeps the rest).
-async fn patch_cluster_backup_status(
+/// The field manager of the Backup reconciler's part of a Cluster's status.
+pub const CLUSTER_STATUS_MANAGER: &str = "walarch-operator-backups";
+
+/// Applies the backup fields of a Cluster's status under their own field manager: the
+/// Cluster reconciler's fields and conditions are not touched.
+async fn apply_cluster_backup_status(
     ctx: &Context,
     namespace: &str,
     name: &str,
     status: &ClusterStatus,
 ) -> Result<(), Error> {
     let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), namespace);
-    let patch = json!({ "status": {
-        "lastSuccessfulBackup": status.last_successful_backup,
-        "firstRecoverabilityPoint": status.first_recoverability_point,
-        "conditions": status.conditions,
-    }});
+    let conditions: Vec<_> = status
+        .conditions
+        .iter()
+        .filter(|c| c.type_ == "LastBackupSucceeded")
+        .collect();
+    let patch = json!({
+        "apiVersion": "walarch.io/v1alpha1",
+        "kind": "Cluster",
+        "status": {
+            "lastSuccessfulBackup": status.last_successful_backup,
+            "firstRecoverabilityPoint": status.first_recoverability_point,
+            "conditions": conditions,
+        }
+    });
     clusters
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            name,
+            &PatchParams::apply(CLUSTER_STATUS_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
         .await?;
     Ok(())
 }

@@ -129,37 +129,54 @@ async fn apply(cluster: &Cluster, ctx: &Context, namespace: &str) -> Result<Acti
         }
     }
 
+    // Labels first: a failed apply (an immutable StatefulSet field, say) must not keep
+    // `-rw` on a pod that no longer leads.
+    let observed = label_pods(cluster, ctx, namespace).await?;
     apply_owned(cluster, ctx, namespace).await?;
-
-    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = ListParams::default().labels(&format!("{CLUSTER_LABEL}={name}"));
-    let leases = leases.list(&selector).await?;
-    let observed = Observed::from_leases(&name, &leases.items, ctx.now());
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    for pod in pods.list(&selector).await? {
-        let pod_name = pod.name_any();
-        let want = observed.role_label(&pod_name);
-        let has = pod.labels().get(ROLE_LABEL).map(String::as_str);
-        if want != has {
-            // A merge patch with null removes the label.
-            let patch = json!({ "metadata": { "labels": { ROLE_LABEL: want } } });
-            pods.patch(&pod_name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-            if want == Some("primary") {
-                ctx.event(
-                    cluster,
-                    EventType::Normal,
-                    "PrimaryLabelled",
-                    &format!("{pod_name} leads: {name}-rw selects it"),
-                )
-                .await?;
-            }
-        }
-    }
 
     describe_running(cluster, &observed, &mut status, ctx);
     patch_status(ctx, namespace, &name, &status).await?;
     Ok(Action::requeue(RESYNC))
+}
+
+/// Labels each pod with the role its instance published (see [`Observed::role_label`]);
+/// pods losing `primary` are relabelled first, so two pods never both carry it.
+async fn label_pods(cluster: &Cluster, ctx: &Context, namespace: &str) -> Result<Observed, Error> {
+    let name = cluster.name_any();
+    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = ListParams::default().labels(&format!("{CLUSTER_LABEL}={name}"));
+    let leases = leases.list(&selector).await?;
+    let observed = {
+        let mut sightings = ctx.lease_sightings.lock().unwrap();
+        Observed::from_leases(&name, &leases.items, ctx.now(), &mut sightings)
+    };
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut changes: Vec<(String, Option<&str>, bool)> = Vec::new();
+    for pod in pods.list(&selector).await? {
+        let pod_name = pod.name_any();
+        let want = observed.role_label(&pod_name);
+        let was_primary = pod.labels().get(ROLE_LABEL).map(String::as_str) == Some("primary");
+        if want != pod.labels().get(ROLE_LABEL).map(String::as_str) {
+            changes.push((pod_name, want, was_primary));
+        }
+    }
+    changes.sort_by_key(|(_, _, was_primary)| !was_primary);
+    for (pod_name, want, _) in changes {
+        // A merge patch with null removes the label.
+        let patch = json!({ "metadata": { "labels": { ROLE_LABEL: want } } });
+        pods.patch(&pod_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        if want == Some("primary") {
+            ctx.event(
+                cluster,
+                EventType::Normal,
+                "PrimaryLabelled",
+                &format!("{pod_name} leads: {name}-rw selects it"),
+            )
+            .await?;
+        }
+    }
+    Ok(observed)
 }
 
 /// Fills the running cluster's part of the status from what the instances published.
@@ -288,18 +305,33 @@ where
     Ok(())
 }
 
+/// The conditions the Cluster reconciler owns (the Backup reconciler owns
+/// `LastBackupSucceeded`, with `lastSuccessfulBackup` and `firstRecoverabilityPoint`).
+const OWN_CONDITIONS: [&str; 3] = ["Ready", "ContinuousArchiving", "RecoveryTargetReachable"];
+
+/// Applies the reconciler's part of the status (server-side apply, its own field manager):
+/// fields it leaves out are removed, fields the Backup reconciler owns are left alone.
 async fn patch_status(
     ctx: &Context,
     namespace: &str,
     name: &str,
     status: &ClusterStatus,
 ) -> Result<(), Error> {
+    let mut own = status.clone();
+    own.last_successful_backup = None;
+    own.first_recoverability_point = None;
+    own.conditions
+        .retain(|c| OWN_CONDITIONS.contains(&c.type_.as_str()));
     let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), namespace);
     clusters
         .patch_status(
             name,
-            &PatchParams::default(),
-            &Patch::Merge(&json!({ "status": status })),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&json!({
+                "apiVersion": "walarch.io/v1alpha1",
+                "kind": "Cluster",
+                "status": own,
+            })),
         )
         .await?;
     Ok(())
@@ -324,20 +356,34 @@ pub async fn secret_vars(
         .collect())
 }
 
+/// Deleting a Cluster: its StatefulSet first, and only once no pod of it runs, the
+/// instance managers' Leases (a running manager would write its Lease again). Until then
+/// the pass fails, which keeps the finalizer and retries.
 async fn cleanup(cluster: &Cluster, ctx: &Context, namespace: &str) -> Result<Action, Error> {
     let name = cluster.name_any();
+    let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
+    match sets.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    let selector = ListParams::default().labels(&format!("{CLUSTER_LABEL}={name}"));
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let running = pods.list(&selector).await?.items.len();
+    if running > 0 {
+        return Err(Error::Waiting(format!(
+            "{running} pods of cluster {name} still run; its Leases are deleted once they stopped"
+        )));
+    }
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), namespace);
     leases
-        .delete_collection(
-            &DeleteParams::default(),
-            &ListParams::default().labels(&format!("{CLUSTER_LABEL}={name}")),
-        )
+        .delete_collection(&DeleteParams::default(), &selector)
         .await?;
     ctx.event(
         cluster,
         EventType::Normal,
         "LeasesDeleted",
-        "the instance managers' leases are deleted; the owned objects go with the Cluster",
+        "the pods stopped and the instance managers' leases are deleted; the volume claims stay (delete them to reuse the name)",
     )
     .await?;
     Ok(Action::await_change())

@@ -32,7 +32,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use resources::{Backup, Cluster, ScheduledBackup};
@@ -51,6 +51,8 @@ pub struct Context {
     pub clock: Clock,
     /// Talks to the instance managers (backups).
     pub instances: Arc<dyn backup::InstanceApi>,
+    /// When the operator saw each Lease change (see [`observe`]), by namespace/name.
+    pub lease_sightings: Arc<std::sync::Mutex<observe::Sightings>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -73,6 +75,7 @@ impl Context {
             client,
             clock: Arc::new(Utc::now),
             instances: Arc::new(backup::HttpInstances::default()),
+            lease_sightings: Arc::default(),
         }
     }
 
@@ -126,6 +129,9 @@ pub enum Error {
     /// The repository could not be read or changed.
     #[error("repository: {0}")]
     Repository(String),
+    /// Something must happen first (pods to stop); the pass is retried.
+    #[error("waiting: {0}")]
+    Waiting(String),
 }
 
 /// A condition as of `now`.
@@ -174,36 +180,153 @@ fn error_policy<K>(_: Arc<K>, error: &Error, _: Arc<Context>) -> Action {
 }
 
 /// Runs the three controllers until the process is stopped.
+///
+/// Each controller is triggered by what it must act on, not by its own writes: a status
+/// patch changes neither `generation` nor the finalizers, so it does not trigger its own
+/// reconciler again (no hot loop); Leases trigger a Cluster pass only when a leader or a
+/// member's role changes, not at every renewal. Everything else is seen at the resync.
 pub async fn run(client: Client) -> anyhow::Result<()> {
     let ctx = Arc::new(Context::new(client.clone()));
     let config = watcher::Config::default();
-    let clusters = Controller::new(Api::<Cluster>::all(client.clone()), config.clone())
+
+    let (cluster_store, cluster_writer) = reflector::store();
+    let cluster_changes = watcher(Api::<Cluster>::all(client.clone()), config.clone())
+        .default_backoff()
+        .reflect(cluster_writer)
+        .applied_objects()
+        .predicate_filter(spec_or_finalizers, Default::default());
+    let role_changes = watcher(
+        Api::<Lease>::all(client.clone()),
+        watcher::Config::default().labels(objects::CLUSTER_LABEL),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(leadership_of, Default::default());
+    let clusters = Controller::for_stream(cluster_changes, cluster_store)
         .owns(Api::<StatefulSet>::all(client.clone()), config.clone())
         .owns(Api::<Service>::all(client.clone()), config.clone())
-        .watches(
-            Api::<Lease>::all(client.clone()),
-            watcher::Config::default().labels(objects::CLUSTER_LABEL),
-            |lease: Lease| {
-                let cluster = lease.labels().get(objects::CLUSTER_LABEL)?.clone();
-                Some(ObjectRef::<Cluster>::new(&cluster).within(&lease.namespace()?))
-            },
-        )
+        .watches_stream(role_changes, |lease: Lease| {
+            let cluster = lease.labels().get(objects::CLUSTER_LABEL)?.clone();
+            Some(ObjectRef::<Cluster>::new(&cluster).within(&lease.namespace()?))
+        })
         .shutdown_on_signal()
         .run(cluster::reconcile, error_policy, ctx.clone())
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!("cluster controller: {e}");
-            }
-        });
-    let backups = Controller::new(Api::<Backup>::all(client.clone()), config.clone())
+        .for_each(log_failure);
+
+    let (backup_store, backup_writer) = reflector::store();
+    let backup_changes = watcher(Api::<Backup>::all(client.clone()), config.clone())
+        .default_backoff()
+        .reflect(backup_writer)
+        .applied_objects()
+        .predicate_filter(spec_or_finalizers, Default::default());
+    let backups = Controller::for_stream(backup_changes, backup_store)
         .shutdown_on_signal()
         .run(backup::reconcile, error_policy, ctx.clone())
-        .for_each(|_| async {});
-    let schedules = Controller::new(Api::<ScheduledBackup>::all(client.clone()), config)
+        .for_each(log_failure);
+
+    let (schedule_store, schedule_writer) = reflector::store();
+    let schedule_changes = watcher(Api::<ScheduledBackup>::all(client.clone()), config)
+        .default_backoff()
+        .reflect(schedule_writer)
+        .applied_objects()
+        .predicate_filter(spec_or_finalizers, Default::default());
+    let schedules = Controller::for_stream(schedule_changes, schedule_store)
         .shutdown_on_signal()
         .run(schedule::reconcile, error_policy, ctx)
-        .for_each(|_| async {});
+        .for_each(log_failure);
+
     tracing::info!("walarch operator running");
     tokio::join!(clusters, backups, schedules);
     Ok(())
+}
+
+async fn log_failure<T, E: std::fmt::Display>(result: Result<T, E>) {
+    if let Err(e) = result {
+        tracing::debug!("controller: {e}");
+    }
+}
+
+fn hash_of(value: impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// What a resource's own reconciler reacts to: its spec (`generation`, which deletion bumps
+/// too) and its finalizers (added in one pass, acted on in the next), never its status.
+pub fn spec_or_finalizers<K: Resource>(object: &K) -> Option<u64> {
+    let meta = object.meta();
+    Some(hash_of((
+        meta.generation,
+        &meta.finalizers,
+        meta.deletion_timestamp.is_some(),
+    )))
+}
+
+/// What of a Lease moves the role labels: the leader lease's holder, a member record's role
+/// and timeline (not its positions, which change with every write).
+pub fn leadership_of(lease: &Lease) -> Option<u64> {
+    let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.clone());
+    let published = lease
+        .annotations()
+        .get("walarch.io/state")
+        .and_then(|state| serde_json::from_str::<crate::leadership::MemberState>(state).ok())
+        .map(|state| (format!("{:?}", state.role), state.timeline));
+    Some(hash_of((holder, published)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cluster(generation: i64, finalizers: &[&str], phase: &str) -> Cluster {
+        serde_json::from_value(json!({
+            "apiVersion": "walarch.io/v1alpha1", "kind": "Cluster",
+            "metadata": {"name": "c", "namespace": "n", "generation": generation, "finalizers": finalizers},
+            "spec": {"instances": 1, "image": "i", "storage": {"size": "1Gi"}},
+            "status": {"phase": phase}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_status_write_does_not_trigger_its_own_reconciler() {
+        let base = spec_or_finalizers(&cluster(1, &[], "Setting up"));
+        assert_eq!(base, spec_or_finalizers(&cluster(1, &[], "Healthy")));
+        assert_ne!(base, spec_or_finalizers(&cluster(2, &[], "Setting up")));
+        assert_ne!(
+            base,
+            spec_or_finalizers(&cluster(1, &["walarch.io/cluster-leases"], "Setting up"))
+        );
+    }
+
+    fn lease(holder: &str, role: &str, lsn: u64, renewed: &str) -> Lease {
+        let state = json!({"name": "c-0", "role": role, "timeline": 1, "received_lsn": lsn,
+                           "replayed_lsn": lsn, "host": "h", "pg_port": 5432, "http": "h:8008"});
+        serde_json::from_value(json!({
+            "metadata": {"name": "c-member-c-0", "annotations": {"walarch.io/state": state.to_string()}},
+            "spec": {"holderIdentity": holder, "renewTime": renewed, "leaseDurationSeconds": 15}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_a_leadership_change_in_a_lease_triggers_a_cluster_pass() {
+        let base = leadership_of(&lease("c-0", "replica", 100, "2026-12-01T00:00:00.000000Z"));
+        // A renewal with more WAL received: no pass.
+        assert_eq!(
+            base,
+            leadership_of(&lease("c-0", "replica", 900, "2026-12-01T00:00:02.000000Z"))
+        );
+        assert_ne!(
+            base,
+            leadership_of(&lease("c-0", "primary", 900, "2026-12-01T00:00:02.000000Z"))
+        );
+        assert_ne!(
+            base,
+            leadership_of(&lease("c-1", "replica", 100, "2026-12-01T00:00:00.000000Z"))
+        );
+    }
 }

@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
 use k8s_openapi::api::core::v1::{
     Affinity, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
@@ -180,10 +182,10 @@ fn service(cluster: &Cluster, suffix: &str, role: Option<&str>) -> Service {
 fn stateful_set(cluster: &Cluster) -> StatefulSet {
     let name = cluster.name_any();
     let spec = &cluster.spec;
-    let mut claims = vec![claim("data", &spec.storage)];
+    let mut claims = vec![claim(&name, "data", &spec.storage)];
     let mut mounts = vec![mount("data", DATA_MOUNT)];
     if let Some(wal) = &spec.wal_storage {
-        claims.push(claim("wal", wal));
+        claims.push(claim(&name, "wal", wal));
         mounts.push(mount("wal", WAL_MOUNT));
     }
     let mut labels = cluster_labels(&name);
@@ -238,6 +240,14 @@ fn stateful_set(cluster: &Cluster) -> StatefulSet {
                 }),
             },
             volume_claim_templates: Some(claims),
+            // The data outlives the Cluster: deleting it keeps the volume claims (labelled
+            // walarch.io/cluster) for whoever deletes them on purpose.
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Retain".into()),
+                    when_scaled: Some("Retain".into()),
+                },
+            ),
             ..Default::default()
         }),
         ..Default::default()
@@ -279,6 +289,14 @@ fn instance_args(cluster: &Cluster) -> Vec<String> {
     args.push("--hba=host all all all scram-sha-256".into());
     if spec.wal_storage.is_some() {
         args.push(format!("--waldir={WAL_MOUNT}/pg_wal"));
+    }
+    if spec
+        .bootstrap
+        .as_ref()
+        .and_then(|b| b.initdb.as_ref())
+        .is_some_and(|initdb| !initdb.data_checksums)
+    {
+        args.push("--no-data-checksums".into());
     }
     if let Some(recovery) = spec.bootstrap.as_ref().and_then(|b| b.recovery.as_ref()) {
         args.extend(recovery_args(recovery));
@@ -437,10 +455,11 @@ fn affinity(cluster: &Cluster) -> Option<Affinity> {
     })
 }
 
-fn claim(name: &str, storage: &StorageSpec) -> PersistentVolumeClaim {
+fn claim(cluster: &str, name: &str, storage: &StorageSpec) -> PersistentVolumeClaim {
     PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(name.into()),
+            labels: Some(cluster_labels(cluster)),
             ..Default::default()
         },
         spec: Some(PersistentVolumeClaimSpec {

@@ -47,6 +47,22 @@ pub fn refusal(spec: &ClusterSpec) -> Option<String> {
     if let Err(e) = target_spec(recovery.recovery_target.as_ref()) {
         return Some(format!("spec.bootstrap.recovery.recoveryTarget: {e}"));
     }
+    if let Some(repo) = &spec.repository {
+        let (a, b) = (&recovery.source, repo);
+        let differs = |x: &Option<String>, y: &Option<String>| x.is_some() && y.is_some() && x != y;
+        let credentials = |r: &RepositorySpec| r.credentials.as_ref().map(|c| c.name.clone());
+        if differs(&credentials(a), &credentials(b))
+            || a.s3_endpoint != b.s3_endpoint
+            || a.s3_region != b.s3_region
+        {
+            return Some(
+                "a pod has one environment, so the recovery source and spec.repository must use \
+                 the same credentials Secret, s3Endpoint and s3Region (different buckets or \
+                 prefixes are fine)"
+                    .into(),
+            );
+        }
+    }
     if let Some(repo) = &spec.repository
         && let Ok(archive) = RepoLocation::parse(&repo.url)
         && overlap(&source, &archive)

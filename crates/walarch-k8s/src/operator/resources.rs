@@ -56,6 +56,16 @@ pub const GROUP: &str = "walarch.io";
 #[x_kube(validation = Rule::new(
     "!has(self.synchronousReplicas) || self.synchronousReplicas < self.instances"
 ).message("synchronousReplicas must be smaller than instances"))]
+#[x_kube(validation = Rule::new("self.storage == oldSelf.storage")
+    .message("storage cannot change once the cluster exists (the StatefulSet's volume claims are fixed)"))]
+#[x_kube(validation = Rule::new(
+    "has(self.walStorage) == has(oldSelf.walStorage) && (!has(self.walStorage) || self.walStorage == oldSelf.walStorage)"
+).message("walStorage cannot change once the cluster exists"))]
+#[x_kube(validation = Rule::new("self.postgresMajor == oldSelf.postgresMajor")
+    .message("postgresMajor cannot change: a major upgrade starts a new cluster and a new repository"))]
+#[x_kube(validation = Rule::new(
+    "has(self.bootstrap) == has(oldSelf.bootstrap) && (!has(self.bootstrap) || self.bootstrap == oldSelf.bootstrap)"
+).message("bootstrap cannot change once the cluster exists"))]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterSpec {
     /// Number of PostgreSQL instances (one primary, the rest replicas).
@@ -399,8 +409,11 @@ pub struct ClusterStatus {
     /// When the newest successful backup completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful_backup: Option<String>,
-    /// `Ready`, `ContinuousArchiving`, `LastBackupSucceeded`, `RecoveryTargetReachable`.
+    /// `Ready`, `ContinuousArchiving`, `LastBackupSucceeded`, `RecoveryTargetReachable`: a
+    /// map keyed by type, so each reconciler applies its own conditions (server-side apply)
+    /// without removing the others'.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The generation of the spec this status answers to.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -83,8 +83,9 @@ pub async fn reconcile(
         .and_then(|t| DateTime::from_timestamp_millis(t.0.as_millisecond()))
         .unwrap_or(now);
     let fire = match last {
-        // The first pass of an `immediate` schedule takes one backup at once.
-        None if scheduled.spec.immediate => Some(now),
+        // The first pass of an `immediate` schedule takes one backup at once, named after
+        // the schedule's creation: a pass repeated after a lost status write creates no second.
+        None if scheduled.spec.immediate => Some(created),
         None => due(&schedule, created, now),
         Some(last) => due(&schedule, last, now),
     };
@@ -157,8 +158,12 @@ async fn patch_status(
     let api: Api<ScheduledBackup> = Api::namespaced(ctx.client.clone(), namespace);
     api.patch_status(
         name,
-        &PatchParams::default(),
-        &Patch::Merge(&json!({ "status": status })),
+        &PatchParams::apply(super::cluster::MANAGER).force(),
+        &Patch::Apply(&json!({
+            "apiVersion": "walarch.io/v1alpha1",
+            "kind": "ScheduledBackup",
+            "status": status,
+        })),
     )
     .await?;
     Ok(())
