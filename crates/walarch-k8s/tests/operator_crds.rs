@@ -264,7 +264,15 @@ fn the_kubectl_columns_show_phase_primary_and_backups() {
     };
     assert_eq!(
         columns("Cluster"),
-        ["Instances", "Ready", "Status", "Primary", "Timeline", "Age"]
+        [
+            "Instances",
+            "Ready",
+            "Status",
+            "Primary",
+            "Timeline",
+            "Last Backup",
+            "Age"
+        ]
     );
     assert_eq!(
         columns("Backup"),

@@ -99,6 +99,9 @@ async fn switchover(
     )
 }
 
+/// How many finished backups `GET /backups/NAME` still answers for.
+const REMEMBERED_BACKUPS: usize = 64;
+
 #[derive(Debug, serde::Deserialize)]
 struct BackupQuery {
     name: String,
@@ -158,6 +161,17 @@ async fn start_backup(
         end_lsn: None,
         error: None,
     };
+    // A bounded memory of finished backups (the operator asks within minutes).
+    while backups.len() >= REMEMBERED_BACKUPS {
+        let Some(finished) = backups
+            .values()
+            .find(|b| b.phase != "running")
+            .map(|b| b.name.clone())
+        else {
+            break;
+        };
+        backups.remove(&finished);
+    }
     backups.insert(name.clone(), state.clone());
     drop(backups);
     let shared_for_task = shared.clone();

@@ -45,6 +45,11 @@ pub const GROUP: &str = "walarch.io";
     ),
     printcolumn(name = "Timeline", type_ = "integer", json_path = ".status.timeline"),
     printcolumn(
+        name = "Last Backup",
+        type_ = "date",
+        json_path = ".status.lastSuccessfulBackup"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
