@@ -761,6 +761,15 @@ fn a_replica_backs_up_on_request_and_a_clone_bootstraps_from_the_repository_at_a
     let clone_repo = scratch.subdir("clone-repo");
     let waldir = scratch.subdir("x-wal");
     scratch.give_to_postgres(&waldir);
+    // What an interrupted bootstrap leaves: its marker beside a half-restored data directory
+    // that looks startable. The manager must discard it, never start it.
+    let clone_dir = scratch.subdir("x");
+    let leftover = clone_dir.join("data");
+    std::fs::create_dir_all(leftover.join("global")).unwrap();
+    std::fs::write(leftover.join("PG_VERSION"), "15\n").unwrap();
+    std::fs::write(leftover.join("half-restored"), "").unwrap();
+    std::fs::write(clone_dir.join("data.bootstrap-in-progress"), "").unwrap();
+    scratch.give_to_postgres(&clone_dir);
     let clone = Member::with_options(
         &scratch,
         &k8s,
@@ -799,6 +808,16 @@ fn a_replica_backs_up_on_request_and_a_clone_bootstraps_from_the_repository_at_a
     assert_eq!(
         std::fs::read_link(clone.pgdata.join("pg_wal")).unwrap(),
         waldir
+    );
+    assert!(
+        !clone.pgdata.join("half-restored").exists(),
+        "the leftover was discarded"
+    );
+    assert!(!clone_dir.join("data.bootstrap-in-progress").exists());
+    assert!(
+        clone
+            .log_text()
+            .contains("a recovery bootstrap did not finish")
     );
     // The clone writes and archives into its own repository; the source is as it was.
     psql(&clone, "INSERT INTO t VALUES (-1)");
