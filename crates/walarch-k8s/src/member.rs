@@ -400,7 +400,7 @@ pub fn may_try_to_lead(
 /// (the member a switchover chose).
 fn may_try_to_lead_with(
     me: &str,
-    _timeline: u32,
+    timeline: u32,
     position: WalPosition,
     view: &ClusterView,
     vacant_at_revision: i64,
@@ -424,12 +424,19 @@ fn may_try_to_lead_with(
     if !sees_enough_of_sync_set(me, &sync, fresh.iter().map(|m| m.state.name.as_str())) {
         return false;
     }
+    // Positions on different timelines are not comparable: WAL on a newer timeline carries
+    // what the newer primaries acknowledged, whatever LSN an older timeline's diverged WAL
+    // (a returning old primary's) reached. So the newest timeline first, then the position.
+    let mine = (timeline, position);
     fresh.iter().all(|peer| {
-        let theirs = WalPosition {
-            received: peer.state.received_lsn,
-            replayed: peer.state.replayed_lsn,
-        };
-        theirs < position || (theirs == position && (wins_ties || me < peer.state.name.as_str()))
+        let theirs = (
+            peer.state.timeline,
+            WalPosition {
+                received: peer.state.received_lsn,
+                replayed: peer.state.replayed_lsn,
+            },
+        );
+        theirs < mine || (theirs == mine && (wins_ties || me < peer.state.name.as_str()))
     })
 }
 
@@ -884,6 +891,33 @@ mod tests {
             &with(fresh(&[]), set(&["b", "c"], 0)),
             100
         ));
+    }
+
+    #[test]
+    fn the_newer_timeline_leads_whatever_lsn_an_older_timeline_reached() {
+        // a: the old primary, back on timeline 1 with WAL nobody acknowledged up to 150;
+        // c: a replica of the timeline-2 primary that died, holding its commits up to 120.
+        let sync = SyncState {
+            members: vec!["c".into()],
+            quorum: 1,
+        };
+        let mut old = peer("a", PublishedRole::Stopped, 150, 101);
+        old.state.timeline = 1;
+        let mut newer = peer("c", PublishedRole::Replica, 120, 102);
+        newer.state.timeline = 2;
+        let v = view(None, vec![old.clone(), newer.clone()], Some(sync.clone()));
+        let at = |lsn| WalPosition {
+            received: lsn,
+            replayed: lsn,
+        };
+        // From a's side: c is on a newer timeline; a must not lead.
+        let as_a = view(None, vec![newer], Some(sync.clone()));
+        assert!(!may_try_to_lead("a", 1, at(150), &as_a, 100));
+        // From c's side: a's higher LSN on timeline 1 does not count against it.
+        let as_c = view(None, vec![old], Some(sync));
+        assert!(may_try_to_lead("c", 2, at(120), &as_c, 100));
+        // Same timeline: the position decides, as before.
+        assert!(!may_try_to_lead("b", 2, at(100), &v, 100));
     }
 
     #[test]

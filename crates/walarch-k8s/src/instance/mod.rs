@@ -385,7 +385,11 @@ impl<C: Coordination> Manager<C> {
             Ok(running) => {
                 let server = if running.in_recovery {
                     Server::Replica {
-                        timeline: running.timeline,
+                        // What a standby reports can trail a timeline switch; its pg_wal
+                        // says which timeline its newest WAL is on.
+                        timeline: running
+                            .timeline
+                            .max(self.pg.newest_wal_timeline().unwrap_or(0)),
                         position: crate::member::WalPosition {
                             received: running.flushed,
                             replayed: running.replayed,

@@ -179,6 +179,14 @@ impl Postgres {
         }
     }
 
+    /// The timeline of the newest WAL the data directory holds: the highest timeline among
+    /// the segment files in `pg_wal`. Exact where what PostgreSQL reports is only a lower
+    /// bound (a standby without a running receiver reports its last checkpoint's timeline,
+    /// which trails a timeline switch until the next restartpoint); `None` without segments.
+    pub fn newest_wal_timeline(&self) -> Option<u32> {
+        newest_segment_timeline(&self.settings.pgdata.join("pg_wal"))
+    }
+
     /// The data directory as the decision logic sees it when no server runs.
     pub fn stopped_state(&self) -> anyhow::Result<Server> {
         let pgdata = &self.settings.pgdata;
@@ -191,7 +199,10 @@ impl Postgres {
         let was_primary = self.rewind_needed() || self.last_ran_as_primary(control.state);
         Ok(Server::Stopped {
             was_primary,
-            timeline: control.timeline.get(),
+            timeline: control
+                .timeline
+                .get()
+                .max(self.newest_wal_timeline().unwrap_or(0)),
             position: WalPosition {
                 received: control.checkpoint.as_u64(),
                 replayed: control.checkpoint.as_u64(),
@@ -857,6 +868,22 @@ impl Postgres {
     }
 }
 
+/// The highest timeline among WAL segment files (`TTTTTTTTXXXXXXXXYYYYYYYY`, also
+/// `.partial`) in `pg_wal`.
+fn newest_segment_timeline(pg_wal: &Path) -> Option<u32> {
+    std::fs::read_dir(pg_wal)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let name = name.strip_suffix(".partial").unwrap_or(&name);
+            (name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| u32::from_str_radix(&name[..8], 16).ok())
+                .flatten()
+        })
+        .max()
+}
+
 /// The password of `postgres`, when the environment gives one (`PGPASSWORD`).
 fn superuser_password() -> Option<String> {
     std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty())
@@ -898,4 +925,28 @@ async fn run(cmd: &mut Command) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_timeline_is_the_highest_among_segment_files() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(newest_segment_timeline(dir.path()), None);
+        for name in [
+            "000000010000000000000007",
+            "000000010000000000000008.partial",
+            "00000002.history",
+            "archive_status",
+        ] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        assert_eq!(newest_segment_timeline(dir.path()), Some(1));
+        std::fs::write(dir.path().join("000000020000000000000008"), "").unwrap();
+        assert_eq!(newest_segment_timeline(dir.path()), Some(2));
+        std::fs::write(dir.path().join("0000000A000000000000000X"), "").unwrap();
+        assert_eq!(newest_segment_timeline(dir.path()), Some(2));
+    }
 }
