@@ -47,15 +47,17 @@ pub fn next_step(
         members: Vec::new(),
         quorum,
     });
-    if record.quorum != quorum {
-        // Weaker of the two first: true of what was acknowledged under either.
-        let weaker = record.quorum.min(quorum);
-        if record.quorum != weaker {
-            return SyncStep::WriteRecord(SyncState {
-                members: record.members,
-                quorum: weaker,
-            });
-        }
+    // A lower quorum is recorded first: the weaker record is true of what was acknowledged
+    // under either. Out of asynchronous replication the new quorum is recorded first too:
+    // nothing acknowledged so far was protected. A higher quorum otherwise waits (below)
+    // until PostgreSQL asks for it and enough members hold everything acknowledged before:
+    // recorded early, it would let a promotion see fewer members than the commits acknowledged
+    // under the lower quorum need.
+    if record.quorum > quorum || (record.quorum == 0 && quorum > 0) {
+        return SyncStep::WriteRecord(SyncState {
+            members: record.members,
+            quorum,
+        });
     }
     if quorum == 0 {
         return match configured {
@@ -101,18 +103,24 @@ pub fn next_step(
     let Some(configured) = configured.filter(|c| c.names == wanted) else {
         return SyncStep::Configure(wanted);
     };
+    let caught_up = streaming
+        .iter()
+        .filter(|(name, flushed)| wanted.contains(name) && *flushed >= configured.effective_at)
+        .count();
+    if record.quorum < quorum && caught_up >= quorum as usize {
+        // PostgreSQL waits for `quorum` since `effective_at`, and `quorum` members hold all
+        // WAL before it: every acknowledged commit is on `quorum` of them.
+        return SyncStep::WriteRecord(SyncState {
+            members: record.members,
+            quorum,
+        });
+    }
     let leaving = record.members.iter().any(|m| !wanted.contains(m));
-    if leaving {
-        let caught_up = streaming
-            .iter()
-            .filter(|(name, flushed)| wanted.contains(name) && *flushed >= configured.effective_at)
-            .count();
-        if caught_up >= record.quorum as usize {
-            return SyncStep::WriteRecord(SyncState {
-                members: wanted,
-                quorum: record.quorum,
-            });
-        }
+    if leaving && caught_up >= record.quorum as usize {
+        return SyncStep::WriteRecord(SyncState {
+            members: wanted,
+            quorum: record.quorum,
+        });
     }
     SyncStep::Keep
 }
@@ -221,6 +229,49 @@ mod tests {
             "ANY 2 (\"b\", \"c\")"
         );
         assert_eq!(standby_names_setting(0, &s(&["b"])), "");
+    }
+
+    #[test]
+    fn a_higher_quorum_is_recorded_once_postgresql_asks_for_it_and_enough_caught_up() {
+        // ANY 1 of {b, c} recorded; the cluster now wants ANY 2.
+        let rec = record(&["b", "c"], 1);
+        let st = streaming(&[("b", 90), ("c", 95)]);
+        assert_eq!(
+            next_step("a", 2, Some(&rec), None, &st),
+            SyncStep::Configure(s(&["b", "c"])),
+            "not recorded before PostgreSQL waits for two"
+        );
+        let configured = Configured {
+            names: s(&["b", "c"]),
+            effective_at: 100,
+        };
+        // A commit acknowledged by b alone before 100 is not on two members yet.
+        let st = streaming(&[("b", 120), ("c", 95)]);
+        assert_eq!(
+            next_step("a", 2, Some(&rec), Some(&configured), &st),
+            SyncStep::Keep
+        );
+        let st = streaming(&[("b", 120), ("c", 100)]);
+        assert_eq!(
+            next_step("a", 2, Some(&rec), Some(&configured), &st),
+            SyncStep::WriteRecord(record(&["b", "c"], 2))
+        );
+    }
+
+    #[test]
+    fn out_of_asynchronous_replication_the_quorum_is_recorded_first() {
+        // Nothing acknowledged asynchronously was protected; commits acknowledged once
+        // PostgreSQL waits must be, so the record promises the quorum before it waits.
+        let rec = record(&[], 0);
+        let st = streaming(&[("b", 10)]);
+        assert_eq!(
+            next_step("a", 1, Some(&rec), None, &st),
+            SyncStep::WriteRecord(record(&[], 1))
+        );
+        assert_eq!(
+            next_step("a", 1, Some(&record(&[], 1)), None, &st),
+            SyncStep::WriteRecord(record(&["b"], 1))
+        );
     }
 
     #[test]

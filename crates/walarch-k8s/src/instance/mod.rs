@@ -968,7 +968,23 @@ impl<C: Coordination> Manager<C> {
             SyncStep::Configure(names) => {
                 let value = synchronous::standby_names_setting(self.config.sync_replicas, &names);
                 tracing::info!(%value, "synchronous_standby_names");
-                let effective_at = self.pg.set_synchronous_standby_names(value).await?;
+                // Members PostgreSQL may still count under the old setting: those configured
+                // before, and (after a manager restart, when that is unknown) every streaming
+                // member outside the new set.
+                let mut leaving: Vec<String> = self
+                    .configured_sync
+                    .iter()
+                    .flat_map(|c| c.names.iter())
+                    .chain(streaming.iter().map(|(name, _)| name))
+                    .filter(|n| !names.contains(n))
+                    .cloned()
+                    .collect();
+                leaving.sort();
+                leaving.dedup();
+                let effective_at = self
+                    .pg
+                    .set_synchronous_standby_names(value, &leaving)
+                    .await?;
                 self.configured_sync = Some(Configured {
                     names,
                     effective_at,

@@ -591,7 +591,11 @@ impl Postgres {
 
     /// Sets `synchronous_standby_names` and reloads; returns the flush position after the
     /// reload took effect.
-    pub async fn set_synchronous_standby_names(&mut self, value: String) -> anyhow::Result<u64> {
+    pub async fn set_synchronous_standby_names(
+        &mut self,
+        value: String,
+        leaving: &[String],
+    ) -> anyhow::Result<u64> {
         self.synchronous_standby_names = value;
         self.write_config(&StartAs::Primary, &self.synchronous_standby_names.clone())?;
         self.reload().await?;
@@ -611,6 +615,47 @@ impl Postgres {
         }
         if !live {
             bail!("synchronous_standby_names did not take effect within 5 s");
+        }
+        // A walsender reloads at its own pace: until it does, one that serves a member
+        // leaving the set still releases commits on that member's flush alone. Ending those
+        // walsenders (their replicas reconnect) means no commit after the position measured
+        // below is acknowledged with a leaving member's help.
+        if !leaving.is_empty() {
+            let leaving: Vec<String> = leaving.to_vec();
+            let pids: Vec<i32> = client
+                .query(
+                    "SELECT pid FROM pg_stat_replication WHERE application_name = ANY($1)",
+                    &[&leaving],
+                )
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            client
+                .execute(
+                    "SELECT pg_terminate_backend(p) FROM unnest($1::int[]) AS p",
+                    &[&pids],
+                )
+                .await?;
+            let mut gone = false;
+            for _ in 0..250 {
+                let row = client
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)",
+                        &[&pids],
+                    )
+                    .await?;
+                if row.get::<_, i64>(0) == 0 {
+                    gone = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if !gone {
+                bail!(
+                    "the walsenders of members leaving the synchronous set did not stop within 5 s"
+                );
+            }
         }
         let row = client
             .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
