@@ -378,14 +378,15 @@ impl Member {
 
 /// Whether `me`, at `position`, may try to take a vacant lease: it sees, among the members
 /// that published after the vacancy began (store revision > `vacant_at_revision`), nobody
-/// more advanced (received, replayed, then the smaller name wins), and it sees at least
+/// more advanced (timeline, received, replayed, then the smaller name wins), and it sees at least
 /// `k - n + 1` of the `k` members of the synchronous set (quorum `n`), counting itself —
 /// every acknowledged commit is on `n` of them, so any `k - n + 1` include one that has it,
 /// and the most advanced of those has it too.
 ///
-/// `timeline` is the candidate's; positions on different timelines are not ordered by it yet:
-/// a replica whose receiver stopped publishes its last checkpoint's timeline, which can be
-/// older than the WAL it holds, so ordering by timeline first stalled failovers.
+/// `timeline` is the candidate's, that of the newest WAL it holds: a running replica
+/// publishes the newest timeline among the segments in its pg_wal when PostgreSQL reports an
+/// older one (its last checkpoint's, with the receiver stopped), so a newer timeline's WAL
+/// outranks any LSN an older timeline reached.
 pub fn may_try_to_lead(
     me: &str,
     timeline: u32,

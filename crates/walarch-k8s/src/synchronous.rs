@@ -103,10 +103,15 @@ pub fn next_step(
     let Some(configured) = configured.filter(|c| c.names == wanted) else {
         return SyncStep::Configure(wanted);
     };
-    let caught_up = streaming
+    // Each member once, however many connections it has (an old one may linger).
+    let mut caught_up: Vec<&String> = streaming
         .iter()
         .filter(|(name, flushed)| wanted.contains(name) && *flushed >= configured.effective_at)
-        .count();
+        .map(|(name, _)| name)
+        .collect();
+    caught_up.sort();
+    caught_up.dedup();
+    let caught_up = caught_up.len();
     if record.quorum < quorum && caught_up >= quorum as usize {
         // PostgreSQL waits for `quorum` since `effective_at`, and `quorum` members hold all
         // WAL before it: every acknowledged commit is on `quorum` of them.

@@ -383,13 +383,14 @@ impl<C: Coordination> Manager<C> {
         }
         match self.pg.observe().await {
             Ok(running) => {
+                // What a standby reports can trail a timeline switch; its pg_wal says which
+                // timeline its newest WAL is on. Unreadable, its position is not final.
+                let newest = self.pg.newest_wal_timeline();
                 let server = if running.in_recovery {
                     Server::Replica {
-                        // What a standby reports can trail a timeline switch; its pg_wal
-                        // says which timeline its newest WAL is on.
                         timeline: running
                             .timeline
-                            .max(self.pg.newest_wal_timeline().unwrap_or(0)),
+                            .max(newest.as_ref().ok().copied().flatten().unwrap_or(0)),
                         position: crate::member::WalPosition {
                             received: running.flushed,
                             replayed: running.replayed,
@@ -397,8 +398,9 @@ impl<C: Coordination> Manager<C> {
                         receiver_running: running.receiver_running,
                         upstream: self.upstream_name.clone(),
                         was_primary: self.pg.rewind_needed(),
-                        complete: running.streamed_since_start
-                            || self.replay_still_for_a_ttl(running.replayed),
+                        complete: newest.is_ok()
+                            && (running.streamed_since_start
+                                || self.replay_still_for_a_ttl(running.replayed)),
                     }
                 } else {
                     Server::Primary {
@@ -803,7 +805,11 @@ impl<C: Coordination> Manager<C> {
                     .collect()
             })
             .unwrap_or_default();
-        synchronous::standby_names_setting(self.config.sync_replicas, &known)
+        // Never a lower quorum than the record promises: a manager restarted with a lower
+        // --sync-replicas must not acknowledge commits on fewer members before its first
+        // round lowers the record.
+        let recorded = view.and_then(|v| v.sync.as_ref()).map_or(0, |s| s.quorum);
+        synchronous::standby_names_setting(self.config.sync_replicas.max(recorded), &known)
     }
 
     /// Hands the postmaster's pid to the fencing watchdog.
@@ -971,6 +977,7 @@ impl<C: Coordination> Manager<C> {
                 // Members PostgreSQL may still count under the old setting: those configured
                 // before, and (after a manager restart, when that is unknown) every streaming
                 // member outside the new set.
+                // Going asynchronous needs none of this: the record was lowered to 0 first.
                 let mut leaving: Vec<String> = self
                     .configured_sync
                     .iter()
@@ -981,6 +988,9 @@ impl<C: Coordination> Manager<C> {
                     .collect();
                 leaving.sort();
                 leaving.dedup();
+                if self.config.sync_replicas == 0 {
+                    leaving.clear();
+                }
                 let effective_at = self
                     .pg
                     .set_synchronous_standby_names(value, &leaving)

@@ -179,11 +179,13 @@ impl Postgres {
         }
     }
 
-    /// The timeline of the newest WAL the data directory holds: the highest timeline among
+    /// The timeline of the newest WAL a running standby holds: the highest timeline among
     /// the segment files in `pg_wal`. Exact where what PostgreSQL reports is only a lower
     /// bound (a standby without a running receiver reports its last checkpoint's timeline,
     /// which trails a timeline switch until the next restartpoint); `None` without segments.
-    pub fn newest_wal_timeline(&self) -> Option<u32> {
+    /// Not for a stopped directory: a rewind killed half-way has copied the new timeline's
+    /// segments but not yet the pg_control that would make it consistent.
+    pub fn newest_wal_timeline(&self) -> std::io::Result<Option<u32>> {
         newest_segment_timeline(&self.settings.pgdata.join("pg_wal"))
     }
 
@@ -199,10 +201,7 @@ impl Postgres {
         let was_primary = self.rewind_needed() || self.last_ran_as_primary(control.state);
         Ok(Server::Stopped {
             was_primary,
-            timeline: control
-                .timeline
-                .get()
-                .max(self.newest_wal_timeline().unwrap_or(0)),
+            timeline: control.timeline.get(),
             position: WalPosition {
                 received: control.checkpoint.as_u64(),
                 replayed: control.checkpoint.as_u64(),
@@ -915,18 +914,19 @@ impl Postgres {
 
 /// The highest timeline among WAL segment files (`TTTTTTTTXXXXXXXXYYYYYYYY`, also
 /// `.partial`) in `pg_wal`.
-fn newest_segment_timeline(pg_wal: &Path) -> Option<u32> {
-    std::fs::read_dir(pg_wal)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            let name = name.strip_suffix(".partial").unwrap_or(&name);
-            (name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()))
-                .then(|| u32::from_str_radix(&name[..8], 16).ok())
-                .flatten()
-        })
-        .max()
+fn newest_segment_timeline(pg_wal: &Path) -> std::io::Result<Option<u32>> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(pg_wal)? {
+        let Ok(name) = entry?.file_name().into_string() else {
+            continue;
+        };
+        let name = name.strip_suffix(".partial").unwrap_or(&name);
+        if name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let timeline = u32::from_str_radix(&name[..8], 16).ok();
+            newest = newest.max(timeline);
+        }
+    }
+    Ok(newest)
 }
 
 /// The password of `postgres`, when the environment gives one (`PGPASSWORD`).
@@ -979,7 +979,7 @@ mod tests {
     #[test]
     fn the_newest_timeline_is_the_highest_among_segment_files() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(newest_segment_timeline(dir.path()), None);
+        assert_eq!(newest_segment_timeline(dir.path()).unwrap(), None);
         for name in [
             "000000010000000000000007",
             "000000010000000000000008.partial",
@@ -988,10 +988,10 @@ mod tests {
         ] {
             std::fs::write(dir.path().join(name), "").unwrap();
         }
-        assert_eq!(newest_segment_timeline(dir.path()), Some(1));
+        assert_eq!(newest_segment_timeline(dir.path()).unwrap(), Some(1));
         std::fs::write(dir.path().join("000000020000000000000008"), "").unwrap();
-        assert_eq!(newest_segment_timeline(dir.path()), Some(2));
+        assert_eq!(newest_segment_timeline(dir.path()).unwrap(), Some(2));
         std::fs::write(dir.path().join("0000000A000000000000000X"), "").unwrap();
-        assert_eq!(newest_segment_timeline(dir.path()), Some(2));
+        assert_eq!(newest_segment_timeline(dir.path()).unwrap(), Some(2));
     }
 }
