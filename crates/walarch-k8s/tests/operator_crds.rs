@@ -292,6 +292,19 @@ fn the_kubectl_columns_show_phase_primary_and_backups() {
     }
 }
 
+/// `value` read into the Rust type of `kind` and written back; `None` for other kinds.
+fn through_types(kind: &str, value: &Value) -> Option<Value> {
+    fn via<T: serde::de::DeserializeOwned + serde::Serialize>(value: &Value) -> Value {
+        serde_json::to_value(serde_json::from_value::<T>(value.clone()).unwrap()).unwrap()
+    }
+    match kind {
+        "Cluster" => Some(via::<Cluster>(value)),
+        "Backup" => Some(via::<Backup>(value)),
+        "ScheduledBackup" => Some(via::<ScheduledBackup>(value)),
+        _ => None,
+    }
+}
+
 /// Reads every document of `file` of a walarch kind into its Rust type and back; the
 /// documents must come back the same (with the defaults the types fill in).
 fn round_trip_examples(file: &str) -> usize {
@@ -300,38 +313,13 @@ fn round_trip_examples(file: &str) -> usize {
     for document in serde_yaml::Deserializer::from_str(&text) {
         let value = Value::deserialize(document).unwrap();
         let kind = value["kind"].as_str().unwrap_or_default().to_owned();
-        let back = match kind.as_str() {
-            "Cluster" => {
-                serde_json::to_value(serde_json::from_value::<Cluster>(value.clone()).unwrap())
-                    .unwrap()
-            }
-            "Backup" => {
-                serde_json::to_value(serde_json::from_value::<Backup>(value.clone()).unwrap())
-                    .unwrap()
-            }
-            "ScheduledBackup" => serde_json::to_value(
-                serde_json::from_value::<ScheduledBackup>(value.clone()).unwrap(),
-            )
-            .unwrap(),
-            _ => continue,
+        let Some(back) = through_types(&kind, &value) else {
+            continue;
         };
         // Every field written is read: nothing the user wrote is dropped or renamed.
         assert_subset(&value, &back, &format!("{file} {kind}"));
         // And what the types write reads back to the same object.
-        let again = match kind.as_str() {
-            "Cluster" => {
-                serde_json::to_value(serde_json::from_value::<Cluster>(back.clone()).unwrap())
-                    .unwrap()
-            }
-            "Backup" => {
-                serde_json::to_value(serde_json::from_value::<Backup>(back.clone()).unwrap())
-                    .unwrap()
-            }
-            _ => serde_json::to_value(
-                serde_json::from_value::<ScheduledBackup>(back.clone()).unwrap(),
-            )
-            .unwrap(),
-        };
+        let again = through_types(&kind, &back).unwrap();
         assert_eq!(back, again, "{file} {kind}");
         count += 1;
     }

@@ -917,14 +917,15 @@ impl Postgres {
 fn newest_segment_timeline(pg_wal: &Path) -> std::io::Result<Option<u32>> {
     let mut newest = None;
     for entry in std::fs::read_dir(pg_wal)? {
-        let Ok(name) = entry?.file_name().into_string() else {
+        let name = entry?.file_name();
+        let Some(file) = name
+            .to_str()
+            .and_then(|n| n.parse::<walarch_core::wal::WalFileName>().ok())
+            .filter(|f| f.holds_segment_data())
+        else {
             continue;
         };
-        let name = name.strip_suffix(".partial").unwrap_or(&name);
-        if name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let timeline = u32::from_str_radix(&name[..8], 16).ok();
-            newest = newest.max(timeline);
-        }
+        newest = newest.max(Some(file.timeline().get()));
     }
     Ok(newest)
 }

@@ -8,19 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use walarch_core::retention::RetentionPolicy;
 
-use super::objects::CLUSTER_LABEL;
 use super::observe::Observed;
 use super::resources::{
     Backup, BackupPhase, BackupStatus, BackupTarget, Cluster, ClusterStatus, RetentionSpec,
 };
-use super::{Context, Error, condition, repository, set_condition};
+use super::{Context, Error, apply_status, condition, repository, set_condition};
 use crate::leadership::{MemberState, PublishedRole};
 
 /// How often a running backup is looked at.
@@ -181,21 +180,6 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action,
     }
 }
 
-async fn observe(ctx: &Context, namespace: &str, cluster: &str) -> Result<Observed, Error> {
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(ctx.client.clone(), namespace);
-    let list = leases
-        .list(&ListParams::default().labels(&format!("{CLUSTER_LABEL}={cluster}")))
-        .await?;
-    let mut sightings = ctx.lease_sightings.lock().unwrap();
-    Ok(Observed::from_leases(
-        cluster,
-        &list.items,
-        ctx.now(),
-        &mut sightings,
-    ))
-}
-
 /// Picks the instance and asks it to start. The choice is written to the status before the
 /// request, so a pass retried after a lost answer asks the same instance again (its manager
 /// answers for a name it knows) and never starts a second backup elsewhere.
@@ -227,7 +211,7 @@ async fn start(
         )
         .await;
     }
-    let observed = observe(ctx, namespace, cluster_name).await?;
+    let observed = ctx.observe(namespace, cluster_name).await?;
     let chosen = match &status.instance {
         Some(name) => observed.members.get(name),
         None => choose_instance(&observed, backup.spec.target),
@@ -273,7 +257,7 @@ async fn follow(
     mut status: BackupStatus,
 ) -> Result<Action, Error> {
     let cluster_name = &backup.spec.cluster.name;
-    let observed = observe(ctx, namespace, cluster_name).await?;
+    let observed = ctx.observe(namespace, cluster_name).await?;
     let instance = status.instance.clone().unwrap_or_default();
     let Some(member) = observed.members.get(&instance) else {
         return fail(
@@ -466,19 +450,7 @@ async fn patch_backup_status(
     name: &str,
     status: &BackupStatus,
 ) -> Result<(), Error> {
-    let backups: Api<Backup> = Api::namespaced(ctx.client.clone(), namespace);
-    backups
-        .patch_status(
-            name,
-            &PatchParams::apply(super::cluster::MANAGER).force(),
-            &Patch::Apply(&json!({
-                "apiVersion": "walarch.io/v1alpha1",
-                "kind": "Backup",
-                "status": status,
-            })),
-        )
-        .await?;
-    Ok(())
+    apply_status::<Backup>(ctx, namespace, name, super::cluster::MANAGER, status).await
 }
 
 /// The field manager of the Backup reconciler's part of a Cluster's status.
@@ -492,29 +464,17 @@ async fn apply_cluster_backup_status(
     name: &str,
     status: &ClusterStatus,
 ) -> Result<(), Error> {
-    let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), namespace);
     let conditions: Vec<_> = status
         .conditions
         .iter()
         .filter(|c| c.type_ == "LastBackupSucceeded")
         .collect();
-    let patch = json!({
-        "apiVersion": "walarch.io/v1alpha1",
-        "kind": "Cluster",
-        "status": {
-            "lastSuccessfulBackup": status.last_successful_backup,
-            "firstRecoverabilityPoint": status.first_recoverability_point,
-            "conditions": conditions,
-        }
+    let status = json!({
+        "lastSuccessfulBackup": status.last_successful_backup,
+        "firstRecoverabilityPoint": status.first_recoverability_point,
+        "conditions": conditions,
     });
-    clusters
-        .patch_status(
-            name,
-            &PatchParams::apply(CLUSTER_STATUS_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-    Ok(())
+    apply_status::<Cluster>(ctx, namespace, name, CLUSTER_STATUS_MANAGER, status).await
 }
 
 impl Backup {

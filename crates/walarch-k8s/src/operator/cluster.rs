@@ -30,7 +30,7 @@ use serde_json::json;
 use super::objects::{self, CLUSTER_LABEL, ROLE_LABEL};
 use super::observe::Observed;
 use super::resources::{Cluster, ClusterStatus, RepositorySpec};
-use super::{Context, Error, condition, repository, set_condition};
+use super::{Context, Error, apply_status, condition, repository, set_condition};
 
 /// The finalizer the operator puts on every Cluster.
 pub const FINALIZER: &str = "walarch.io/cluster-leases";
@@ -74,11 +74,7 @@ async fn apply(cluster: &Cluster, ctx: &Context, namespace: &str) -> Result<Acti
         return Ok(Action::await_change());
     }
 
-    let recovery = cluster
-        .spec
-        .bootstrap
-        .as_ref()
-        .and_then(|b| b.recovery.as_ref());
+    let recovery = cluster.spec.recovery();
     let planned = status
         .conditions
         .iter()
@@ -143,13 +139,8 @@ async fn apply(cluster: &Cluster, ctx: &Context, namespace: &str) -> Result<Acti
 /// pods losing `primary` are relabelled first, so two pods never both carry it.
 async fn label_pods(cluster: &Cluster, ctx: &Context, namespace: &str) -> Result<Observed, Error> {
     let name = cluster.name_any();
-    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), namespace);
+    let observed = ctx.observe(namespace, &name).await?;
     let selector = ListParams::default().labels(&format!("{CLUSTER_LABEL}={name}"));
-    let leases = leases.list(&selector).await?;
-    let observed = {
-        let mut sightings = ctx.lease_sightings.lock().unwrap();
-        Observed::from_leases(&name, &leases.items, ctx.now(), &mut sightings)
-    };
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let mut changes: Vec<(String, Option<&str>, bool)> = Vec::new();
     for pod in pods.list(&selector).await? {
@@ -322,19 +313,7 @@ async fn patch_status(
     own.first_recoverability_point = None;
     own.conditions
         .retain(|c| OWN_CONDITIONS.contains(&c.type_.as_str()));
-    let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), namespace);
-    clusters
-        .patch_status(
-            name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&json!({
-                "apiVersion": "walarch.io/v1alpha1",
-                "kind": "Cluster",
-                "status": own,
-            })),
-        )
-        .await?;
-    Ok(())
+    apply_status::<Cluster>(ctx, namespace, name, MANAGER, own).await
 }
 
 /// The variables a repository's credentials Secret holds (none without one).

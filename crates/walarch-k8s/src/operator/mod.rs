@@ -29,6 +29,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -84,6 +85,25 @@ impl Context {
         (self.clock)()
     }
 
+    /// The cluster `cluster` as its instance managers' Leases describe it now.
+    pub async fn observe(
+        &self,
+        namespace: &str,
+        cluster: &str,
+    ) -> Result<observe::Observed, Error> {
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), namespace);
+        let selector =
+            ListParams::default().labels(&format!("{}={cluster}", objects::CLUSTER_LABEL));
+        let list = leases.list(&selector).await?;
+        let mut sightings = self.lease_sightings.lock().unwrap();
+        Ok(observe::Observed::from_leases(
+            cluster,
+            &list.items,
+            self.now(),
+            &mut sightings,
+        ))
+    }
+
     /// Publishes an Event about `object`.
     pub async fn event<K: Resource<DynamicType = ()>>(
         &self,
@@ -106,6 +126,36 @@ impl Context {
             .await?;
         Ok(())
     }
+}
+
+/// Applies `status` to `name`'s status subresource by server-side apply as `manager`: fields
+/// the manager applied before and leaves out now are removed, other managers' fields stay.
+pub async fn apply_status<K>(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    manager: &str,
+    status: impl serde::Serialize,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Why a reconciliation failed (it is retried).

@@ -298,7 +298,7 @@ fn instance_args(cluster: &Cluster) -> Vec<String> {
     {
         args.push("--no-data-checksums".into());
     }
-    if let Some(recovery) = spec.bootstrap.as_ref().and_then(|b| b.recovery.as_ref()) {
+    if let Some(recovery) = spec.recovery() {
         args.extend(recovery_args(recovery));
     }
     args
@@ -336,12 +336,7 @@ pub fn recovery_args(recovery: &RecoverySpec) -> Vec<String> {
 /// The credentials Secrets the instances read: the recovery source's, then the cluster's
 /// repository's (a variable in both takes the repository's value).
 fn credential_sources(cluster: &Cluster) -> Vec<EnvFromSource> {
-    let recovery_source = cluster
-        .spec
-        .bootstrap
-        .as_ref()
-        .and_then(|b| b.recovery.as_ref())
-        .map(|r| &r.source);
+    let recovery_source = cluster.spec.recovery().map(|r| &r.source);
     [recovery_source, cluster.spec.repository.as_ref()]
         .into_iter()
         .flatten()
@@ -387,12 +382,7 @@ fn instance_env(cluster: &Cluster) -> Vec<EnvVar> {
     ];
     // Store settings (endpoint, region) come from the repository archived into, or, for a
     // recovery cluster without one, from its source: one store's settings per pod.
-    let recovery_source = cluster
-        .spec
-        .bootstrap
-        .as_ref()
-        .and_then(|b| b.recovery.as_ref())
-        .map(|r| &r.source);
+    let recovery_source = cluster.spec.recovery().map(|r| &r.source);
     if let Some(repo) = cluster.spec.repository.as_ref().or(recovery_source) {
         env.extend(repository_env(repo));
     }

@@ -117,6 +117,13 @@ pub struct ClusterSpec {
     pub bootstrap: Option<BootstrapSpec>,
 }
 
+impl ClusterSpec {
+    /// The recovery bootstrap, if the cluster starts from a repository.
+    pub fn recovery(&self) -> Option<&RecoverySpec> {
+        self.bootstrap.as_ref().and_then(|b| b.recovery.as_ref())
+    }
+}
+
 fn default_major() -> u32 {
     15
 }

@@ -8,16 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 
 use super::resources::{
     Backup, Cluster, OwnerReferencePolicy, ScheduledBackup, ScheduledBackupStatus,
 };
-use super::{Context, Error};
+use super::{Context, Error, apply_status};
 
 /// The label that ties a Backup to the schedule that created it.
 pub const SCHEDULE_LABEL: &str = "walarch.io/scheduled-backup";
@@ -155,16 +154,5 @@ async fn patch_status(
     name: &str,
     status: &ScheduledBackupStatus,
 ) -> Result<(), Error> {
-    let api: Api<ScheduledBackup> = Api::namespaced(ctx.client.clone(), namespace);
-    api.patch_status(
-        name,
-        &PatchParams::apply(super::cluster::MANAGER).force(),
-        &Patch::Apply(&json!({
-            "apiVersion": "walarch.io/v1alpha1",
-            "kind": "ScheduledBackup",
-            "status": status,
-        })),
-    )
-    .await?;
-    Ok(())
+    apply_status::<ScheduledBackup>(ctx, namespace, name, super::cluster::MANAGER, status).await
 }
