@@ -8,6 +8,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A test run builds everything once: incremental state would only add gigabytes to target/.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# A build that runs out of disk fails in the linker with an obscure message; say it up front.
+free_kib=$(df -Pk . | awk 'NR == 2 { print $4 }')
+if [ "$free_kib" -lt $((8 * 1024 * 1024)) ]; then
+    echo "scripts/test.sh: only $((free_kib / 1024)) MiB free here; a clean build and test run needs about 8 GiB" >&2
+fi
+
 WALARCH_MOTO_SERVER=$(scripts/install-prerequisites.sh | tail -n 1)
 export WALARCH_MOTO_SERVER
 WALARCH_PG_MAJORS_DIR=$(scripts/install-postgres-majors.sh | tail -n 1)
