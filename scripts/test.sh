@@ -2,8 +2,9 @@
 # Runs every check walarch has: formatting, lints, the library's documentation, unit tests,
 # end-to-end tests against real PostgreSQL servers (Debian's 15; 12 to 18 from
 # scripts/install-postgres-majors.sh for the version matrix), a real S3-compatible server on
-# 127.0.0.1 (the library's examples included), a three-member cluster under walarch-k8s with a
-# real etcd, and a build of the fuzz targets.
+# 127.0.0.1 (the library's examples included), the storage conformance suite on the local file
+# system, moto (S3) and azurite (Azure Blob, from scripts/install-emulators.sh), a three-member
+# cluster under walarch-k8s with a real etcd, and a build of the fuzz targets.
 # Installs what a fresh machine lacks first. This is the command README.md gives and CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,8 @@ WALARCH_MOTO_SERVER=$(scripts/install-prerequisites.sh | tail -n 1)
 export WALARCH_MOTO_SERVER
 WALARCH_PG_MAJORS_DIR=$(scripts/install-postgres-majors.sh | tail -n 1)
 export WALARCH_PG_MAJORS_DIR
+WALARCH_AZURITE=$(scripts/install-emulators.sh | tail -n 1)
+export WALARCH_AZURITE
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

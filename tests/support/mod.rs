@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod azure;
+pub mod fault_proxy;
 pub mod ha;
 pub mod pg;
 pub mod s3;

@@ -1,6 +1,11 @@
 //! Synthetic WAL for tests, fuzz seeds and benches: segments with a valid long page header and
 //! WAL-like content. Not a substitute for real PostgreSQL WAL in end-to-end tests.
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+#[cfg(any(test, feature = "conformance"))]
+pub mod faults;
+
 use crate::wal::{LongPageHeader, PgMajor, SegmentNo, SystemId, TimelineId, WalSegmentSize};
 
 /// A segment PostgreSQL 15 could have written: valid long page header, then pages of
