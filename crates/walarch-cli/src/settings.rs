@@ -238,10 +238,22 @@ fn load_file(explicit: Option<&Path>) -> anyhow::Result<FileConfig> {
         let line = e.span().map_or(0, |span| {
             text[..span.start.min(text.len())].matches('\n').count() + 1
         });
+        let message = e.message();
+        // The file is meant to be readable by the DBAs who run walarch: it holds no secrets,
+        // and a credential put there is refused with where it belongs instead.
+        let credential = ["secret", "password", "token", "access_key", "account_key"]
+            .iter()
+            .any(|word| message.to_ascii_lowercase().contains(word));
+        let hint = if credential {
+            "; credentials are never read from the configuration file: set the cloud's variables \
+             (AWS_SECRET_ACCESS_KEY, AZURE_STORAGE_ACCOUNT_KEY, GOOGLE_SERVICE_ACCOUNT, ...) in \
+             the environment, or use the cloud's default credential chain"
+        } else {
+            ""
+        };
         anyhow::anyhow!(
-            "invalid configuration file {} at line {line}: {}",
+            "invalid configuration file {} at line {line}: {message}{hint}",
             path.display(),
-            e.message()
         )
     })
 }
@@ -252,14 +264,11 @@ mod tests {
     use clap::Parser;
 
     fn resolve(argv: &[&str], file: Option<&str>) -> anyhow::Result<Settings> {
-        // One directory per call: tests run in parallel threads of one process.
-        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("walarch-settings-{}-{call}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // One directory per call (tests run in parallel threads of one process), removed
+        // when the call returns: some files hold a test secret.
+        let dir = tempfile::tempdir().unwrap();
         let mut full = vec!["walarch"];
-        let config = dir.join("walarch.toml");
+        let config = dir.path().join("walarch.toml");
         let config_arg = config.display().to_string();
         if let Some(text) = file {
             std::fs::write(&config, text).unwrap();
@@ -348,6 +357,10 @@ mod tests {
         assert!(
             !format!("{err:#}").contains("Zq9SECRET"),
             "the value is not echoed: {err:#}"
+        );
+        assert!(
+            format!("{err:#}").contains("never read from the configuration file"),
+            "{err:#}"
         );
         let cli = crate::args::Cli::try_parse_from([
             "walarch",

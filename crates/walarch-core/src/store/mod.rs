@@ -286,6 +286,13 @@ pub fn open(
             format!("{}ms", timeout.as_millis()),
         ));
     }
+    // TLS certificates are verified unless the caller's cloud variables say otherwise
+    // (`AWS_ALLOW_INVALID_CERTIFICATES`, ...); that must not go unnoticed.
+    if options.cloud.0.iter().any(|(name, value)| {
+        name.ends_with("ALLOW_INVALID_CERTIFICATES") && value.eq_ignore_ascii_case("true")
+    }) {
+        tracing::warn!(%location, "TLS certificates of the store are not verified (ALLOW_INVALID_CERTIFICATES is set)");
+    }
     let open_err = |source: object_store::Error| StoreError::Open {
         location: location.to_string(),
         source: StoreFailure::new(source),
