@@ -12,6 +12,8 @@ command -v zstd >/dev/null || need_apt+=(zstd)
 command -v runuser >/dev/null || need_apt+=(util-linux)
 command -v etcd >/dev/null || need_apt+=(etcd-server)
 command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
+# The encryption tests open a stored object by hand, as the README's emergency path does.
+command -v age >/dev/null || need_apt+=(age)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing: ${need_apt[*]}; install them (sudo apt-get install ${need_apt[*]}) and run again" >&2

@@ -23,6 +23,9 @@ const SECRETS: &[(&str, &str)] = &[
     ("PGPASSWORD", "wsecret-pg-Vb6Nf0Se"),
 ];
 
+/// The secret line of the key file the commands encrypt with.
+static ENCRYPTION_KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn env_with_secrets(s3: &S3Server) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = s3
         .env()
@@ -52,7 +55,12 @@ fn walarch_command_lines(bin: &Path) -> Vec<String> {
 }
 
 fn assert_no_secret(what: &str, text: &[u8]) {
-    for (name, secret) in SECRETS {
+    let key = ENCRYPTION_KEY.get().expect("the key is made first");
+    let secrets = SECRETS
+        .iter()
+        .copied()
+        .chain([("the encryption key", key.as_str())]);
+    for (name, secret) in secrets {
         assert!(
             !text.windows(secret.len()).any(|w| w == secret.as_bytes()),
             "{name}'s value found in {what}"
@@ -65,7 +73,21 @@ fn no_command_prints_logs_or_stores_a_secret() {
     let scratch = Scratch::new("secrets");
     let s3 = S3Server::start(&scratch, "walarch-secrets");
     let bin = walarch_binary(&scratch);
-    let env = env_with_secrets(&s3);
+    // An encryption key: its secret line must not leak either.
+    let key_file = scratch.subdir("keys").join("walarch.key");
+    let made = walarch_as_postgres(&bin, &[], &["key", "new", key_file.to_str().unwrap()]);
+    assert_eq!(made.code, 0, "{made:?}");
+    let key_text = std::fs::read_to_string(&key_file).unwrap();
+    let secret_line = key_text
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .unwrap();
+    ENCRYPTION_KEY.set(secret_line.to_owned()).unwrap();
+    let mut env = env_with_secrets(&s3);
+    env.push((
+        "WALARCH_ENCRYPTION_KEY_FILE".into(),
+        key_file.to_str().unwrap().into(),
+    ));
     let repo = "s3://walarch-secrets/repo";
     let mut runs: Vec<(String, WalarchRun)> = Vec::new();
     let mut run = |label: &str, args: &[&str]| -> serde_json::Value {
@@ -239,6 +261,9 @@ fn no_command_prints_logs_or_stores_a_secret() {
     let mut searched = 0;
     for file in files_below(scratch.path()) {
         let path: PathBuf = scratch.path().join(&file);
+        if path == key_file {
+            continue; // where the key belongs
+        }
         if let Ok(bytes) = std::fs::read(&path) {
             assert_no_secret(&format!("{}", path.display()), &bytes);
             searched += 1;

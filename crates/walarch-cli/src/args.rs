@@ -176,6 +176,16 @@ pub struct GlobalArgs {
     )]
     pub prefetch_reserve_mib: Option<u64>,
 
+    /// Key file that encrypts WAL and backup parts (an age identity file; `walarch key new`
+    /// writes one). The first key seals new objects; every key in it opens old ones
+    #[arg(
+        long,
+        global = true,
+        env = "WALARCH_ENCRYPTION_KEY_FILE",
+        value_name = "FILE"
+    )]
+    pub encryption_key_file: Option<PathBuf>,
+
     /// Log filter for standard error, e.g. info or debug [default: warn]
     #[arg(
         long,
@@ -207,12 +217,35 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Delete the backups and WAL a policy no longer needs: --keep N, --window 30d, or both
     Retention(RetentionArgs),
+    /// Encryption keys: write a new key file, rotate one, show a file's key identifiers
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Background worker that pushes queued WAL files ahead of PostgreSQL (started by wal-push)
     #[command(hide = true)]
     PushWorker(WorkerArgs),
     /// Background worker that downloads WAL ahead of recovery (started by wal-fetch)
     #[command(hide = true)]
     FetchWorker(WorkerArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Write a fresh key to FILE (readable by its owner only); refuses an existing file
+    New {
+        /// The key file to create
+        file: PathBuf,
+    },
+    /// Put a fresh key first in FILE: new objects are sealed for it, the older keys still open
+    /// what they sealed
+    Rotate {
+        /// The key file to rotate
+        file: PathBuf,
+    },
+    /// The identifiers of FILE's keys, the one that seals first
+    Show {
+        /// The key file
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -472,6 +505,12 @@ impl GlobalArgs {
         add(
             "WALARCH_PREFETCH_RESERVE_MIB",
             self.prefetch_reserve_mib.map(|v| v.to_string()),
+        );
+        add(
+            "WALARCH_ENCRYPTION_KEY_FILE",
+            self.encryption_key_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
         );
         add("WALARCH_LOG", self.log.clone());
         env

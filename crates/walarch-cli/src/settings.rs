@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use walarch_core::EngineConfig;
 use walarch_core::codec::{Codec, Compression};
+use walarch_core::crypto::Keyring;
 use walarch_core::store::{CloudSettings, RepoLocation, RetryOptions, S3Options, StoreOptions};
 
 use crate::args::GlobalArgs;
@@ -58,6 +59,7 @@ struct FileConfig {
     prefetch_mib: Option<u64>,
     prefetch_reserve_mib: Option<u64>,
     pg_bin: Option<String>,
+    encryption_key_file: Option<PathBuf>,
     /// Earlier versions' tables: still read (a configuration that stopped working would stop
     /// archiving), with a warning naming the new keys.
     s3: Option<LegacyS3>,
@@ -142,6 +144,8 @@ pub struct Settings {
     pub engine: EngineConfig,
     /// Where PostgreSQL's server binaries are (`{major}` stands for the major version).
     pub pg_bin: Option<String>,
+    /// The key file in force (absolute), for the restore_command a restore writes.
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -209,9 +213,19 @@ impl Settings {
             .unwrap_or(DEFAULT_PREFETCH_RESERVE_MIB)
             << 20;
         engine.fetch_ahead.idle_exit = FETCH_WORKER_IDLE_EXIT;
+        let encryption_key_file = args
+            .encryption_key_file
+            .clone()
+            .or(file.encryption_key_file)
+            .map(std::path::absolute)
+            .transpose()?;
+        if let Some(path) = &encryption_key_file {
+            engine.encryption = Some(std::sync::Arc::new(Keyring::load(path)?));
+        }
         Ok(Settings {
             engine,
             pg_bin: args.pg_bin.clone().or(file.pg_bin),
+            encryption_key_file,
         })
     }
 }

@@ -100,6 +100,7 @@ async fn main() -> Result<()> {
         RestoreCommand::Walarch {
             program: PathBuf::from(walarch_bin),
             config_file: None,
+            encryption_key_file: None,
         },
     );
     request.target_action = Some(TargetAction::Promote);

@@ -36,6 +36,7 @@ use crate::backup::{
 };
 use crate::catalog::{Snapshot, TimelineWal, WalSummary, summarize};
 use crate::codec::Compression;
+use crate::crypto::Keyring;
 use crate::error::Error;
 use crate::postgres::{RecoveryOutcome, StartOptions, start_and_wait};
 use crate::recovery::{
@@ -87,6 +88,9 @@ pub struct EngineConfig {
     pub fetch_ahead: FetchAheadConfig,
     /// Parts read and written at once by backup, restore and verify.
     pub parallelism: usize,
+    /// Client-side encryption of WAL objects and backup parts ([`crate::crypto`]): the keys,
+    /// or `None` to store them as they are compressed.
+    pub encryption: Option<Arc<Keyring>>,
 }
 
 impl EngineConfig {
@@ -109,6 +113,7 @@ impl EngineConfig {
                 idle_exit: Duration::from_secs(5),
             },
             parallelism: cores.min(8),
+            encryption: None,
         }
     }
 }
@@ -201,6 +206,8 @@ pub enum RestoreCommand {
         program: PathBuf,
         /// A configuration file it should read (cloud settings, retries), if any.
         config_file: Option<PathBuf>,
+        /// The key file it opens encrypted WAL with, if any.
+        encryption_key_file: Option<PathBuf>,
     },
     /// A command line of the caller's, used as it is.
     Custom(String),
@@ -214,6 +221,7 @@ impl RestoreCommand {
             RestoreCommand::Walarch {
                 program,
                 config_file,
+                encryption_key_file,
             } => {
                 let mut words = vec![
                     program.display().to_string(),
@@ -223,6 +231,10 @@ impl RestoreCommand {
                 if let Some(config) = config_file {
                     words.push("--config".into());
                     words.push(config.display().to_string());
+                }
+                if let Some(key_file) = encryption_key_file {
+                    words.push("--encryption-key-file".into());
+                    words.push(key_file.display().to_string());
                 }
                 let mut command: Vec<String> = words.iter().map(|w| shell_quote(w)).collect();
                 command.extend(["wal-fetch".into(), "%f".into(), "%p".into()]);
@@ -477,7 +489,8 @@ impl Engine {
             Repository::open_for_write(self.config.repo.clone(), &self.config.store)?
         } else {
             Repository::open(self.config.repo.clone(), &self.config.store)?
-        };
+        }
+        .with_keyring(self.config.encryption.clone());
         Ok(self.repo.get_or_init(|| repo))
     }
 
@@ -901,6 +914,7 @@ mod tests {
         let command = RestoreCommand::Walarch {
             program: "/usr/bin/walarch".into(),
             config_file: Some("/etc/it's.toml".into()),
+            encryption_key_file: None,
         };
         assert_eq!(
             command.command_line(&repo),

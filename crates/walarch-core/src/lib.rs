@@ -19,6 +19,7 @@ pub mod archive;
 pub mod backup;
 pub mod catalog;
 pub mod codec;
+pub mod crypto;
 mod engine;
 pub mod error;
 pub mod local_files;

@@ -14,6 +14,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use serde::{Deserialize, Serialize};
 
 use crate::codec::Codec;
+use crate::crypto::{self, Keyring, SealError};
 use crate::error::{ErrorKind, StoreFailure};
 use crate::store::{self, RepoLocation, StoreError, StoreOptions, keys};
 use crate::wal::{SystemId, WalFileName, WalSegmentSize};
@@ -37,6 +38,10 @@ pub struct Identity {
     pub created_at: DateTime<Utc>,
     /// The walarch that wrote it: `walarch <version>`.
     pub created_by: String,
+    /// `age` when the repository was created with encryption: every WAL object and backup
+    /// part must then be sealed, and writing needs the key (`crypto`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
 }
 
 impl Identity {
@@ -49,6 +54,7 @@ impl Identity {
             pg_major,
             created_at: Utc::now(),
             created_by: format!("walarch {}", env!("CARGO_PKG_VERSION")),
+            encryption: None,
         }
     }
 }
@@ -88,6 +94,8 @@ pub struct Repository {
     /// An S3 repository opened without credentials: object_store then asks the instance
     /// metadata service, and its failure is reported as "no credentials".
     without_credentials: bool,
+    /// The keys that seal and open WAL objects and backup parts, if encryption is on.
+    keyring: Option<Arc<Keyring>>,
 }
 
 impl Repository {
@@ -125,7 +133,58 @@ impl Repository {
             create_only_supported: AtomicBool::new(true),
             identity: std::sync::OnceLock::new(),
             without_credentials: false,
+            keyring: None,
         }
+    }
+
+    /// Seals WAL objects and backup parts written from now on for the keyring's current key,
+    /// and opens sealed ones with any of its keys.
+    pub fn with_keyring(mut self, keyring: Option<Arc<Keyring>>) -> Self {
+        self.keyring = keyring;
+        self
+    }
+
+    /// The keys, if encryption is on.
+    pub fn keyring(&self) -> Option<&Arc<Keyring>> {
+        self.keyring.as_ref()
+    }
+
+    /// Seals `data` (a compressed WAL object or part) if encryption is on.
+    pub fn seal(&self, data: Vec<u8>) -> Vec<u8> {
+        match &self.keyring {
+            Some(keyring) => keyring.seal(&data),
+            None => data,
+        }
+    }
+
+    /// Opens a WAL object read from `key`: sealed ones with the keyring, plaintext ones as
+    /// they are unless the repository was created with encryption (read its identity first).
+    pub fn open_object(&self, key: &Path, stored: Bytes) -> Result<Bytes, RepoError> {
+        crypto::open_stored(self.keyring.as_deref(), stored, self.must_be_sealed()).map_err(
+            |source| RepoError::Sealed {
+                key: key.to_string(),
+                location: self.location.to_string(),
+                source,
+            },
+        )
+    }
+
+    /// Whether the repository (its identity, once read) was created with encryption.
+    pub fn must_be_sealed(&self) -> bool {
+        self.identity
+            .get()
+            .is_some_and(|identity| identity.encryption.is_some())
+    }
+
+    /// Refuses to write into a repository created with encryption without the key: the
+    /// object would be stored in plaintext.
+    pub fn check_can_write(&self, identity: &Identity) -> Result<(), RepoError> {
+        if identity.encryption.is_some() && self.keyring.is_none() {
+            return Err(RepoError::KeyRequired {
+                location: self.location.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// Where the repository is.
@@ -167,6 +226,11 @@ impl Repository {
         if let Some(existing) = self.identity().await? {
             return Ok(existing);
         }
+        let mut proposed = proposed.clone();
+        if self.keyring.is_some() {
+            proposed.encryption = Some("age".into());
+        }
+        let proposed = &proposed;
         let json = serde_json::to_vec_pretty(proposed).expect("identity serialises");
         match self.put_new(&keys::identity(), Bytes::from(json)).await? {
             PutOutcome::Created => {
@@ -361,6 +425,24 @@ pub enum RepoError {
         /// The format `walarch.json` names.
         format: u32,
     },
+    /// A WAL object or backup part cannot be opened: no key, a wrong key, changed bytes.
+    #[error("cannot open {key} in {location}: {source}")]
+    Sealed {
+        /// The object's key.
+        key: String,
+        /// The repository's location.
+        location: String,
+        /// Why.
+        source: SealError,
+    },
+    /// The repository was created with encryption and no key was given for writing.
+    #[error(
+        "{location} was created with encryption: give its key file (--encryption-key-file) to write into it"
+    )]
+    KeyRequired {
+        /// The repository's location.
+        location: String,
+    },
 }
 
 impl RepoError {
@@ -370,7 +452,9 @@ impl RepoError {
             RepoError::Open(e) => e.kind(),
             RepoError::Store { source, .. } => source.kind(),
             RepoError::Invalid { .. } | RepoError::CorruptIdentity { .. } => ErrorKind::Corrupt,
+            RepoError::Sealed { source, .. } => source.kind(),
             RepoError::UnsupportedFormat { .. }
+            | RepoError::KeyRequired { .. }
             | RepoError::NotARepository { .. }
             | RepoError::NoCredentials { .. } => ErrorKind::Configuration,
         }

@@ -4,6 +4,7 @@ mod backup;
 mod backups;
 mod fetch_worker;
 mod info;
+mod key;
 mod plan;
 mod push_worker;
 mod restore;
@@ -21,6 +22,10 @@ use crate::output::Output;
 use crate::settings::Settings;
 
 pub fn run(cli: &Cli, out: &Output) -> Result<(), Failure> {
+    // Keys are managed without a repository.
+    if let Command::Key(command) = &cli.command {
+        return key::run(command, out);
+    }
     let settings = Settings::resolve(&cli.global)?;
     // One thread for the per-file commands: a single wal-push or wal-fetch gains nothing from
     // more, and start-up is the hot path (PostgreSQL runs these once per WAL file). Backups
@@ -50,6 +55,7 @@ pub fn run(cli: &Cli, out: &Output) -> Result<(), Failure> {
             Command::Verify(args) => verify::run(&settings, args, cli.global.json, out).await,
             Command::Plan(args) => plan::run(&settings, args, out).await,
             Command::Retention(args) => retention::run(&settings, args, cli.global.json, out).await,
+            Command::Key(_) => unreachable!("handled above"),
         }
     })
 }

@@ -55,6 +55,7 @@ pub async fn run(
                 .as_deref()
                 .map(std::path::absolute)
                 .transpose()?,
+            encryption_key_file: settings.encryption_key_file.clone(),
         },
     };
     // The same check as `walarch plan`, before anything is downloaded: a restore that

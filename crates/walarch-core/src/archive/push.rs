@@ -81,10 +81,12 @@ pub async fn push_wal_file(
                 None => repo.ensure_identity(&file).await?,
             };
             check_same_system(repo, &name, &identity, &file)?;
+            repo.check_can_write(&identity)?;
         }
         // History and backup files carry no system identifier; the data directory they come
         // from does.
         (ValidatedContent::Text, Some(identity)) => {
+            repo.check_can_write(&identity)?;
             if let Some(data_dir) = data_dir {
                 check_data_directory_system(repo, data_dir, &name, &identity)?
             }
@@ -121,6 +123,7 @@ pub async fn push_wal_file(
     };
     let encoded = blocking({
         let (path, len) = (local.path.clone(), local.len);
+        let keyring = repo.keyring().cloned();
         move || {
             let read_err = |source| PushError::Read {
                 path: path.display().to_string(),
@@ -128,7 +131,15 @@ pub async fn push_wal_file(
             };
             let file = std::fs::File::open(&path).map_err(read_err)?;
             match compression {
-                Some(compression) => Ok(compression.encode_reader(file, Some(len))?),
+                Some(compression) => {
+                    let compressed = compression.encode_reader(file, Some(len))?;
+                    // What holds table data is sealed when encryption is on; history files
+                    // stay readable (the crypto module's documentation says why).
+                    Ok(match keyring {
+                        Some(keyring) => keyring.seal(&compressed),
+                        None => compressed,
+                    })
+                }
                 None => {
                     let mut content = Vec::new();
                     file.take(MAX_TEXT_FILE_LEN)
@@ -303,6 +314,7 @@ async fn compare_with_stored(
         let Some(bytes) = repo.get_if_exists(&copy.key).await? else {
             continue; // deleted since the lookup (retention): not a copy
         };
+        let bytes = repo.open_object(&copy.key, bytes)?;
         let (codec, path, key, label) = (
             copy.codec,
             local.path.clone(),

@@ -54,6 +54,8 @@ pub(crate) struct PartsJob {
     pub failed: AtomicBool,
     pub progress: Arc<Progress>,
     pub runtime: tokio::runtime::Handle,
+    /// Seals each part after compression when encryption is on.
+    pub keyring: Option<Arc<crate::crypto::Keyring>>,
 }
 
 impl std::fmt::Debug for PartsJob {
@@ -117,10 +119,49 @@ impl PartsJob {
 
 type Upload = SyncIoBridge<BufWriter>;
 
-/// tar → compression → counted upload.
+/// tar → compression → sealing (when encryption is on) → counted upload.
 struct PartWriter<'job> {
     job: &'job PartsJob,
-    tar: tar::Builder<Counted<crate::codec::EncodingWriter<Counted<Upload>>>>,
+    tar: tar::Builder<Counted<crate::codec::EncodingWriter<Sealing<Counted<Upload>>>>>,
+}
+
+/// The sealing layer of a part: age's stream writer, or nothing.
+enum Sealing<W: Write> {
+    Plain(W),
+    Sealed(age::stream::StreamWriter<W>),
+}
+
+impl<W: Write> Sealing<W> {
+    fn new(keyring: Option<&crate::crypto::Keyring>, inner: W) -> io::Result<Self> {
+        Ok(match keyring {
+            Some(keyring) => Sealing::Sealed(keyring.seal_writer(inner)?),
+            None => Sealing::Plain(inner),
+        })
+    }
+
+    /// Writes the last authenticated chunk (sealed) and hands back the writer below.
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Sealing::Plain(inner) => Ok(inner),
+            Sealing::Sealed(writer) => writer.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Sealing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sealing::Plain(inner) => inner.write(buf),
+            Sealing::Sealed(writer) => writer.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sealing::Plain(inner) => inner.flush(),
+            Sealing::Sealed(writer) => writer.flush(),
+        }
+    }
 }
 
 impl<'job> PartWriter<'job> {
@@ -128,9 +169,11 @@ impl<'job> PartWriter<'job> {
         let upload = BufWriter::with_capacity(job.store.clone(), key.clone(), UPLOAD_CHUNK)
             .with_max_concurrency(UPLOADS_IN_FLIGHT);
         let upload = SyncIoBridge::new_with_handle(upload, job.runtime.clone());
+        let sealing = Sealing::new(job.keyring.as_deref(), Counted::new(upload))
+            .map_err(|e| PartError::Io(e).at(key))?;
         let encoder = job
             .compression
-            .writer(Counted::new(upload))
+            .writer(sealing)
             .map_err(|e| PartError::Io(io::Error::other(e.to_string())).at(key))?;
         let mut tar = tar::Builder::new(Counted::new(encoder));
         tar.mode(tar::HeaderMode::Deterministic);
@@ -208,7 +251,7 @@ impl<'job> PartWriter<'job> {
     fn finish(self) -> Result<(u64, u64), PartError> {
         let counted_tar = self.tar.into_inner()?;
         let tar_bytes = counted_tar.count;
-        let counted_upload = counted_tar.inner.finish()?;
+        let counted_upload = counted_tar.inner.finish()?.finish()?;
         let stored_bytes = counted_upload.count;
         let mut upload = counted_upload.inner;
         upload.flush()?;

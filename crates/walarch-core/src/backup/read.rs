@@ -70,12 +70,60 @@ impl From<&str> for EntryError {
     }
 }
 
+/// Opens backup parts as the repository says: sealed ones with its keys; plaintext ones
+/// refused in a repository created with encryption.
+#[derive(Debug, Clone)]
+pub(crate) struct PartOpener {
+    keyring: Option<Arc<crate::crypto::Keyring>>,
+    must_be_sealed: bool,
+}
+
+impl PartOpener {
+    /// For `repo` (its identity read before).
+    pub(crate) fn of(repo: &crate::repo::Repository) -> Self {
+        PartOpener {
+            keyring: repo.keyring().cloned(),
+            must_be_sealed: repo.must_be_sealed(),
+        }
+    }
+
+    /// Looks at the stream's first bytes: age's header → opened with the keys (the header
+    /// checked now, every chunk as it is read); else the stream as it is.
+    fn open<'a, R: Read + 'a>(
+        &self,
+        mut body: R,
+    ) -> Result<Box<dyn Read + 'a>, (ErrorKind, String)> {
+        let mut head = Vec::with_capacity(crate::crypto::SEALED_MAGIC.len());
+        (&mut body)
+            .take(crate::crypto::SEALED_MAGIC.len() as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| (ErrorKind::Transient, e.to_string()))?;
+        let sealed = crate::crypto::is_sealed(&head);
+        let body = io::Cursor::new(head).chain(body);
+        if !sealed {
+            if self.must_be_sealed {
+                let e = crate::crypto::SealError::Unsealed;
+                return Err((e.kind(), e.to_string()));
+            }
+            return Ok(Box::new(body));
+        }
+        let Some(keyring) = &self.keyring else {
+            let e = crate::crypto::SealError::NoKey { key_id: None };
+            return Err((e.kind(), e.to_string()));
+        };
+        keyring
+            .open_reader(body)
+            .map_err(|e| (e.kind(), e.to_string()))
+    }
+}
+
 /// Reads part `index` of `manifest`, calling `visit(kind, path, clean_path, data)` for every
 /// entry. Entries that are not plain files or directories, and names that are absolute or
 /// contain `..`, are refused before `visit` is called (DESIGN.md §2.8). Runs on a blocking
 /// thread; `runtime` drives the download.
 pub(crate) fn read_part(
     store: &Arc<dyn ObjectStore>,
+    opener: &PartOpener,
     runtime: &tokio::runtime::Handle,
     manifest: &Manifest,
     index: u32,
@@ -114,6 +162,9 @@ pub(crate) fn read_part(
         }
     });
     let body = SyncIoBridge::new_with_handle(StreamReader::new(stream), runtime.clone());
+    let body = opener
+        .open(io::BufReader::with_capacity(1 << 20, body))
+        .map_err(|(kind, message)| fail_as(kind, None, message))?;
     let decoded = manifest
         .codec
         .reader(io::BufReader::with_capacity(1 << 20, body))

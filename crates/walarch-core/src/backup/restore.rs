@@ -22,8 +22,8 @@ use super::list::find_backup;
 use super::manifest::{BackupId, Manifest, ManifestError};
 use super::marker::{MarkerError, RestoreMarker, record_takeover, write_marker};
 use super::read::{
-    EntryError, EntryKind, PartReadError, copy_with_crc, copy_with_crc_pipelined, for_each_part,
-    read_part,
+    EntryError, EntryKind, PartOpener, PartReadError, copy_with_crc, copy_with_crc_pipelined,
+    for_each_part, read_part,
 };
 use super::{BackupSelector, Phase, Progress};
 use crate::repo::{RepoError, Repository};
@@ -383,12 +383,13 @@ async fn unpack_parts(
     let background_sync = BackgroundSync::start(2);
     let unpacked = for_each_part(manifest.parts.len(), parallel, {
         let (store, manifest, target) = (repo.store().clone(), manifest.clone(), target.to_owned());
+        let opener = PartOpener::of(repo);
         let (restored, syncer) = (restored.clone(), background_sync.handle());
         let cancelled = cancelled.clone();
         let runtime = tokio::runtime::Handle::current();
         move |index| -> Result<(), RestoreError> {
             let mut buffer = vec![0u8; 1 << 20];
-            read_part(&store, &runtime, &manifest, index, |kind, path, clean, data| {
+            read_part(&store, &opener, &runtime, &manifest, index, |kind, path, clean, data| {
                 if cancelled.load(Ordering::Relaxed) {
                     return Err(EntryError {
                         kind: crate::error::ErrorKind::Cancelled,

@@ -100,6 +100,7 @@ pub async fn take_backup(
 
     let proposed = Identity::new(info.system_id, info.wal_segment_size, info.major());
     let identity = repo.ensure_identity(&proposed).await?;
+    repo.check_can_write(&identity)?;
     // The major first: after pg_upgrade the system identifier differs too.
     if identity.pg_major != info.major() {
         return Err(BackupError::OtherMajorVersion {
@@ -341,6 +342,7 @@ async fn copy_files(
         failed: AtomicBool::new(false),
         progress,
         runtime: tokio::runtime::Handle::current(),
+        keyring: repo.keyring().cloned(),
     });
     // A cancel stops the workers between files, as a failure of one of them does.
     let stop_on_cancel = tokio::spawn({

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::Progress;
 use super::manifest::{BackupId, Manifest};
-use super::read::{EntryError, EntryKind, copy_with_crc, for_each_part, read_part};
+use super::read::{EntryError, EntryKind, PartOpener, copy_with_crc, for_each_part, read_part};
 use super::restore::RestoreError;
 use crate::repo::Repository;
 use tokio_util::sync::CancellationToken;
@@ -65,6 +65,7 @@ pub async fn verify_backup(
     let _ = for_each_part(manifest.parts.len(), parallel, {
         let (store, manifest, seen, problems) =
             (repo.store().clone(), manifest.clone(), seen.clone(), problems.clone());
+        let opener = PartOpener::of(repo);
         let (cancelled, progress) = (cancelled.clone(), progress.clone());
         let runtime = tokio::runtime::Handle::current();
         move |index| -> Result<(), std::convert::Infallible> {
@@ -72,7 +73,7 @@ pub async fn verify_backup(
                 manifest.files.iter().map(|f| (f.path.as_str(), f)).collect();
             let mut buffer = vec![0u8; 1 << 20];
             let problem = |text: String| problems.lock().expect("lock").push(text);
-            let result = read_part(&store, &runtime, &manifest, index, |kind, path, _, data| {
+            let result = read_part(&store, &opener, &runtime, &manifest, index, |kind, path, _, data| {
                 if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
                     return Err(EntryError {
                         kind: crate::error::ErrorKind::Cancelled,

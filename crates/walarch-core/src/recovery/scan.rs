@@ -54,6 +54,7 @@ pub async fn scan_path<T>(
             let Some(stored) = repo.get_if_exists(&key).await? else {
                 return Ok((name, None)); // deleted since the listing
             };
+            let stored = repo.open_object(&key, stored)?;
             let codec = listed.codec;
             let bytes =
                 tokio::task::spawn_blocking(move || codec.decode(&stored, size.bytes() as usize))

@@ -889,6 +889,7 @@ impl<C: Coordination> Manager<C> {
             RestoreCommand::Walarch {
                 program,
                 config_file: None,
+                encryption_key_file: None,
             },
         );
         request.target_action = Some(TargetAction::Promote);
