@@ -16,6 +16,7 @@ use criterion::{
 };
 use walarch_core::archive::validate_wal_content;
 use walarch_core::codec::{Codec, Compression};
+use walarch_core::crypto::Keyring;
 use walarch_core::wal::{RecordEvent, WalDecoder, WalFileName};
 
 /// How many completed segments the benches run over.
@@ -299,6 +300,29 @@ fn codecs(c: &mut Criterion) {
             })
         });
     }
+    // Client-side encryption on top of zstd-1 (what wal-push does with a key file): the
+    // difference to zstd-1 alone is the encryption's cost; `seal` alone on the compressed bytes.
+    let keyring = Keyring::parse(&Keyring::generate()).unwrap();
+    let zstd1 = Compression::new(Codec::Zstd, Some(1)).unwrap();
+    encode.bench_function(BenchmarkId::new("zstd_sealed", 1), |b| {
+        b.iter(|| {
+            for segment in &segments {
+                let compressed = zstd1.encode(&segment.bytes).unwrap();
+                std::hint::black_box(keyring.seal(&compressed));
+            }
+        })
+    });
+    let compressed: Vec<Vec<u8>> = segments
+        .iter()
+        .map(|s| zstd1.encode(&s.bytes).unwrap())
+        .collect();
+    encode.bench_function(BenchmarkId::new("seal_only", 1), |b| {
+        b.iter(|| {
+            for object in &compressed {
+                std::hint::black_box(keyring.seal(object));
+            }
+        })
+    });
     encode.finish();
 
     let mut decode = c.benchmark_group("decode");
@@ -329,6 +353,18 @@ fn codecs(c: &mut Criterion) {
             })
         });
     }
+    // wal-fetch with a key file: open (authenticate, decrypt), then decompress.
+    let sealed: Vec<Vec<u8>> = compressed.iter().map(|c| keyring.seal(c)).collect();
+    decode.bench_function(BenchmarkId::new("zstd_opened_into", 1), |b| {
+        b.iter(|| {
+            for object in &sealed {
+                let opened = keyring.open(object).unwrap();
+                Codec::Zstd
+                    .decode_into(&opened, &mut std::io::sink())
+                    .unwrap();
+            }
+        })
+    });
     decode.finish();
 
     // The header and length check runs before every push and after every fetch. It reads

@@ -176,6 +176,16 @@ pub struct GlobalArgs {
     )]
     pub prefetch_reserve_mib: Option<u64>,
 
+    /// Bandwidth limit of backup, restore and verify transfers, in MiB/s (WAL is never limited)
+    #[arg(
+        long,
+        global = true,
+        env = "WALARCH_MAX_RATE_MIB",
+        value_name = "MIB",
+        hide_short_help = true
+    )]
+    pub max_rate_mib: Option<u64>,
+
     /// Key file that encrypts WAL and backup parts (an age identity file; `walarch key new`
     /// writes one). The first key seals new objects; every key in it opens old ones
     #[arg(
@@ -285,6 +295,10 @@ pub struct BackupArgs {
     /// Seconds to wait for the WAL that makes the backup consistent to reach the repository.
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub wal_timeout: u64,
+    /// Let the upload compete with WAL archiving; by default it pauses while the server has
+    /// finished WAL segments waiting for archive_command
+    #[arg(long)]
+    pub no_wal_priority: bool,
 }
 
 #[derive(Debug, Args)]

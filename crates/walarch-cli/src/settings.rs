@@ -60,6 +60,7 @@ struct FileConfig {
     prefetch_reserve_mib: Option<u64>,
     pg_bin: Option<String>,
     encryption_key_file: Option<PathBuf>,
+    max_rate_mib: Option<u64>,
     /// Earlier versions' tables: still read (a configuration that stopped working would stop
     /// archiving), with a warning naming the new keys.
     s3: Option<LegacyS3>,
@@ -213,6 +214,7 @@ impl Settings {
             .unwrap_or(DEFAULT_PREFETCH_RESERVE_MIB)
             << 20;
         engine.fetch_ahead.idle_exit = FETCH_WORKER_IDLE_EXIT;
+        engine.transfer_limit = args.max_rate_mib.or(file.max_rate_mib).map(|mib| mib << 20);
         let encryption_key_file = args
             .encryption_key_file
             .clone()
@@ -313,8 +315,9 @@ mod tests {
     fn every_setting_has_one_name_for_its_flag_variable_and_file_key() {
         // Each file key is the flag's name with underscores; the old sectioned keys are
         // refused with the new name.
-        let file = "retries = 3\nretry_timeout = 7\nrequest_timeout = 9\npush_ahead = 0\nprefetch = 1\nprefetch_mib = 64\nprefetch_reserve_mib = 10\ns3_endpoint = \"http://127.0.0.1:9\"\ns3_allow_http = true\ns3_conditional_put = false\ncompression_level = 3\n";
+        let file = "retries = 3\nretry_timeout = 7\nrequest_timeout = 9\npush_ahead = 0\nprefetch = 1\nprefetch_mib = 64\nprefetch_reserve_mib = 10\ns3_endpoint = \"http://127.0.0.1:9\"\ns3_allow_http = true\ns3_conditional_put = false\ncompression_level = 3\nmax_rate_mib = 40\n";
         let s = resolve(&["--repo", "/r"], Some(file)).unwrap().engine;
+        assert_eq!(s.transfer_limit, Some(40 << 20));
         assert_eq!(s.store.retry.max_retries, 3);
         assert_eq!(s.store.retry.timeout, Duration::from_secs(7));
         assert_eq!(s.store.request_timeout, Some(Duration::from_secs(9)));

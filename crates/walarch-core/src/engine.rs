@@ -38,6 +38,7 @@ use crate::catalog::{Snapshot, TimelineWal, WalSummary, summarize};
 use crate::codec::Compression;
 use crate::crypto::Keyring;
 use crate::error::Error;
+use crate::limits::RateLimit;
 use crate::postgres::{RecoveryOutcome, StartOptions, start_and_wait};
 use crate::recovery::{
     RecoverableWindow, RecoveryPlan, RecoveryTarget, TargetSpec, plan_recovery, recoverable_windows,
@@ -91,6 +92,9 @@ pub struct EngineConfig {
     /// Client-side encryption of WAL objects and backup parts ([`crate::crypto`]): the keys,
     /// or `None` to store them as they are compressed.
     pub encryption: Option<Arc<Keyring>>,
+    /// Bandwidth limit of backups, restores and verification, in bytes per second (what is
+    /// stored or fetched: compressed, sealed); `None` for none. WAL is never limited.
+    pub transfer_limit: Option<u64>,
 }
 
 impl EngineConfig {
@@ -114,6 +118,7 @@ impl EngineConfig {
             },
             parallelism: cores.min(8),
             encryption: None,
+            transfer_limit: None,
         }
     }
 }
@@ -366,6 +371,9 @@ pub struct BackupRequest {
     pub fast_checkpoint: bool,
     /// How long to wait for the WAL that makes the backup consistent.
     pub wal_timeout: Duration,
+    /// Pause the upload while the server has finished WAL segments waiting to be archived
+    /// (default): archiving is never queued behind a backup.
+    pub defer_to_archiving: bool,
 }
 
 impl BackupRequest {
@@ -380,6 +388,7 @@ impl BackupRequest {
             part_size: defaults.part_size,
             fast_checkpoint: defaults.fast_checkpoint,
             wal_timeout: defaults.wal_timeout,
+            defer_to_archiving: defaults.defer_to_archiving,
         }
     }
 }
@@ -478,6 +487,13 @@ impl Engine {
     /// The configuration the engine was opened with.
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// A fresh budget for one transfer at the configured limit.
+    fn rate_limit(&self) -> Option<Arc<RateLimit>> {
+        self.config
+            .transfer_limit
+            .map(|bytes_per_second| Arc::new(RateLimit::new(bytes_per_second)))
     }
 
     /// The repository, opened on first use.
@@ -675,6 +691,8 @@ impl Engine {
             part_size: request.part_size,
             fast_checkpoint: request.fast_checkpoint,
             wal_timeout: request.wal_timeout,
+            rate_limit: self.rate_limit(),
+            defer_to_archiving: request.defer_to_archiving,
         };
         Ok(take_backup(self.repository()?, &options, progress, cancel).await?)
     }
@@ -747,6 +765,7 @@ impl Engine {
                 standby: request.standby,
             },
             take_over: request.take_over,
+            rate_limit: self.rate_limit(),
         };
         Ok(restore_backup(self.repository()?, &options, progress, cancel).await?)
     }
@@ -784,6 +803,7 @@ impl Engine {
                     self.repository()?,
                     manifest,
                     self.config.parallelism,
+                    self.rate_limit(),
                     progress.clone(),
                     cancel,
                 )

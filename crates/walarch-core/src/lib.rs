@@ -22,6 +22,7 @@ pub mod codec;
 pub mod crypto;
 mod engine;
 pub mod error;
+pub mod limits;
 pub mod local_files;
 pub mod postgres;
 pub mod recovery;

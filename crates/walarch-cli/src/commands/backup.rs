@@ -41,6 +41,7 @@ pub async fn run(
     request.part_size = args.part_size_mib << 20;
     request.fast_checkpoint = !args.spread_checkpoint;
     request.wal_timeout = Duration::from_secs(args.wal_timeout);
+    request.defer_to_archiving = !args.no_wal_priority;
     let progress = Arc::new(Progress::default());
     let display = ProgressDisplay::start(progress.clone(), "backup", !json);
     let cancel = super::cancel_on_signal();

@@ -20,6 +20,7 @@ use super::Progress;
 use super::manifest::{DirectoryEntry, FileEntry, PartEntry};
 use super::scan::SourceFile;
 use crate::codec::Compression;
+use crate::limits::{ArchiveGate, Limited, RateLimit};
 use crate::store::keys;
 
 /// Bytes per upload request of a part.
@@ -56,6 +57,10 @@ pub(crate) struct PartsJob {
     pub runtime: tokio::runtime::Handle,
     /// Seals each part after compression when encryption is on.
     pub keyring: Option<Arc<crate::crypto::Keyring>>,
+    /// The upload's bandwidth limit, shared by every worker.
+    pub rate_limit: Option<Arc<RateLimit>>,
+    /// Pauses the upload while the server's finished WAL waits to be archived.
+    pub archive_gate: Option<Arc<ArchiveGate>>,
 }
 
 impl std::fmt::Debug for PartsJob {
@@ -119,10 +124,14 @@ impl PartsJob {
 
 type Upload = SyncIoBridge<BufWriter>;
 
-/// tar → compression → sealing (when encryption is on) → counted upload.
+/// What a part's compressed stream goes into: sealing (when encryption is on), then the
+/// count of stored bytes, then the limits, then the upload.
+type StoredStream = Sealing<Counted<Limited<Upload>>>;
+
+/// tar → compression → [`StoredStream`].
 struct PartWriter<'job> {
     job: &'job PartsJob,
-    tar: tar::Builder<Counted<crate::codec::EncodingWriter<Sealing<Counted<Upload>>>>>,
+    tar: tar::Builder<Counted<crate::codec::EncodingWriter<StoredStream>>>,
 }
 
 /// The sealing layer of a part: age's stream writer, or nothing.
@@ -169,6 +178,7 @@ impl<'job> PartWriter<'job> {
         let upload = BufWriter::with_capacity(job.store.clone(), key.clone(), UPLOAD_CHUNK)
             .with_max_concurrency(UPLOADS_IN_FLIGHT);
         let upload = SyncIoBridge::new_with_handle(upload, job.runtime.clone());
+        let upload = Limited::new(upload, job.rate_limit.clone(), job.archive_gate.clone());
         let sealing = Sealing::new(job.keyring.as_deref(), Counted::new(upload))
             .map_err(|e| PartError::Io(e).at(key))?;
         let encoder = job
@@ -253,7 +263,7 @@ impl<'job> PartWriter<'job> {
         let tar_bytes = counted_tar.count;
         let counted_upload = counted_tar.inner.finish()?.finish()?;
         let stored_bytes = counted_upload.count;
-        let mut upload = counted_upload.inner;
+        let mut upload = counted_upload.inner.into_inner();
         upload.flush()?;
         upload.shutdown()?;
         Ok((tar_bytes, stored_bytes))

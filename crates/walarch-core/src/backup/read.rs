@@ -76,14 +76,19 @@ impl From<&str> for EntryError {
 pub(crate) struct PartOpener {
     keyring: Option<Arc<crate::crypto::Keyring>>,
     must_be_sealed: bool,
+    rate_limit: Option<Arc<crate::limits::RateLimit>>,
 }
 
 impl PartOpener {
-    /// For `repo` (its identity read before).
-    pub(crate) fn of(repo: &crate::repo::Repository) -> Self {
+    /// For `repo` (its identity read before), downloading within `rate_limit`.
+    pub(crate) fn of(
+        repo: &crate::repo::Repository,
+        rate_limit: Option<Arc<crate::limits::RateLimit>>,
+    ) -> Self {
         PartOpener {
             keyring: repo.keyring().cloned(),
             must_be_sealed: repo.must_be_sealed(),
+            rate_limit,
         }
     }
 
@@ -162,6 +167,7 @@ pub(crate) fn read_part(
         }
     });
     let body = SyncIoBridge::new_with_handle(StreamReader::new(stream), runtime.clone());
+    let body = crate::limits::Limited::new(body, opener.rate_limit.clone(), None);
     let body = opener
         .open(io::BufReader::with_capacity(1 << 20, body))
         .map_err(|(kind, message)| fail_as(kind, None, message))?;

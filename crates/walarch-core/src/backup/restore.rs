@@ -59,6 +59,8 @@ pub struct RestoreOptions {
     /// This copy replaces the original: record a take-over in the repository, so that it may
     /// archive into it (DESIGN.md §2.5).
     pub take_over: bool,
+    /// The download's bandwidth limit, if any.
+    pub rate_limit: Option<Arc<crate::limits::RateLimit>>,
 }
 
 /// What a completed restore did.
@@ -131,6 +133,7 @@ pub async fn restore_backup(
         &manifest,
         &target,
         options.parallel.max(1),
+        PartOpener::of(repo, options.rate_limit.clone()),
         progress.clone(),
         cancel,
     )
@@ -355,6 +358,7 @@ async fn unpack_parts(
     manifest: &Arc<Manifest>,
     target: &Path,
     parallel: usize,
+    opener: PartOpener,
     progress: Arc<Progress>,
     cancel: &CancellationToken,
 ) -> Result<(), RestoreError> {
@@ -383,7 +387,7 @@ async fn unpack_parts(
     let background_sync = BackgroundSync::start(2);
     let unpacked = for_each_part(manifest.parts.len(), parallel, {
         let (store, manifest, target) = (repo.store().clone(), manifest.clone(), target.to_owned());
-        let opener = PartOpener::of(repo);
+
         let (restored, syncer) = (restored.clone(), background_sync.handle());
         let cancelled = cancelled.clone();
         let runtime = tokio::runtime::Handle::current();
@@ -740,6 +744,7 @@ mod tests {
                 ..Default::default()
             },
             take_over: false,
+            rate_limit: None,
         }
     }
 

@@ -25,6 +25,7 @@ use super::server_files;
 use super::session::{BackupSession, SessionError};
 use crate::codec::Compression;
 use crate::error::{ErrorKind, io_error_kind};
+use crate::limits::{ArchiveGate, RateLimit};
 use crate::repo::{Identity, PutOutcome, RepoError, Repository};
 use crate::store::keys;
 use crate::wal::{Lsn, SystemId, TimelineId};
@@ -49,6 +50,10 @@ pub struct BackupOptions {
     pub fast_checkpoint: bool,
     /// How long to wait for the WAL that makes the backup consistent to reach the repository.
     pub wal_timeout: Duration,
+    /// The upload's bandwidth limit, if any.
+    pub rate_limit: Option<Arc<RateLimit>>,
+    /// Pause the upload while the server has finished WAL segments waiting to be archived.
+    pub defer_to_archiving: bool,
 }
 
 impl Default for BackupOptions {
@@ -63,6 +68,8 @@ impl Default for BackupOptions {
             part_size: 256 << 20,
             fast_checkpoint: true,
             wal_timeout: Duration::from_secs(600),
+            rate_limit: None,
+            defer_to_archiving: true,
         }
     }
 }
@@ -343,6 +350,10 @@ async fn copy_files(
         progress,
         runtime: tokio::runtime::Handle::current(),
         keyring: repo.keyring().cloned(),
+        rate_limit: options.rate_limit.clone(),
+        archive_gate: options
+            .defer_to_archiving
+            .then(|| ArchiveGate::watch(&data_dir.join("pg_wal"))),
     });
     // A cancel stops the workers between files, as a failure of one of them does.
     let stop_on_cancel = tokio::spawn({
@@ -397,6 +408,13 @@ async fn copy_files(
     let written = tokio::task::spawn_blocking(move || last_job.run_worker())
         .await
         .expect("a backup worker does not panic")?;
+    if let Some(gate) = &job.archive_gate {
+        gate.open();
+        tracing::info!(
+            seconds = gate.deferred().as_secs_f64(),
+            "the backup's upload waited for WAL archiving"
+        );
+    }
     for w in written {
         parts.push(w.part);
         files.extend(w.files);

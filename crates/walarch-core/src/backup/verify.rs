@@ -42,6 +42,7 @@ pub async fn verify_backup(
     repo: &Repository,
     manifest: &Manifest,
     parallel: usize,
+    rate_limit: Option<Arc<crate::limits::RateLimit>>,
     progress: Arc<Progress>,
     cancel: &CancellationToken,
 ) -> Result<VerifyReport, RestoreError> {
@@ -65,7 +66,7 @@ pub async fn verify_backup(
     let _ = for_each_part(manifest.parts.len(), parallel, {
         let (store, manifest, seen, problems) =
             (repo.store().clone(), manifest.clone(), seen.clone(), problems.clone());
-        let opener = PartOpener::of(repo);
+        let opener = PartOpener::of(repo, rate_limit.clone());
         let (cancelled, progress) = (cancelled.clone(), progress.clone());
         let runtime = tokio::runtime::Handle::current();
         move |index| -> Result<(), std::convert::Infallible> {
