@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use walarch_core::codec::{Codec, Compression};
+use walarch_core::crypto::Keyring;
 use walarch_core::store::RepoLocation;
 use walarch_core::store::{CloudSettings, S3Options, StoreOptions};
 use walarch_k8s::instance::{self, InstanceConfig, RecoveryBootstrap, postgres::PgSettings};
@@ -139,6 +140,10 @@ struct InstanceArgs {
     /// Whether recovery stops just after the target (true, default) or just before it.
     #[arg(long, value_name = "BOOL", requires = "recover_from")]
     recovery_target_inclusive: Option<bool>,
+    /// Key file that encrypts WAL and backup parts (see `walarch key new`); archive_command,
+    /// restore_command and the manager's own backups use it.
+    #[arg(long, env = "WALARCH_ENCRYPTION_KEY_FILE", value_name = "FILE")]
+    encryption_key_file: Option<PathBuf>,
     /// Compression of the manager's backups: zstd (default), gzip or none.
     #[arg(long, env = "WALARCH_COMPRESSION", default_value = "zstd")]
     compression: String,
@@ -341,13 +346,32 @@ async fn run_instance(args: InstanceArgs) -> anyhow::Result<()> {
                 .context("--repo and --recover-from need the walarch binary: give --walarch-bin (it is not beside walarch-k8s)")?,
         ),
     };
+    let encryption_key_file = args
+        .encryption_key_file
+        .clone()
+        .map(std::path::absolute)
+        .transpose()?;
+    let encryption = encryption_key_file
+        .as_deref()
+        .map(Keyring::load)
+        .transpose()?
+        .map(Arc::new);
     let (archive_command, restore_command) = match (&args.repo, &walarch_bin) {
         (Some(repo), Some(bin)) => {
-            let bin = shell_quote(&bin.display().to_string());
-            let repo = shell_quote(repo);
+            let mut walarch = format!(
+                "{} --repo {}",
+                shell_quote(&bin.display().to_string()),
+                shell_quote(repo)
+            );
+            if let Some(key_file) = &encryption_key_file {
+                walarch.push_str(&format!(
+                    " --encryption-key-file {}",
+                    shell_quote(&key_file.display().to_string())
+                ));
+            }
             (
-                Some(format!("{bin} --repo {repo} wal-push %p")),
-                Some(format!("{bin} --repo {repo} wal-fetch %f %p")),
+                Some(format!("{walarch} wal-push %p")),
+                Some(format!("{walarch} wal-fetch %f %p")),
             )
         }
         _ => (None, None),
@@ -391,6 +415,8 @@ async fn run_instance(args: InstanceArgs) -> anyhow::Result<()> {
         walarch_bin,
         recovery,
         repo,
+        encryption,
+        encryption_key_file,
     };
     // Calls must end well within the room between the renew deadline and the TTL.
     let call_timeout = ((timings.ttl - timings.renew_deadline) / 2).min(Duration::from_secs(2));

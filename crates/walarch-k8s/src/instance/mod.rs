@@ -18,6 +18,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use walarch_core::backup::BackupSelector;
 use walarch_core::codec::Compression;
+use walarch_core::crypto::Keyring;
 use walarch_core::recovery::TargetSpec;
 use walarch_core::store::{RepoLocation, StoreOptions};
 use walarch_core::{Engine, EngineConfig, RestoreCommand, RestoreRequest, TargetAction};
@@ -54,6 +55,10 @@ pub struct InstanceConfig {
     pub walarch_bin: Option<PathBuf>,
     /// Bootstrap the cluster by recovering from a repository instead of `initdb`.
     pub recovery: Option<RecoveryBootstrap>,
+    /// The keys of client-side encryption, if on.
+    pub encryption: Option<Arc<Keyring>>,
+    /// Their file, for the restore_command a recovery bootstrap writes.
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 impl InstanceConfig {
@@ -62,6 +67,7 @@ impl InstanceConfig {
         let mut config = EngineConfig::new(repo);
         config.store = self.store.clone();
         config.compression = self.compression;
+        config.encryption = self.encryption.clone();
         config
     }
 }
@@ -889,7 +895,7 @@ impl<C: Coordination> Manager<C> {
             RestoreCommand::Walarch {
                 program,
                 config_file: None,
-                encryption_key_file: None,
+                encryption_key_file: self.config.encryption_key_file.clone(),
             },
         );
         request.target_action = Some(TargetAction::Promote);
