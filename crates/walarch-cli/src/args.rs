@@ -182,6 +182,7 @@ pub struct GlobalArgs {
         global = true,
         env = "WALARCH_MAX_RATE_MIB",
         value_name = "MIB",
+        value_parser = clap::value_parser!(u64).range(1..=1 << 30),
         hide_short_help = true
     )]
     pub max_rate_mib: Option<u64>,

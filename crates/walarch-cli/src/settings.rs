@@ -214,7 +214,11 @@ impl Settings {
             .unwrap_or(DEFAULT_PREFETCH_RESERVE_MIB)
             << 20;
         engine.fetch_ahead.idle_exit = FETCH_WORKER_IDLE_EXIT;
-        engine.transfer_limit = args.max_rate_mib.or(file.max_rate_mib).map(|mib| mib << 20);
+        engine.transfer_limit = match args.max_rate_mib.or(file.max_rate_mib) {
+            Some(mib @ 1..=0x4000_0000) => Some(mib << 20),
+            Some(other) => bail!("max_rate_mib must be from 1 to 1073741824 MiB/s, not {other}"),
+            None => None,
+        };
         let encryption_key_file = args
             .encryption_key_file
             .clone()

@@ -87,7 +87,12 @@ impl Keyring {
             path: path.to_owned(),
             source,
         };
-        let metadata = std::fs::metadata(path).map_err(file_error)?;
+        // The checks are made on the open file, so that what is checked is what is read.
+        let mut file = std::fs::File::open(path).map_err(file_error)?;
+        let metadata = file.metadata().map_err(file_error)?;
+        if !metadata.is_file() {
+            return Err(file_error(io::Error::other("not a regular file")));
+        }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -99,7 +104,8 @@ impl Keyring {
                 });
             }
         }
-        let text = std::fs::read_to_string(path).map_err(file_error)?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(file_error)?;
         let mut ring = Keyring::parse(&text).map_err(|e| match e {
             KeyError::Invalid { line, reason, .. } => KeyError::Invalid {
                 path: Some(path.to_owned()),
@@ -445,8 +451,20 @@ mod tests {
         assert!(matches!(err, SealError::UnknownKey { .. }), "{err}");
         assert_eq!(err.kind(), ErrorKind::Configuration);
         assert!(err.to_string().contains(ring.current().as_str()), "{err}");
-        // Bytes of the header, the key's stanza, the payload's first and last chunks.
-        for position in [30, 60, sealed.len() / 3, sealed.len() - 5] {
+        // Bytes of the X25519 stanza, of the key's own stanza, of the payload's first and
+        // last chunks.
+        let key_stanza = sealed
+            .windows(KEY_ID_TAG.len())
+            .position(|w| w == KEY_ID_TAG.as_bytes())
+            .unwrap();
+        for position in [
+            30,
+            60,
+            key_stanza + 2,
+            key_stanza + 15,
+            sealed.len() / 3,
+            sealed.len() - 5,
+        ] {
             let mut flipped = sealed.clone();
             flipped[position] ^= 0x01;
             let err = ring.open(&flipped).expect_err("a flipped byte");
@@ -510,5 +528,144 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let ring = Keyring::load(&path).unwrap();
         assert!(!format!("{ring:?}").contains("AGE-SECRET-KEY"));
+    }
+}
+
+/// Encryption as the archive uses it, against a local repository.
+#[cfg(test)]
+mod archive_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::archive::{FetchOutcome, fetch_wal_file, push_wal_file};
+    use crate::codec::{Codec, Compression};
+    use crate::repo::{RepoError, Repository};
+    use crate::store::{RepoLocation, keys};
+    use crate::testing::synthetic_segment;
+    use crate::wal::{SegmentName, SegmentNo, SystemId, TimelineId, WalFileName, WalSegmentSize};
+    use object_store::ObjectStoreExt;
+
+    fn repo(dir: &Path, keyring: Option<Arc<Keyring>>) -> Repository {
+        Repository::open_for_write(RepoLocation::Local(dir.join("repo")), &Default::default())
+            .unwrap()
+            .with_keyring(keyring)
+    }
+
+    fn segment(dir: &Path, segno: u64) -> (PathBuf, WalFileName, Vec<u8>) {
+        let size = WalSegmentSize::new(1 << 20).unwrap();
+        let content = synthetic_segment(
+            SystemId::new(5),
+            TimelineId::FIRST,
+            SegmentNo::new(segno),
+            size,
+        );
+        let name = SegmentName::new(TimelineId::FIRST, SegmentNo::new(segno), size);
+        let path = dir.join(name.to_string());
+        std::fs::write(&path, &content).unwrap();
+        (path, WalFileName::Segment(name), content)
+    }
+
+    #[tokio::test]
+    async fn history_files_stay_readable_in_an_encrypted_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Arc::new(Keyring::parse(&Keyring::generate()).unwrap());
+        let repo = repo(dir.path(), Some(ring));
+        let (path, _, _) = segment(dir.path(), 1);
+        push_wal_file(&repo, &path, Compression::default(), None)
+            .await
+            .unwrap();
+        let history = dir.path().join("00000002.history");
+        std::fs::write(&history, "1\t0/3000000\tno recovery target specified\n").unwrap();
+        push_wal_file(&repo, &history, Compression::default(), None)
+            .await
+            .unwrap();
+        // PostgreSQL pushes it again after a crash: compared, found identical.
+        push_wal_file(&repo, &history, Compression::default(), None)
+            .await
+            .expect("a history file pushed again");
+        let dest = dir.path().join("RECOVERYHISTORY");
+        let fetched = fetch_wal_file(
+            &repo,
+            &"00000002.history".parse().unwrap(),
+            &dest,
+            Codec::Zstd,
+            false,
+        )
+        .await
+        .unwrap();
+        assert!(matches!(fetched, FetchOutcome::Fetched(_)));
+        assert_eq!(
+            std::fs::read(&dest).unwrap(),
+            std::fs::read(&history).unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn with_a_key_a_plaintext_segment_is_refused_even_without_an_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Arc::new(Keyring::parse(&Keyring::generate()).unwrap());
+        let plain = repo(dir.path(), None);
+        let (path, name, _) = segment(dir.path(), 1);
+        push_wal_file(&plain, &path, Compression::default(), None)
+            .await
+            .unwrap();
+        // Someone who can write the store removes the identity and plants plaintext WAL.
+        plain.store().delete(&keys::identity()).await.unwrap();
+        let keyed = repo(dir.path(), Some(ring));
+        let dest = dir.path().join("RECOVERYXLOG");
+        let err = fetch_wal_file(&keyed, &name, &dest, Codec::Zstd, false)
+            .await
+            .expect_err("plaintext under a key");
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{err}");
+        assert!(!dest.exists());
+    }
+
+    #[tokio::test]
+    async fn keys_and_repositories_must_agree_for_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Arc::new(Keyring::parse(&Keyring::generate()).unwrap());
+        let (first, _, _) = segment(dir.path(), 1);
+        let (second, _, _) = segment(dir.path(), 2);
+        // Created without encryption: a key cannot start sealing into it.
+        let plain = repo(dir.path(), None);
+        push_wal_file(&plain, &first, Compression::default(), None)
+            .await
+            .unwrap();
+        let keyed = repo(dir.path(), Some(ring.clone()));
+        let err = push_wal_file(&keyed, &second, Compression::default(), None)
+            .await
+            .expect_err("a key for a plaintext repository");
+        assert!(
+            matches!(
+                err,
+                crate::archive::PushError::Repo(RepoError::CreatedWithoutEncryption { .. })
+            ),
+            "{err}"
+        );
+        // Created with encryption: writing needs the key.
+        let other = tempfile::tempdir().unwrap();
+        push_wal_file(
+            &repo(other.path(), Some(ring)),
+            &first,
+            Compression::default(),
+            None,
+        )
+        .await
+        .unwrap();
+        let err = push_wal_file(
+            &repo(other.path(), None),
+            &second,
+            Compression::default(),
+            None,
+        )
+        .await
+        .expect_err("no key for an encrypted repository");
+        assert!(
+            matches!(
+                err,
+                crate::archive::PushError::Repo(RepoError::KeyRequired { .. })
+            ),
+            "{err}"
+        );
     }
 }

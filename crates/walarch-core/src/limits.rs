@@ -21,6 +21,12 @@ const GATE_POLL: Duration = Duration::from_millis(50);
 /// The gate stops deferring when archiving made no progress for this long: a failing
 /// archive_command does not get better by starving the backup (which needs that WAL too).
 const STALLED_ARCHIVER: Duration = Duration::from_secs(10);
+/// The longest a backup waits at a stretch; then it writes for [`GRANTED`] whatever waits.
+/// A server that writes WAL as fast as it is archived always has a segment waiting: the
+/// backup then gets at least a third of the time instead of none.
+const LONGEST_DEFERRAL: Duration = Duration::from_secs(2);
+/// How long writes go through after a deferral ran out.
+const GRANTED: Duration = Duration::from_secs(1);
 
 /// A byte rate shared by every worker of one transfer (a leaky bucket).
 #[derive(Debug)]
@@ -77,6 +83,8 @@ pub struct ArchiveGate {
     stop: AtomicBool,
     /// Time the backup spent waiting, in milliseconds.
     deferred_ms: AtomicU64,
+    /// Until when writes go through regardless (after a deferral ran out).
+    granted_until: Mutex<Option<Instant>>,
 }
 
 impl ArchiveGate {
@@ -87,6 +95,7 @@ impl ArchiveGate {
             progressing: AtomicBool::new(true),
             stop: AtomicBool::new(false),
             deferred_ms: AtomicU64::new(0),
+            granted_until: Mutex::new(None),
         });
         let weak = Arc::downgrade(&gate);
         let status = pg_wal.join("archive_status");
@@ -98,10 +107,22 @@ impl ArchiveGate {
     }
 
     /// Blocks while the server has finished segments waiting to be archived and its
-    /// archiver is making progress.
+    /// archiver is making progress, at most [`LONGEST_DEFERRAL`] at a stretch.
     pub fn wait_turn(&self) {
+        if self
+            .granted_until
+            .lock()
+            .expect("gate lock")
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return;
+        }
         let started = Instant::now();
         while self.should_defer() {
+            if started.elapsed() >= LONGEST_DEFERRAL {
+                *self.granted_until.lock().expect("gate lock") = Some(Instant::now() + GRANTED);
+                break;
+            }
             std::thread::sleep(GATE_POLL / 2);
         }
         let waited = started.elapsed().as_millis() as u64;
@@ -121,21 +142,21 @@ impl ArchiveGate {
         Duration::from_millis(self.deferred_ms.load(Ordering::Relaxed))
     }
 
-    /// Stops deferring (the uploads are done; nothing should wait on the gate any more).
+    /// Stops deferring (the uploads are done, failed or were cancelled).
     pub fn open(&self) {
         self.stop.store(true, Ordering::Relaxed);
     }
 }
 
 fn watch_loop(gate: std::sync::Weak<ArchiveGate>, status: PathBuf) {
-    let mut previous: Vec<String> = Vec::new();
+    let mut previous: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut last_progress = Instant::now();
     while let Some(gate) = gate.upgrade() {
         if gate.stop.load(Ordering::Relaxed) {
             return;
         }
         // An unreadable directory (no archiving, not this server's) defers nothing.
-        let mut ready: Vec<String> = std::fs::read_dir(&status)
+        let ready: std::collections::HashSet<String> = std::fs::read_dir(&status)
             .map(|entries| {
                 entries
                     .flatten()
@@ -144,7 +165,6 @@ fn watch_loop(gate: std::sync::Weak<ArchiveGate>, status: PathBuf) {
                     .collect()
             })
             .unwrap_or_default();
-        ready.sort();
         if ready.is_empty() || previous.iter().any(|name| !ready.contains(name)) {
             last_progress = Instant::now();
         }
@@ -250,5 +270,45 @@ mod tests {
         std::fs::write(status.join("000000010000000000000002.ready"), "").unwrap();
         std::thread::sleep(GATE_POLL * 3);
         assert!(!gate.should_defer(), "an opened gate defers nothing");
+    }
+
+    #[test]
+    fn a_backlog_that_never_empties_defers_a_writer_only_so_long() {
+        let dir = tempfile::tempdir().unwrap();
+        let status = dir.path().join("archive_status");
+        std::fs::create_dir(&status).unwrap();
+        let gate = ArchiveGate::watch(dir.path());
+        // An archiver that keeps up but is never done: a new segment for each archived one.
+        let stop = Arc::new(AtomicBool::new(false));
+        let churn = {
+            let (status, stop) = (status.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let ready = |n: u64| status.join(format!("{n:024}.ready"));
+                std::fs::write(ready(0), "").unwrap();
+                for n in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(GATE_POLL * 2);
+                    // The next segment is finished before this one is archived: never empty.
+                    std::fs::write(ready(n + 1), "").unwrap();
+                    std::fs::remove_file(ready(n)).unwrap();
+                }
+            })
+        };
+        std::thread::sleep(GATE_POLL * 3);
+        let started = Instant::now();
+        gate.wait_turn();
+        let waited = started.elapsed();
+        assert!(
+            waited >= LONGEST_DEFERRAL && waited < LONGEST_DEFERRAL * 3,
+            "{waited:?}"
+        );
+        // Then writes go through for a while.
+        let started = Instant::now();
+        gate.wait_turn();
+        assert!(started.elapsed() < GATE_POLL, "granted");
+        stop.store(true, Ordering::Relaxed);
+        churn.join().unwrap();
     }
 }

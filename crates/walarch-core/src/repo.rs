@@ -157,8 +157,22 @@ impl Repository {
         }
     }
 
-    /// Opens a WAL object read from `key`: sealed ones with the keyring, plaintext ones as
-    /// they are unless the repository was created with encryption (read its identity first).
+    /// Opens the stored object of WAL file `name` read from `key`: sealed ones with the
+    /// keyring; plaintext ones only where encryption is off ([`Self::must_be_sealed`]).
+    /// Timeline history files are never sealed (see `crypto`) and come back as they are.
+    pub fn open_wal(
+        &self,
+        name: &WalFileName,
+        key: &Path,
+        stored: Bytes,
+    ) -> Result<Bytes, RepoError> {
+        if matches!(name, WalFileName::History(_)) {
+            return Ok(stored);
+        }
+        self.open_object(key, stored)
+    }
+
+    /// Opens a sealed object (a WAL segment's or a backup part's) read from `key`.
     pub fn open_object(&self, key: &Path, stored: Bytes) -> Result<Bytes, RepoError> {
         crypto::open_stored(self.keyring.as_deref(), stored, self.must_be_sealed()).map_err(
             |source| RepoError::Sealed {
@@ -169,22 +183,31 @@ impl Repository {
         )
     }
 
-    /// Whether the repository (its identity, once read) was created with encryption.
+    /// Whether WAL segments and backup parts must be sealed: always with a keyring (a
+    /// plaintext object can only be a substitution; `walarch.json` is not authenticated, so
+    /// it cannot be what turns the rule off), and without one in a repository whose identity
+    /// (once read) says it was created with encryption.
     pub fn must_be_sealed(&self) -> bool {
-        self.identity
-            .get()
-            .is_some_and(|identity| identity.encryption.is_some())
+        self.keyring.is_some()
+            || self
+                .identity
+                .get()
+                .is_some_and(|identity| identity.encryption.is_some())
     }
 
-    /// Refuses to write into a repository created with encryption without the key: the
-    /// object would be stored in plaintext.
+    /// Refuses to write into a repository created with encryption without the key (the
+    /// object would be stored in plaintext), and to seal objects into one created without
+    /// (its older objects could no longer be read with encryption on).
     pub fn check_can_write(&self, identity: &Identity) -> Result<(), RepoError> {
-        if identity.encryption.is_some() && self.keyring.is_none() {
-            return Err(RepoError::KeyRequired {
+        match (identity.encryption.is_some(), self.keyring.is_some()) {
+            (true, false) => Err(RepoError::KeyRequired {
                 location: self.location.to_string(),
-            });
+            }),
+            (false, true) => Err(RepoError::CreatedWithoutEncryption {
+                location: self.location.to_string(),
+            }),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Where the repository is.
@@ -435,6 +458,14 @@ pub enum RepoError {
         /// Why.
         source: SealError,
     },
+    /// The repository was created without encryption and a key was given.
+    #[error(
+        "{location} was created without encryption: encryption needs a new repository (and a new base backup there)"
+    )]
+    CreatedWithoutEncryption {
+        /// The repository's location.
+        location: String,
+    },
     /// The repository was created with encryption and no key was given for writing.
     #[error(
         "{location} was created with encryption: give its key file (--encryption-key-file) to write into it"
@@ -455,6 +486,7 @@ impl RepoError {
             RepoError::Sealed { source, .. } => source.kind(),
             RepoError::UnsupportedFormat { .. }
             | RepoError::KeyRequired { .. }
+            | RepoError::CreatedWithoutEncryption { .. }
             | RepoError::NotARepository { .. }
             | RepoError::NoCredentials { .. } => ErrorKind::Configuration,
         }

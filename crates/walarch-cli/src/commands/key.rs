@@ -2,13 +2,12 @@
 //! identity file, readable by its owner only; the first key seals new objects.
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use anyhow::Context;
 use serde::Serialize;
 use walarch_core::crypto::Keyring;
-use walarch_core::local_files::write_through_temp;
 
 use crate::Failure;
 use crate::args::KeyCommand;
@@ -35,16 +34,7 @@ pub fn run(command: &KeyCommand, out: &Output) -> Result<(), Failure> {
             let old = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let rotated = format!("{}{old}", Keyring::generate());
-            write_through_temp(
-                file,
-                true,
-                |path, e| anyhow::Error::new(e).context(format!("cannot write {}", path.display())),
-                |f| {
-                    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-                    f.write_all(rotated.as_bytes())?;
-                    Ok(())
-                },
-            )?;
+            replace_keeping_owner(file, &rotated)?;
             file
         }
         KeyCommand::Show { file } => file,
@@ -67,6 +57,42 @@ pub fn run(command: &KeyCommand, out: &Output) -> Result<(), Failure> {
     );
     out.result(&result, Some(human));
     Ok(())
+}
+
+/// Replaces `file` with `text` atomically: a temporary file created owner-only (never
+/// readable by others, not even before it is renamed), given the original's owner (a root
+/// rotating the postgres user's key must not lock PostgreSQL's archive_command out of it),
+/// synced, renamed over the original, and the directory synced.
+fn replace_keeping_owner(file: &Path, text: &str) -> anyhow::Result<()> {
+    let original = std::fs::metadata(file)?;
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = file
+        .file_name()
+        .context("a key file name")?
+        .to_string_lossy();
+    let temp = dir.join(format!(".{name}.walarch-{}.tmp", std::process::id()));
+    let written = (|| -> anyhow::Result<()> {
+        let mut handle = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .with_context(|| format!("cannot create {}", temp.display()))?;
+        std::os::unix::fs::fchown(&handle, Some(original.uid()), Some(original.gid()))
+            .with_context(|| format!("cannot give {} its owner", temp.display()))?;
+        handle.write_all(text.as_bytes())?;
+        handle.sync_all()?;
+        std::fs::rename(&temp, file)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(())
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
 }
 
 /// Creates `file` with the key, readable and writable by its owner only, durably; never

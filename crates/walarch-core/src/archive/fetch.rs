@@ -78,7 +78,7 @@ pub async fn fetch_wal_file(
         },
     };
     let expected_system = identity.map(|i| i.system_id);
-    let stored = repo.open_object(&key, stored)?;
+    let stored = repo.open_wal(name, &key, stored)?;
 
     let key_text = key.to_string();
     check_checksummed(name, codec, &stored).map_err(|source| FetchError::Unchecked {

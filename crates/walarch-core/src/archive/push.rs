@@ -314,7 +314,7 @@ async fn compare_with_stored(
         let Some(bytes) = repo.get_if_exists(&copy.key).await? else {
             continue; // deleted since the lookup (retention): not a copy
         };
-        let bytes = repo.open_object(&copy.key, bytes)?;
+        let bytes = repo.open_wal(name, &copy.key, bytes)?;
         let (codec, path, key, label) = (
             copy.codec,
             local.path.clone(),

@@ -83,9 +83,17 @@ impl PartsJob {
     pub(crate) fn run_worker(&self) -> Result<Vec<WrittenPart>, PartError> {
         let result = self.write_parts();
         if result.is_err() {
-            self.failed.store(true, Ordering::Relaxed);
+            self.stop();
         }
         result
+    }
+
+    /// Stops every worker between files, and any waiting for archiving at once.
+    pub(crate) fn stop(&self) {
+        self.failed.store(true, Ordering::Relaxed);
+        if let Some(gate) = &self.archive_gate {
+            gate.open();
+        }
     }
 
     fn write_parts(&self) -> Result<Vec<WrittenPart>, PartError> {

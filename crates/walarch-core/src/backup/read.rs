@@ -170,7 +170,14 @@ pub(crate) fn read_part(
     let body = crate::limits::Limited::new(body, opener.rate_limit.clone(), None);
     let body = opener
         .open(io::BufReader::with_capacity(1 << 20, body))
-        .map_err(|(kind, message)| fail_as(kind, None, message))?;
+        .map_err(|(kind, message)| {
+            // A download that broke while the header was read is the store's failure.
+            if download_failed.load(Ordering::Relaxed) {
+                fail_as(ErrorKind::Transient, None, message)
+            } else {
+                fail_as(kind, None, message)
+            }
+        })?;
     let decoded = manifest
         .codec
         .reader(io::BufReader::with_capacity(1 << 20, body))

@@ -360,7 +360,7 @@ async fn copy_files(
         let (job, cancel) = (job.clone(), cancel.clone());
         async move {
             cancel.cancelled().await;
-            job.failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            job.stop();
         }
     });
     let workers: Vec<_> = (0..options.parallel.max(1))

@@ -54,7 +54,7 @@ pub async fn scan_path<T>(
             let Some(stored) = repo.get_if_exists(&key).await? else {
                 return Ok((name, None)); // deleted since the listing
             };
-            let stored = repo.open_object(&key, stored)?;
+            let stored = repo.open_wal(&crate::wal::WalFileName::Segment(name), &key, stored)?;
             let codec = listed.codec;
             let bytes =
                 tokio::task::spawn_blocking(move || codec.decode(&stored, size.bytes() as usize))
