@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """Archive lag while a base backup runs at full speed: does WAL archiving stay ahead?
 
-usage: archive_lag.py WALARCH_BIN WORKDIR [SCALE] [ROUNDS]
+usage: archive_lag.py WALARCH_BIN WORKDIR [SCALE] [ROUNDS] [NOISE_MIB]
 
-A PostgreSQL 15 cluster (pgbench scale SCALE, default 60, ~0.9 GB) archives through walarch
-into a local repository while pgbench writes (4 clients). For each round, a `walarch backup`
+A PostgreSQL 15 cluster (pgbench scale SCALE, default 60, ~0.9 GB, plus NOISE_MIB, default
+1024, of random hex text, which compresses about 2x where pgbench's tables compress 20x, so
+that the backup has real work) archives through walarch into an S3 repository on a moto
+server on 127.0.0.1 (`WALARCH_MOTO_SERVER` or moto_server on PATH): archiving and the backup
+share the store, as they share a bucket's bandwidth in production. pgbench writes meanwhile
+(4 clients). For each round, a `walarch backup`
 runs with WAL priority (the default: its upload pauses while finished segments wait) and with
 `--no-wal-priority`, alternating; every 50 ms the number of finished segments waiting for
 archive_command (`pg_wal/archive_status/*.ready`) is sampled. Prints, per mode, the median,
@@ -36,17 +40,32 @@ def main():
     walarch, work = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
     scale = int(sys.argv[3]) if len(sys.argv) > 3 else 60
     rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 2
+    noise_mib = int(sys.argv[5]) if len(sys.argv) > 5 else 1024
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     if AS_ROOT:
         shutil.chown(work, "postgres", "postgres")
-    data, repo = os.path.join(work, "data"), os.path.join(work, "repo")
+    data = os.path.join(work, "data")
     port = "54329"
+    moto_port = "54330"
+    moto = subprocess.Popen([os.environ.get("WALARCH_MOTO_SERVER", "moto_server"), "-H", "127.0.0.1", "-p", moto_port],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{moto_port}"
+    for _ in range(100):
+        try:
+            subprocess.run(["curl", "-sf", "-X", "PUT", f"{endpoint}/lag"], check=True, stdout=subprocess.DEVNULL)
+            break
+        except subprocess.CalledProcessError:
+            time.sleep(0.2)
+    repo = "s3://lag/repo"
+    s3_env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1",
+              "WALARCH_S3_ENDPOINT": endpoint, "WALARCH_S3_ALLOW_HTTP": "true"}
+    env_words = [f"{k}={v}" for k, v in s3_env.items()]
     as_pg([f"{PG_BIN}/initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-instructions"],
           stdout=subprocess.DEVNULL)
     with open(os.path.join(data, "postgresql.conf"), "a") as conf:
         conf.write(f"port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{work}'\n"
-                   f"archive_mode = on\narchive_command = '{walarch} --repo {repo} wal-push %p'\n"
+                   f"archive_mode = on\narchive_command = 'env {' '.join(env_words)} {walarch} --repo {repo} wal-push %p'\n"
                    "max_wal_size = '4GB'\ncheckpoint_timeout = '30min'\nfsync = on\n")
     as_pg([f"{PG_BIN}/pg_ctl", "-D", data, "-l", os.path.join(work, "log"), "-w", "start"],
           stdout=subprocess.DEVNULL)
@@ -54,6 +73,10 @@ def main():
     try:
         as_pg(["pgbench", *conn, "-i", "-q", "-s", str(scale), "postgres"],
               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        rows = noise_mib * 2**20 // 160
+        as_pg(["psql", *conn, "-qAtc",
+               f"create table noise as select md5(random()::text) || md5(random()::text) || md5(random()::text) "
+               f"|| md5(random()::text) as t from generate_series(1, {rows})", "postgres"])
         status = os.path.join(data, "pg_wal", "archive_status")
         results = {"wal priority": [], "--no-wal-priority": []}
         for _ in range(rounds):
@@ -71,7 +94,7 @@ def main():
 
                 sampler = threading.Thread(target=sample)
                 sampler.start()
-                args = [walarch, "--repo", repo, "--json", "backup", "--pgdata", data,
+                args = ["env", *env_words, walarch, "--repo", repo, "--json", "backup", "--pgdata", data,
                         "--dbname", f"host=127.0.0.1 port={port} user=postgres"]
                 if mode != "wal priority":
                     args.append("--no-wal-priority")
@@ -97,6 +120,8 @@ def main():
                   f"max {max(every)}; backup median {statistics.median(durations):.1f} s")
     finally:
         as_pg([f"{PG_BIN}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop"], stdout=subprocess.DEVNULL)
+        moto.kill()
+        moto.wait()
         shutil.rmtree(work, ignore_errors=True)
 
 
