@@ -107,7 +107,8 @@ impl ArchiveGate {
     }
 
     /// Blocks while the server has finished segments waiting to be archived and its
-    /// archiver is making progress, at most [`LONGEST_DEFERRAL`] at a stretch.
+    /// archiver is making progress, at most two seconds at a stretch (then writes go
+    /// through for a second).
     pub fn wait_turn(&self) {
         if self
             .granted_until
