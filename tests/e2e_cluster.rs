@@ -639,17 +639,32 @@ fn a_replica_backs_up_on_request_and_a_clone_bootstraps_from_the_repository_at_a
     let source_repo = scratch.subdir("repo");
     let walarch = walarch_binary(&scratch);
     let k8s = walarch_k8s_binary(&scratch);
+    // Both clusters encrypt their repositories with one key file, the PostgreSQL user's.
+    let key_file = scratch.subdir("keys").join("walarch.key");
+    let made = walarch_tests::walarch_as_postgres(
+        &walarch,
+        &[],
+        &["key", "new", key_file.to_str().unwrap()],
+    );
+    assert_eq!(made.code, 0, "{made:?}");
+    let with_key = [
+        "--encryption-key-file".to_owned(),
+        key_file.display().to_string(),
+    ];
     let mut members: Vec<Member> = ["a", "b"]
         .iter()
         .map(|name| {
-            Member::new(
+            Member::with_options(
                 &scratch,
                 &k8s,
                 name,
+                "test",
                 &etcd.address(),
                 &source_repo,
                 &walarch,
                 1,
+                &with_key,
+                None,
             )
         })
         .collect();
@@ -703,6 +718,24 @@ fn a_replica_backs_up_on_request_and_a_clone_bootstraps_from_the_repository_at_a
         listed.stdout.contains("\"from_standby\":true"),
         "taken on the replica: {listed:?}"
     );
+    // Archived WAL and the backup's parts are sealed (the listing needs no key).
+    let sealed = |repo: &std::path::Path, what: &str| {
+        let files: Vec<_> = walarch_tests::files_below(repo)
+            .into_iter()
+            .filter(|f| f.to_string_lossy().contains(what) && f.to_string_lossy().ends_with(".zst"))
+            .collect();
+        assert!(!files.is_empty(), "no {what} objects in {}", repo.display());
+        for file in files {
+            let bytes = std::fs::read(repo.join(&file)).unwrap();
+            assert!(
+                bytes.starts_with(b"age-encryption.org/v1\n"),
+                "{} is not sealed",
+                file.display()
+            );
+        }
+    };
+    sealed(&source_repo, "wal/");
+    sealed(&source_repo, "/data/");
 
     // A point in time between two batches of rows.
     std::thread::sleep(Duration::from_millis(1100));
@@ -782,6 +815,8 @@ fn a_replica_backs_up_on_request_and_a_clone_bootstraps_from_the_repository_at_a
         &[
             "--recover-from".into(),
             source_repo.display().to_string(),
+            with_key[0].clone(),
+            with_key[1].clone(),
             "--recovery-target-time".into(),
             target.clone(),
             "--waldir".into(),
@@ -841,6 +876,7 @@ fn a_replica_backs_up_on_request_and_a_clone_bootstraps_from_the_repository_at_a
             .any(|f| f.to_string_lossy().contains(&segment)),
         "{segment} in the clone's repository: {clone_files:?}"
     );
+    sealed(&clone_repo, "wal/");
     assert_eq!(
         walarch_tests::files_below(&source_repo),
         source_before,
