@@ -228,6 +228,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Delete the backups and WAL a policy no longer needs: --keep N, --window 30d, or both
     Retention(RetentionArgs),
+    /// Is archiving into this repository working end to end, right now? (settings, a forced WAL switch arriving, the newest backup restorable)
+    Check(CheckArgs),
     /// Encryption keys: write a new key file, rotate one, show a file's key identifiers
     #[command(subcommand)]
     Key(KeyCommand),
@@ -237,6 +239,16 @@ pub enum Command {
     /// Background worker that downloads WAL ahead of recovery (started by wal-fetch)
     #[command(hide = true)]
     FetchWorker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Connection string (`host=... port=... user=...` or a postgresql:// URL); PG* variables fill the rest.
+    #[arg(long, value_name = "CONNINFO")]
+    pub dbname: Option<String>,
+    /// Seconds to wait for the switched WAL segment to arrive in the repository.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -697,6 +697,19 @@ impl Engine {
         Ok(take_backup(self.repository()?, &options, progress, cancel).await?)
     }
 
+    /// Is archiving into this repository working end to end, right now: the server's
+    /// settings name it, a forced WAL switch arrives in it within `archive_timeout`, and the
+    /// newest backup is restorable ([`crate::check`]). Never fails as a whole: every problem
+    /// is an item of the report.
+    pub async fn check(
+        &self,
+        connection: &tokio_postgres::Config,
+        archive_timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> crate::check::CheckReport {
+        crate::check::run(self, connection, archive_timeout, cancel).await
+    }
+
     /// The backups: whole, interrupted (no manifest) and damaged (missing parts).
     pub async fn backups(&self) -> Result<BackupList, Error> {
         Ok(crate::backup::list_backups(self.repository()?).await?)

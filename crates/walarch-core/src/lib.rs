@@ -18,6 +18,7 @@
 pub mod archive;
 pub mod backup;
 pub mod catalog;
+pub mod check;
 pub mod codec;
 pub mod crypto;
 mod engine;

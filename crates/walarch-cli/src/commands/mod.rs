@@ -2,6 +2,7 @@
 
 mod backup;
 mod backups;
+mod check;
 mod fetch_worker;
 mod info;
 mod key;
@@ -55,6 +56,7 @@ pub fn run(cli: &Cli, out: &Output) -> Result<(), Failure> {
             Command::Verify(args) => verify::run(&settings, args, cli.global.json, out).await,
             Command::Plan(args) => plan::run(&settings, args, out).await,
             Command::Retention(args) => retention::run(&settings, args, cli.global.json, out).await,
+            Command::Check(args) => check::run(&settings, args, out).await,
             Command::Key(_) => unreachable!("handled above"),
         }
     })
