@@ -75,6 +75,7 @@ fn check_passes_on_a_working_archive_and_names_what_is_broken() {
     );
     assert_eq!(human.code, 0, "{human:?}");
     assert!(human.stdout.contains("ok       archiving"), "{human:?}");
+    eprintln!("{}", human.stdout);
 
     // archive_command points at another repository: named, and the segment does not arrive.
     let other = scratch.subdir("other-repo");
