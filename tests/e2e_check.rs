@@ -85,7 +85,25 @@ fn check_passes_on_a_working_archive_and_names_what_is_broken() {
         other.display()
     ));
     primary.sql("SELECT pg_reload_conf()");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Until the archiver runs the new command and the push-ahead worker started for the old
+    // repository has gone idle, a switched segment may still reach the old one.
+    walarch_tests::wait_for(
+        "segments to go to the other repository only",
+        std::time::Duration::from_secs(120),
+        || {
+            let switched = primary.sql(
+                "SELECT pg_walfile_name(pg_create_restore_point('settle')) || ' ' || pg_switch_wal()::text",
+            );
+            let segment = switched.split(' ').next().unwrap().to_owned();
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            let named = |dir: &std::path::Path| {
+                walarch_tests::files_below(dir)
+                    .iter()
+                    .any(|f| f.to_string_lossy().contains(&segment))
+            };
+            (named(&other) && !named(&repo_dir)).then_some(())
+        },
+    );
     let run = check(&repo, &[]);
     assert_eq!(run.code, 1, "{run:?}");
     let result = report(&run);
