@@ -9,7 +9,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use walarch_core::store::{self, CloudSettings, RepoLocation, S3Options, StoreOptions};
 use walarch_tests::{
     Cluster, S3Server, Scratch, run_ok, walarch_as_postgres, walarch_backup, walarch_binary,
 };
@@ -32,18 +31,8 @@ struct Bucket {
 
 impl Bucket {
     fn new(s3: &S3Server) -> Self {
-        let options = StoreOptions {
-            s3: S3Options {
-                endpoint: Some(s3.endpoint()),
-                allow_http: Some(true),
-                ..S3Options::default()
-            },
-            cloud: CloudSettings::from_vars(s3.env()),
-            ..StoreOptions::default()
-        };
-        let location = RepoLocation::parse(&format!("s3://{}", s3.bucket)).unwrap();
         Bucket {
-            store: store::open(&location, &options, false).unwrap(),
+            store: s3.bucket_store(),
             runtime: tokio::runtime::Runtime::new().unwrap(),
         }
     }

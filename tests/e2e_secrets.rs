@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use walarch_core::store::{self, CloudSettings, RepoLocation, S3Options, StoreOptions};
 use walarch_tests::{
     Cluster, S3Server, Scratch, WalarchRun, files_below, walarch_as_postgres, walarch_binary,
 };
@@ -293,17 +292,7 @@ fn no_command_prints_logs_or_stores_a_secret() {
 fn s3_objects(s3: &S3Server) -> Vec<(String, Vec<u8>)> {
     use futures::TryStreamExt;
     use object_store::ObjectStoreExt;
-    let options = StoreOptions {
-        s3: S3Options {
-            endpoint: Some(s3.endpoint()),
-            allow_http: Some(true),
-            ..S3Options::default()
-        },
-        cloud: CloudSettings::from_vars(s3.env()),
-        ..StoreOptions::default()
-    };
-    let location = RepoLocation::parse(&format!("s3://{}", s3.bucket)).unwrap();
-    let store = store::open(&location, &options, false).unwrap();
+    let store = s3.bucket_store();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let listed: Vec<_> = store.list(None).try_collect().await.unwrap();

@@ -63,6 +63,23 @@ impl S3Server {
         .collect()
     }
 
+    /// The server's bucket opened directly as an object store (to read or damage what walarch
+    /// stored), the way walarch opens it.
+    pub fn bucket_store(&self) -> std::sync::Arc<dyn object_store::ObjectStore> {
+        use walarch_core::store::{self, CloudSettings, RepoLocation, S3Options, StoreOptions};
+        let options = StoreOptions {
+            s3: S3Options {
+                endpoint: Some(self.endpoint()),
+                allow_http: Some(true),
+                ..S3Options::default()
+            },
+            cloud: CloudSettings::from_vars(self.env()),
+            ..StoreOptions::default()
+        };
+        let location = RepoLocation::parse(&format!("s3://{}", self.bucket)).unwrap();
+        store::open(&location, &options, false).expect("open the bucket")
+    }
+
     /// A minimal unsigned HTTP request (moto does not check signatures); returns the status line.
     fn raw_request(&self, method: &str, path: &str) -> String {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
