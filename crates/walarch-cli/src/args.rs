@@ -230,6 +230,8 @@ pub enum Command {
     Retention(RetentionArgs),
     /// Is archiving into this repository working end to end, right now? (settings, a forced WAL switch arriving, the newest backup restorable)
     Check(CheckArgs),
+    /// Prove a recovery: restore into a scratch directory, start PostgreSQL there with archiving off, wait for the target, run checks; report RTO/RPO and store the report in the repository
+    Drill(DrillArgs),
     /// Encryption keys: write a new key file, rotate one, show a file's key identifiers
     #[command(subcommand)]
     Key(KeyCommand),
@@ -249,6 +251,33 @@ pub struct CheckArgs {
     /// Seconds to wait for the switched WAL segment to arrive in the repository.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Backup id or `latest` [default: chosen as restore would]
+    #[arg(long, value_name = "ID")]
+    pub backup: Option<String>,
+    /// Where the drill's scratch directory is made (removed afterwards unless --keep); it needs room for the restored data directory.
+    #[arg(long, value_name = "DIR", default_value = "/var/tmp")]
+    pub scratch: PathBuf,
+    /// A query run on the recovered copy that must return one row holding true, e.g. "SELECT count(*) > 0 FROM orders" (repeatable).
+    #[arg(long = "check", value_name = "SQL")]
+    pub checks: Vec<String>,
+    /// The database the --check queries run in.
+    #[arg(long, value_name = "NAME", default_value = "postgres")]
+    pub dbname: String,
+    /// The role the checks connect as: a superuser of the backed-up cluster [default: the OS user]
+    #[arg(long, value_name = "ROLE")]
+    pub user: Option<String>,
+    /// Leave the scratch directory (with the stopped copy) in place.
+    #[arg(long)]
+    pub keep: bool,
+    /// Seconds recovery may take to reach the target.
+    #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
+    pub recovery_timeout: u64,
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 #[derive(Debug, Subcommand)]

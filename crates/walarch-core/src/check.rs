@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_postgres::{Client, NoTls};
 
 use crate::backup::BackupSelector;
@@ -15,7 +15,7 @@ use crate::wal::WalFileName;
 use crate::{CancellationToken, Engine};
 
 /// How one item came out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckStatus {
     /// As it should be.

@@ -442,6 +442,10 @@ pub struct InfoReport {
     pub archiving: Option<PushSpoolStatus>,
     /// The server's fetch-ahead spool, when a data directory was given.
     pub prefetch: Option<FetchSpoolStatus>,
+    /// The restore drills stored in the repository: the last, and the last that passed.
+    pub drills: crate::drill::DrillHistory,
+    /// Why the drill reports could not be listed (the rest of the report stands).
+    pub drills_error: Option<String>,
 }
 
 /// The engine. Opening one does nothing yet: the store is opened by the first operation
@@ -710,6 +714,19 @@ impl Engine {
         crate::check::run(self, connection, archive_timeout, cancel).await
     }
 
+    /// A restore drill ([`crate::drill`]): plans, restores into a scratch directory, starts
+    /// PostgreSQL there with archiving off, waits for the target, runs the checks, stops it,
+    /// and stores the report (`drills/<id>.json`). Fails as a whole only when the scratch
+    /// directory cannot be made; every other failure is in the report.
+    pub async fn drill(
+        &self,
+        request: crate::drill::DrillRequest,
+        progress: Arc<Progress>,
+        cancel: &CancellationToken,
+    ) -> Result<crate::drill::DrillOutcome, Error> {
+        crate::drill::run(self, request, progress, cancel).await
+    }
+
     /// The backups: whole, interrupted (no manifest) and damaged (missing parts).
     pub async fn backups(&self) -> Result<BackupList, Error> {
         Ok(crate::backup::list_backups(self.repository()?).await?)
@@ -878,6 +895,10 @@ impl Engine {
                 Err(error) => (Vec::new(), Some(error.to_string())),
             },
         };
+        let (drills, drills_error) = match crate::drill::load_reports(repo).await {
+            Ok(reports) => (crate::drill::DrillHistory::of(reports), None),
+            Err(error) => (Default::default(), Some(error.to_string())),
+        };
         Ok(InfoReport {
             repository: self.config.repo.to_string(),
             identity,
@@ -886,6 +907,8 @@ impl Engine {
             recoverable_windows_error,
             archiving,
             prefetch,
+            drills,
+            drills_error,
         })
     }
 

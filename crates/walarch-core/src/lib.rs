@@ -10,6 +10,7 @@
 //! - [`recovery`]: recovery targets, `plan` (backup, timelines, WAL, bytes), the recoverable
 //!   window.
 //! - [`postgres`]: starting a local PostgreSQL server and watching it reach its target.
+//! - [`drill`]: restore drills: recover into a scratch directory, check, report RTO/RPO.
 //! - [`retention`]: which backups and WAL a policy lets go, and deleting them safely.
 //! - [`local_files`]: temporary files beside local files, and sweeping what a killed process left.
 
@@ -21,6 +22,7 @@ pub mod catalog;
 pub mod check;
 pub mod codec;
 pub mod crypto;
+pub mod drill;
 mod engine;
 pub mod error;
 pub mod limits;

@@ -257,6 +257,56 @@ pub async fn start_and_wait(options: &StartOptions) -> Result<RecoveryOutcome, S
     }
 }
 
+/// Stops the server running on `pgdata` (`pg_ctl stop -m fast`, waiting); a server that is
+/// not running is not an error.
+pub async fn stop_server(pgdata: &Path, binaries: &ServerBinaries) -> Result<(), ServerError> {
+    if !tokio::fs::try_exists(pgdata.join("postmaster.pid"))
+        .await
+        .unwrap_or(true)
+    {
+        return Ok(());
+    }
+    let pg_ctl = binaries.dir.join("pg_ctl");
+    let output = Command::new(&pg_ctl)
+        .args(["stop", "-m", "fast", "-w", "-t", "120", "-D"])
+        .arg(pgdata)
+        .output()
+        .await
+        .map_err(|e| ServerError::Start {
+            pgdata: pgdata.display().to_string(),
+            message: format!("{}: {e}", pg_ctl.display()),
+        })?;
+    let still_running = tokio::fs::try_exists(pgdata.join("postmaster.pid"))
+        .await
+        .unwrap_or(true);
+    if output.status.success() || !still_running {
+        return Ok(());
+    }
+    Err(ServerError::Start {
+        pgdata: pgdata.display().to_string(),
+        message: format!(
+            "pg_ctl stop failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
+    })
+}
+
+/// How to connect as `user` to the server running on `pgdata`: over the socket and port its
+/// `postmaster.pid` names.
+pub async fn local_connection(pgdata: &Path, user: &str) -> Result<tokio_postgres::Config, String> {
+    let text = tokio::fs::read_to_string(pgdata.join("postmaster.pid"))
+        .await
+        .map_err(|e| format!("no server running on {}: {e}", pgdata.display()))?;
+    let pid = PidFile::parse(&text);
+    let mut config = tokio_postgres::Config::new();
+    match &pid.socket_dir {
+        Some(dir) => config.host_path(dir),
+        None => config.host("localhost"),
+    };
+    config.port(pid.port).user(user);
+    Ok(config)
+}
+
 /// The PostgreSQL server binaries (`postgres`, `pg_ctl`, `initdb`) of one major version, in one
 /// directory.
 #[derive(Debug, Clone, PartialEq, Eq)]

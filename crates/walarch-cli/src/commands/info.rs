@@ -100,6 +100,42 @@ fn human(info: &InfoReport) -> String {
             .unwrap_or_else(|| "no backup with its WAL (take one with `walarch backup`)".into());
         let _ = writeln!(text, "recoverable  nothing: {why}");
     }
+    match (&info.drills.last_successful, &info.drills.last) {
+        (_, None) => {
+            let _ = writeln!(
+                text,
+                "drill        none yet (`walarch drill` proves a recovery)"
+            );
+        }
+        (passed, Some(last)) => {
+            if let Some(d) = passed {
+                let _ = writeln!(
+                    text,
+                    "drill        last passed {} ({}): target {}, RTO {}, RPO {} behind then",
+                    d.id,
+                    d.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    d.target,
+                    d.rto_seconds.map_or("-".into(), |s| format!("{s:.1} s")),
+                    d.rpo
+                        .seconds_behind_now
+                        .map_or("-".into(), |s| format!("{s:.1} s")),
+                );
+            } else {
+                let _ = writeln!(text, "drill        none passed yet");
+            }
+            if !last.ok {
+                let _ = writeln!(
+                    text,
+                    "  last drill {} FAILED: {}",
+                    last.id,
+                    last.error.as_deref().unwrap_or("-")
+                );
+            }
+        }
+    }
+    if let Some(e) = &info.drills_error {
+        let _ = writeln!(text, "  drills     cannot be read: {e}");
+    }
     if let Some(a) = &info.archiving {
         let oldest = a.oldest_ready_age.map_or(String::new(), |d| {
             format!(", oldest waiting {:.1} s", d.as_secs_f64())

@@ -3,6 +3,7 @@
 mod backup;
 mod backups;
 mod check;
+mod drill;
 mod fetch_worker;
 mod info;
 mod key;
@@ -33,12 +34,14 @@ pub fn run(cli: &Cli, out: &Output) -> Result<(), Failure> {
     // and restores move whole data directories: their network I/O gets threads of its own,
     // beside the blocking threads that read, compress and write files.
     let runtime = match cli.command {
-        Command::Backup(_) | Command::Restore(_) | Command::Verify(_) | Command::Plan(_) => {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?
-        }
+        Command::Backup(_)
+        | Command::Restore(_)
+        | Command::Verify(_)
+        | Command::Plan(_)
+        | Command::Drill(_) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?,
         _ => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?,
@@ -57,6 +60,7 @@ pub fn run(cli: &Cli, out: &Output) -> Result<(), Failure> {
             Command::Plan(args) => plan::run(&settings, args, out).await,
             Command::Retention(args) => retention::run(&settings, args, cli.global.json, out).await,
             Command::Check(args) => check::run(&settings, args, out).await,
+            Command::Drill(args) => drill::run(&settings, &cli.global, args, out).await,
             Command::Key(_) => unreachable!("handled above"),
         }
     })

@@ -205,7 +205,7 @@ pub async fn run(
 }
 
 /// The directories on `PATH`, where the server binaries are looked for first.
-fn path_dirs() -> Vec<PathBuf> {
+pub(super) fn path_dirs() -> Vec<PathBuf> {
     std::env::var_os("PATH")
         .map(|path| std::env::split_paths(&path).collect())
         .unwrap_or_default()

@@ -7,6 +7,7 @@
 //! backups/<backup-id>/data/<n>.tar[.zst|.gz]     base backup content, split into parts
 //! backups/<backup-id>/backup_label, tablespace_map
 //! backups/<backup-id>/manifest.json              written last: a backup without it does not exist
+//! drills/<drill-id>.json                         restore drill reports (create-only)
 //! ```
 
 use object_store::path::Path;
@@ -66,6 +67,16 @@ pub fn backup_part(id: &str, index: u32, codec: Codec) -> Path {
         Some(ext) => Path::from(format!("backups/{id}/data/{index}.tar.{ext}")),
         None => Path::from(format!("backups/{id}/data/{index}.tar")),
     }
+}
+
+/// The prefix under which drill reports live.
+pub fn drills() -> Path {
+    Path::from("drills")
+}
+
+/// The report of drill `id` (a time-sorted id, checked to be a plain name by its maker).
+pub fn drill_report(id: &str) -> Path {
+    Path::from(format!("drills/{id}.json"))
 }
 
 #[cfg(test)]
