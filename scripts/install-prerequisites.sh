@@ -2,7 +2,8 @@
 # Installs what walarch's demo and tests need on a fresh Debian machine, and nothing that is
 # already there: PostgreSQL 15, the zstd tool, etcd (the cluster tests' coordination store),
 # protoc (etcd's client is generated from its .proto files at build time), and moto (an
-# S3-compatible server for tests; PyYAML and jsonschema, which check the Kubernetes manifests).
+# S3-compatible server for tests; PyYAML and jsonschema, which check the Kubernetes manifests;
+# prometheus-client, whose OpenMetrics parser reads `walarch metrics` in a test).
 # Prints the moto_server path on its last line for the caller.
 set -euo pipefail
 
@@ -34,5 +35,7 @@ if [ "${WITH_MOTO:-1}" = 1 ]; then
   [ -x "$moto" ] || { echo "moto_server not found after install" >&2; exit 1; }
   # The Kubernetes manifests are checked against the CRD schemas in Python (tests/k8s).
   python3 -c 'import yaml, jsonschema' 2>/dev/null || python3 -m pip install -q pyyaml jsonschema >&2
+  # The metrics test parses `walarch metrics` with the Prometheus project's own parser.
+  python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q prometheus-client >&2
   echo "$moto"
 fi

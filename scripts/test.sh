@@ -4,7 +4,8 @@
 # scripts/install-postgres-majors.sh for the version matrix), a real S3-compatible server on
 # 127.0.0.1 (the library's examples included), the storage conformance suite on the local file
 # system, moto (S3) and azurite (Azure Blob, from scripts/install-emulators.sh), a three-member
-# cluster under walarch-k8s with a real etcd, and a build of the fuzz targets.
+# cluster under walarch-k8s with a real etcd, `walarch metrics` read by Prometheus's own parsers
+# (prometheus-client, promtool from scripts/install-promtool.sh), and a build of the fuzz targets.
 # Installs what a fresh machine lacks first. This is the command README.md gives and CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,8 @@ WALARCH_PG_MAJORS_DIR=$(scripts/install-postgres-majors.sh | tail -n 1)
 export WALARCH_PG_MAJORS_DIR
 WALARCH_AZURITE=$(scripts/install-emulators.sh | tail -n 1)
 export WALARCH_AZURITE
+WALARCH_PROMTOOL=$(scripts/install-promtool.sh | tail -n 1)
+export WALARCH_PROMTOOL
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

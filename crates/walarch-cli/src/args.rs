@@ -230,6 +230,8 @@ pub enum Command {
     Retention(RetentionArgs),
     /// Is archiving into this repository working end to end, right now? (settings, a forced WAL switch arriving, the newest backup restorable)
     Check(CheckArgs),
+    /// Metrics as OpenMetrics text: archive backlog, last archive, backups, recoverable window, drills (for node_exporter's textfile collector, or served with --listen)
+    Metrics(MetricsArgs),
     /// Prove a recovery: restore into a scratch directory, start PostgreSQL there with archiving off, wait for the target, run checks; report RTO/RPO and store the report in the repository
     Drill(DrillArgs),
     /// Encryption keys: write a new key file, rotate one, show a file's key identifiers
@@ -251,6 +253,19 @@ pub struct CheckArgs {
     /// Seconds to wait for the switched WAL segment to arrive in the repository.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Data directory whose archive backlog and fetch failures to report.
+    #[arg(long, env = "PGDATA", value_name = "DIR")]
+    pub pgdata: Option<PathBuf>,
+    /// Connection string for PostgreSQL's own archiver statistics (pg_stat_archiver); not asked without it.
+    #[arg(long, value_name = "CONNINFO")]
+    pub dbname: Option<String>,
+    /// Serve the metrics over HTTP at this address (GET /metrics), read fresh on every scrape, e.g. 127.0.0.1:9187.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

@@ -625,11 +625,15 @@ impl Engine {
                 return Ok(FetchOutcome::FromSpool);
             }
         }
-        let outcome = self.fetch(name, dest).await?;
-        if let (Some(spool), FetchOutcome::NotFound) = (&spool, &outcome) {
-            spool.remember_missing(name);
+        let outcome = self.fetch(name, dest).await;
+        if let Some(spool) = &spool {
+            match &outcome {
+                Ok(FetchOutcome::NotFound) => spool.remember_missing(name),
+                Ok(_) => spool.clear_failure(name),
+                Err(e) => spool.record_failure(name, &e.to_string()),
+            }
         }
-        Ok(outcome)
+        outcome
     }
 
     /// The push-ahead worker of `pg_wal`, until PostgreSQL stops calling or `cancel`.
@@ -725,6 +729,17 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<crate::drill::DrillOutcome, Error> {
         crate::drill::run(self, request, progress, cancel).await
+    }
+
+    /// Every metric ([`crate::metrics`]): the repository's, the spools of the server whose
+    /// data directory is `pgdata`, PostgreSQL's archiver statistics through `connection`.
+    /// Never fails: a source that cannot be read is reported as down.
+    pub async fn metrics(
+        &self,
+        pgdata: Option<&Path>,
+        connection: Option<&tokio_postgres::Config>,
+    ) -> crate::metrics::Metrics {
+        crate::metrics::collect(self, pgdata, connection).await
     }
 
     /// The backups: whole, interrupted (no manifest) and damaged (missing parts).

@@ -11,6 +11,7 @@
 //!   window.
 //! - [`postgres`]: starting a local PostgreSQL server and watching it reach its target.
 //! - [`drill`]: restore drills: recover into a scratch directory, check, report RTO/RPO.
+//! - [`metrics`]: archiving, backups, recoverable windows and drills as OpenMetrics text.
 //! - [`retention`]: which backups and WAL a policy lets go, and deleting them safely.
 //! - [`local_files`]: temporary files beside local files, and sweeping what a killed process left.
 
@@ -27,6 +28,7 @@ mod engine;
 pub mod error;
 pub mod limits;
 pub mod local_files;
+pub mod metrics;
 pub mod postgres;
 pub mod recovery;
 pub mod repo;

@@ -164,5 +164,10 @@ fn human(info: &InfoReport) -> String {
             if p.worker_running { "running" } else { "idle" }
         );
     }
+    if let Some(p) = &info.prefetch {
+        for (name, message) in &p.failures {
+            let _ = writeln!(text, "  fetch failed {name}: {message}");
+        }
+    }
     text.trim_end().to_owned()
 }

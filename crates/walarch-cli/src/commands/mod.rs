@@ -7,6 +7,7 @@ mod drill;
 mod fetch_worker;
 mod info;
 mod key;
+mod metrics;
 mod plan;
 mod push_worker;
 mod restore;
@@ -60,6 +61,7 @@ pub fn run(cli: &Cli, out: &Output) -> Result<(), Failure> {
             Command::Plan(args) => plan::run(&settings, args, out).await,
             Command::Retention(args) => retention::run(&settings, args, cli.global.json, out).await,
             Command::Check(args) => check::run(&settings, args, out).await,
+            Command::Metrics(args) => metrics::run(&settings, args).await,
             Command::Drill(args) => drill::run(&settings, &cli.global, args, out).await,
             Command::Key(_) => unreachable!("handled above"),
         }

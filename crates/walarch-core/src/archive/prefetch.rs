@@ -180,6 +180,21 @@ impl FetchSpool {
         }
     }
 
+    /// Records that fetching `name` for PostgreSQL failed (not "not found": a failure), with
+    /// why, for `walarch info` and `walarch metrics`; best effort, and only while recovery
+    /// runs: the worker removes the spool, and these records with it, once it is over.
+    pub fn record_failure(&self, name: &WalFileName, message: &str) {
+        if self.recovery().is_some() {
+            let _ = std::fs::create_dir_all(self.dir().join("failures"));
+            let _ = std::fs::write(self.dir().join("failures").join(name.to_string()), message);
+        }
+    }
+
+    /// Forgets an earlier failure to fetch `name`: it has been fetched since.
+    pub fn clear_failure(&self, name: &WalFileName) {
+        let _ = std::fs::remove_file(self.dir().join("failures").join(name.to_string()));
+    }
+
     /// Spooled segments, their bytes, and whether a worker runs: for `walarch info`.
     pub fn status(&self) -> FetchSpoolStatus {
         let mut status = FetchSpoolStatus {
@@ -199,6 +214,15 @@ impl FetchSpool {
             .map(|d| d.count())
             .unwrap_or(0);
         status.position = self.position().map(|n| n.to_string());
+        if let Ok(entries) = std::fs::read_dir(self.dir().join("failures")) {
+            for entry in entries.filter_map(|e| e.ok()) {
+                let message = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                status
+                    .failures
+                    .push((entry.file_name().to_string_lossy().into_owned(), message));
+            }
+            status.failures.sort();
+        }
         status
     }
 
@@ -215,9 +239,11 @@ impl FetchSpool {
                 .and_then(|t| SystemTime::now().duration_since(t).ok())
                 .is_some_and(|age| age > MISS_PRUNE_AGE)
         };
-        if let Ok(entries) = std::fs::read_dir(self.dir().join("misses")) {
-            for entry in entries.filter_map(|e| e.ok()).filter(old) {
-                let _ = std::fs::remove_file(entry.path());
+        for records in ["misses", "failures"] {
+            if let Ok(entries) = std::fs::read_dir(self.dir().join(records)) {
+                for entry in entries.filter_map(|e| e.ok()).filter(old) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
             }
         }
     }
@@ -303,6 +329,8 @@ pub struct FetchSpoolStatus {
     pub remembered_misses: usize,
     /// Whether a fetch-ahead worker holds the spool's lock.
     pub worker_running: bool,
+    /// Files whose last fetch for PostgreSQL failed, as (file name, error message), sorted.
+    pub failures: Vec<(String, String)>,
 }
 
 /// Room for one more download: free space, less what the downloads under way will take,
@@ -661,6 +689,24 @@ mod tests {
         )
         .unwrap();
         assert!(!spool.is_known_missing(&beyond));
+    }
+
+    #[tokio::test]
+    async fn fetch_failures_are_recorded_until_the_file_is_fetched() {
+        let fx = fixture(1).await;
+        let spool = FetchSpool::for_pg_wal(&fx.pg_wal);
+        let name = &fx.segments[0].0;
+        spool.record_failure(name, "checksum mismatch");
+        assert_eq!(
+            spool.status().failures,
+            vec![(name.to_string(), "checksum mismatch".to_owned())]
+        );
+        spool.clear_failure(name);
+        assert!(spool.status().failures.is_empty());
+        // Not in recovery: nothing is recorded (nothing would ever remove it).
+        std::fs::remove_file(fx.data_dir.join("postmaster.pid")).unwrap();
+        spool.record_failure(name, "checksum mismatch");
+        assert!(spool.status().failures.is_empty());
     }
 
     #[tokio::test]
