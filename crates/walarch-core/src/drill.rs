@@ -399,7 +399,7 @@ async fn drill(
         .iter()
         .find(|c| c.status == CheckStatus::Failed)
     {
-        let message = format!("check {} failed: {}", failed.name, failed.detail);
+        let message = format!("{} failed: {}", failed.name, failed.detail);
         report.fail(DrillStage::Checks, message);
     }
     true
@@ -501,8 +501,9 @@ async fn run_checks(pgdata: &Path, request: &DrillRequest) -> Vec<DrillCheck> {
                     "amcheck",
                     ok,
                     format!(
-                        "{checked} B-tree indexes checked (bt_index_check, up to {AMCHECK_SAMPLE} per database) in {} databases",
-                        databases.len()
+                        "{checked} B-tree indexes checked (bt_index_check, up to {AMCHECK_SAMPLE} per database) in {} database{}",
+                        databases.len(),
+                        if databases.len() == 1 { "" } else { "s" }
                     ),
                 ),
             }
