@@ -641,33 +641,6 @@ async fn store_report(repo: &Repository, report: &mut DrillReport) -> Result<Str
     Err(format!("no free drill id after {base}"))
 }
 
-/// Every stored drill report, oldest first; reports that do not parse are skipped (with a
-/// warning): one damaged report must not hide the others.
-pub async fn load_reports(repo: &Repository) -> Result<Vec<DrillReport>, Error> {
-    let prefix = keys::drills();
-    let objects: Vec<_> = repo
-        .store()
-        .list(Some(&prefix))
-        .try_collect()
-        .await
-        .map_err(|source| repo.store_error("list", &prefix, source))?;
-    let mut reports = Vec::new();
-    for meta in objects {
-        if !meta.location.as_ref().ends_with(".json") {
-            continue;
-        }
-        let Some(bytes) = repo.get_if_exists(&meta.location).await? else {
-            continue;
-        };
-        match serde_json::from_slice::<DrillReport>(&bytes) {
-            Ok(report) => reports.push(report),
-            Err(e) => tracing::warn!(key = %meta.location, error = %e, "unreadable drill report"),
-        }
-    }
-    reports.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
-    Ok(reports)
-}
-
 /// The last drill and the last successful one, as `info` and `metrics` report them.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DrillHistory {
@@ -680,13 +653,63 @@ pub struct DrillHistory {
 }
 
 impl DrillHistory {
-    /// Picks the last and the last successful of `reports` (oldest first).
-    pub fn of(reports: Vec<DrillReport>) -> Self {
-        DrillHistory {
-            count: reports.len(),
-            last_successful: reports.iter().rev().find(|r| r.ok).cloned(),
-            last: reports.last().cloned(),
+    /// Reads the stored reports newest first (their ids sort by time), only as far back as
+    /// the last successful one: a repository with years of daily drills costs one listing and
+    /// a few reads. A report that does not parse is skipped with a warning: one damaged report
+    /// must not hide the others.
+    pub async fn load(repo: &Repository) -> Result<DrillHistory, Error> {
+        let prefix = keys::drills();
+        let mut listed: Vec<_> = repo
+            .store()
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|source| repo.store_error("list", &prefix, source))?;
+        listed.retain(|meta| meta.location.as_ref().ends_with(".json"));
+        // Newest first: by the id's time, then its suffix (`-1` came after none).
+        let order = |meta: &object_store::ObjectMeta| {
+            let id = meta
+                .location
+                .filename()
+                .and_then(|f| f.strip_suffix(".json"))
+                .unwrap_or_default()
+                .to_owned();
+            match id.split_once('-') {
+                Some((time, n)) => (time.to_owned(), n.parse::<u32>().unwrap_or(0)),
+                None => (id, 0),
+            }
+        };
+        listed.sort_by_key(|meta| std::cmp::Reverse(order(meta)));
+        let mut history = DrillHistory {
+            count: listed.len(),
+            ..DrillHistory::default()
+        };
+        for meta in listed {
+            let Some(bytes) = repo.get_if_exists(&meta.location).await? else {
+                continue;
+            };
+            let report = match serde_json::from_slice::<DrillReport>(&bytes) {
+                Ok(report) => report,
+                Err(e) => {
+                    tracing::warn!(key = %meta.location, error = %e, "unreadable drill report");
+                    continue;
+                }
+            };
+            let newer = |than: &Option<DrillReport>| {
+                than.as_ref()
+                    .is_none_or(|known| report.started_at > known.started_at)
+            };
+            if report.ok && newer(&history.last_successful) {
+                history.last_successful = Some(report.clone());
+            }
+            if newer(&history.last) {
+                history.last = Some(report);
+            }
+            if history.last_successful.is_some() {
+                break;
+            }
         }
+        Ok(history)
     }
 }
 
@@ -734,9 +757,10 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default()
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
@@ -794,12 +818,20 @@ mod tests {
             store_report(&repo, &mut second).await.unwrap(),
             "drills/20270115T030000Z-1.json"
         );
-        std::fs::write(dir.path().join("drills/garbage.json"), b"{not json").unwrap();
-        let reports = load_reports(&repo).await.unwrap();
-        assert_eq!(reports, vec![first.clone(), second.clone()]);
-        let history = DrillHistory::of(reports);
-        assert_eq!(history.count, 2);
-        assert_eq!(history.last.unwrap().id, second.id);
-        assert_eq!(history.last_successful.unwrap().id, first.id);
+        std::fs::write(
+            dir.path().join("drills/30000101T000000Z.json"),
+            b"{not json",
+        )
+        .unwrap();
+        let history = DrillHistory::load(&repo).await.unwrap();
+        assert_eq!(history.count, 3);
+        assert_eq!(history.last, Some(second.clone()));
+        assert_eq!(history.last_successful, Some(first.clone()));
+        // A newer drill that passed is both.
+        let mut third = report("20270116T030000Z", true, 86_400);
+        store_report(&repo, &mut third).await.unwrap();
+        let history = DrillHistory::load(&repo).await.unwrap();
+        assert_eq!(history.last, Some(third.clone()));
+        assert_eq!(history.last_successful, Some(third));
     }
 }

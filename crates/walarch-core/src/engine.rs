@@ -910,8 +910,8 @@ impl Engine {
                 Err(error) => (Vec::new(), Some(error.to_string())),
             },
         };
-        let (drills, drills_error) = match crate::drill::load_reports(repo).await {
-            Ok(reports) => (crate::drill::DrillHistory::of(reports), None),
+        let (drills, drills_error) = match crate::drill::DrillHistory::load(repo).await {
+            Ok(history) => (history, None),
             Err(error) => (Default::default(), Some(error.to_string())),
         };
         Ok(InfoReport {
