@@ -19,6 +19,7 @@ pub use lsn::Lsn;
 pub use name::{SegmentName, WalFileName};
 pub use page::{LongPageHeader, PgMajor, XLOG_LONG_PAGE_HEADER_LEN};
 pub use record::{DecodeEnd, RecordEvent, SegmentRecords, WalDecoder, WalRecord, postgres_micros};
+pub(crate) use record::DecoderState;
 
 /// Everything that can be wrong with a WAL name, a history file or a page header.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
