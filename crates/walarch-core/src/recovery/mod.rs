@@ -5,6 +5,8 @@
 mod plan;
 mod scan;
 mod summary;
+#[cfg(test)]
+mod tests;
 mod target;
 mod window;
 
