@@ -5,9 +5,9 @@
 mod plan;
 mod scan;
 mod summary;
+mod target;
 #[cfg(test)]
 mod tests;
-mod target;
 mod window;
 
 pub use plan::{PlannedBackup, PlannedTimeline, RecoveryPlan, StopPoint, plan_recovery};

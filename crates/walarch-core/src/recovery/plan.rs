@@ -13,9 +13,7 @@ use super::{PlanError, RepositoryView};
 use crate::backup::{BackupSelector, Manifest};
 use crate::catalog::Snapshot;
 use crate::repo::Repository;
-use crate::wal::{
-    Lsn, RecordEvent, SegmentName, SegmentNo, TimelineId, TimelineSpan, path_passes,
-};
+use crate::wal::{Lsn, RecordEvent, SegmentName, SegmentNo, TimelineId, TimelineSpan, path_passes};
 
 /// The backup a recovery plan restores.
 #[derive(Debug, Clone, Serialize)]

@@ -128,7 +128,8 @@ pub async fn scan_path<T>(
                 return Ok((name, None, Fetched::Unlisted));
             };
             let object = ObjectIdentity::of(listed);
-            if let Some(usable) = summary::load(repo, &name, &object, i == 0).await {
+            let predecessor = predecessor_on_path(index, path, segno, i == 0);
+            if let Some(usable) = summary::load(repo, &name, &object, predecessor.as_ref()).await {
                 return Ok((name, Some(listed), Fetched::Summary(usable)));
             }
             if !download_ahead.load(Ordering::Relaxed) {
@@ -148,6 +149,8 @@ pub async fn scan_path<T>(
     let mut decoder = Some(WalDecoder::new());
     // The segments holding the bytes of the record in progress (as `context.carry_sources`).
     let mut carry_listed: Vec<(SegmentName, &ListedWal)> = Vec::new();
+    // The object of the segment before, on the path.
+    let mut previous: Option<ObjectIdentity> = None;
     while let Some((name, listed, fetched)) = fetched.try_next().await? {
         let Some(listed) = listed else {
             return Ok(Err(ScanEnd::Missing(name)));
@@ -177,17 +180,20 @@ pub async fn scan_path<T>(
                         Err(gone) => return Ok(Err(ScanEnd::Missing(gone))),
                     },
                 };
-                let decoded = live.decode_segment(&bytes).map_err(|e| PlanError::Corrupt {
-                    key: name.to_string(),
-                    reason: e.to_string(),
-                })?;
+                let decoded = live
+                    .decode_segment(&bytes)
+                    .map_err(|e| PlanError::Corrupt {
+                        key: name.to_string(),
+                        reason: e.to_string(),
+                    })?;
                 ReadCounters::add(&counters.decoded, 1);
                 let exit = context.after(&object, live.state(), decoded.segment_start);
                 let records = SegmentSummary::of(&decoded);
                 let encoded = summary::encode(&name, &object, &context, &exit, &records);
-                if summary::store(repo, &name, &object, context == ScanContext::default(), encoded)
-                    .await
-                {
+                let predecessor = previous
+                    .as_ref()
+                    .filter(|_| context != ScanContext::default());
+                if summary::store(repo, &name, &object, predecessor, encoded).await {
                     ReadCounters::add(&counters.summaries_written, 1);
                 }
                 decoder = Some(live);
@@ -203,6 +209,7 @@ pub async fn scan_path<T>(
             Some(_) => carry_listed.push((name, listed)),
         }
         context = exit;
+        previous = Some(object);
         if let Scan::Stop(found) = visit(&name, &records) {
             return Ok(Ok(found));
         }
@@ -219,8 +226,27 @@ pub async fn scan_path<T>(
     ))))
 }
 
+/// The object of the segment before `segno` on `path`, for a segment not first in its scan.
+fn predecessor_on_path(
+    index: &WalIndex,
+    path: &[TimelineSpan],
+    segno: SegmentNo,
+    first: bool,
+) -> Option<ObjectIdentity> {
+    if first {
+        return None;
+    }
+    let before = SegmentNo::new(segno.as_u64().checked_sub(1)?);
+    let name = index.name_on_path(path, before);
+    let size = index.segment_size();
+    index
+        .get(name.timeline(), name.segment_no(size).ok()?)
+        .map(ObjectIdentity::of)
+}
+
 fn listed_segno(name: &SegmentName, size: WalSegmentSize) -> SegmentNo {
-    name.segment_no(size).expect("names on the path are in range")
+    name.segment_no(size)
+        .expect("names on the path are in range")
 }
 
 /// Downloads, opens (if sealed) and decompresses one listed segment; `None` when the store

@@ -100,15 +100,24 @@ impl ObjectIdentity {
         }
     }
 
-    /// A short hash of the object's size and entity tag (or time), for the summary's key: a
-    /// segment stored anew gets a new key.
-    fn hash(&self) -> String {
-        let mut hasher = Sha256::new();
+    fn hash_into(&self, hasher: &mut Sha256) {
         hasher.update(self.size.to_le_bytes());
         match (&self.e_tag, &self.last_modified) {
-            (Some(tag), _) => hasher.update(format!("etag:{tag}")),
-            (None, Some(time)) => hasher.update(format!("modified:{}", time.to_rfc3339())),
-            (None, None) => {}
+            (Some(tag), _) => hasher.update(format!("etag:{tag};")),
+            (None, Some(time)) => hasher.update(format!("modified:{};", time.to_rfc3339())),
+            (None, None) => hasher.update(";"),
+        }
+    }
+
+    /// A short hash of the object's size and entity tag (or time), and of the predecessor's
+    /// when the segment is decoded after it, for the summary's key: a segment (or the segment
+    /// before it) stored anew gets a new key, so create-only writes never leave a segment
+    /// without a usable summary.
+    fn hash(&self, predecessor: Option<&ObjectIdentity>) -> String {
+        let mut hasher = Sha256::new();
+        self.hash_into(&mut hasher);
+        if let Some(predecessor) = predecessor {
+            predecessor.hash_into(&mut hasher);
         }
         hasher
             .finalize()
@@ -153,13 +162,19 @@ impl ScanContext {
     }
 }
 
-/// The key of the summary of `segment` (stored as `object`) decoded in `context`.
+/// The key of the summary of `segment` (stored as `object`) decoded first in a scan
+/// (`predecessor` `None`) or after the object `predecessor` of the segment before it.
 pub(crate) fn key_for(
     segment: &SegmentName,
     object: &ObjectIdentity,
-    first: bool,
+    predecessor: Option<&ObjectIdentity>,
 ) -> object_store::path::Path {
-    keys::segment_summary(segment, if first { "first" } else { "next" }, &object.hash())
+    let context = if predecessor.is_none() {
+        "first"
+    } else {
+        "next"
+    };
+    keys::segment_summary(segment, context, &object.hash(predecessor))
 }
 
 /// A summary as stored.
@@ -346,16 +361,17 @@ pub(crate) fn decode(
     })
 }
 
-/// Looks up the summary of `segment` (stored as `object`) for a scan in its first segment or
-/// not; `None` when there is none or it cannot be used (the reason is logged). Never an error:
-/// a summary is only ever a shortcut.
+/// Looks up the summary of `segment` (stored as `object`) for a scan starting at it
+/// (`predecessor` `None`) or arriving from the object `predecessor`; `None` when there is none
+/// or it cannot be used (the reason is logged). Never an error: a summary is only a shortcut.
 pub(crate) async fn load(
     repo: &Repository,
     segment: &SegmentName,
     object: &ObjectIdentity,
-    first: bool,
+    predecessor: Option<&ObjectIdentity>,
 ) -> Option<UsableSummary> {
-    let key = key_for(segment, object, first);
+    let first = predecessor.is_none();
+    let key = key_for(segment, object, predecessor);
     let stored = match repo.get_if_exists(&key).await {
         Ok(Some(stored)) => stored,
         Ok(None) => return None,
@@ -383,10 +399,10 @@ pub(crate) async fn store(
     repo: &Repository,
     segment: &SegmentName,
     object: &ObjectIdentity,
-    first: bool,
+    predecessor: Option<&ObjectIdentity>,
     data: Vec<u8>,
 ) -> bool {
-    let key = key_for(segment, object, first);
+    let key = key_for(segment, object, predecessor);
     match repo.put_new(&key, Bytes::from(data)).await {
         Ok(PutOutcome::Created) => true,
         Ok(PutOutcome::AlreadyExists) => {

@@ -72,7 +72,11 @@ impl ObjectStore for Counting {
         self.inner.put_multipart_opts(location, opts).await
     }
 
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
         if location.as_ref().starts_with("wal/") {
             self.wal_reads.fetch_add(1, Ordering::SeqCst);
         } else if location.as_ref().starts_with("summaries/") {
@@ -96,7 +100,12 @@ impl ObjectStore for Counting {
         self.inner.list_with_delimiter(prefix).await
     }
 
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
         self.inner.copy_opts(from, to, options).await
     }
 }
@@ -183,7 +192,11 @@ async fn fixture() -> Fixture {
 async fn put_segment(repo: &Repository, name: &SegmentName, stored: &[u8]) {
     let key = keys::wal_file(&WalFileName::Segment(*name), Codec::Zstd);
     repo.store()
-        .put_opts(&key, Bytes::copy_from_slice(stored).into(), PutOptions::default())
+        .put_opts(
+            &key,
+            Bytes::copy_from_slice(stored).into(),
+            PutOptions::default(),
+        )
         .await
         .unwrap();
 }
@@ -234,9 +247,8 @@ impl Fixture {
     }
 
     fn wal_path(&self, segment: &SegmentName) -> PathBuf {
-        self.root.join(
-            keys::wal_file(&WalFileName::Segment(*segment), Codec::Zstd).as_ref(),
-        )
+        self.root
+            .join(keys::wal_file(&WalFileName::Segment(*segment), Codec::Zstd).as_ref())
     }
 }
 
@@ -279,7 +291,11 @@ async fn a_second_plan_reads_summaries_and_downloads_no_wal() {
     assert_eq!(read.wal_bytes_downloaded, 0);
     assert_eq!(read.wal_segments_from_summaries, first.wal_segments);
     assert_eq!(read.summaries_written, 0);
-    assert_eq!(fx.store.wal_reads.load(Ordering::SeqCst), 0, "no WAL object read");
+    assert_eq!(
+        fx.store.wal_reads.load(Ordering::SeqCst),
+        0,
+        "no WAL object read"
+    );
     assert_eq!(outcome(&first), outcome(&second));
     assert_eq!(second.stop.xid, Some(FIRST_XID + TRANSACTIONS - 5));
 }
@@ -304,7 +320,10 @@ async fn every_kind_of_target_plans_the_same_from_summaries() {
     fx.plan(&spec(RecoveryTarget::Latest)).await.unwrap();
     let warm_latest = fx.plan(&spec(RecoveryTarget::Latest)).await.unwrap();
     let stop_lsn = warm_latest.stop.lsn;
-    let named = fx.plan(&spec(RecoveryTarget::Name("half".into()))).await.unwrap();
+    let named = fx
+        .plan(&spec(RecoveryTarget::Name("half".into())))
+        .await
+        .unwrap();
     targets.push(spec(RecoveryTarget::Lsn(named.stop.lsn)));
     targets.push(TargetSpec {
         inclusive: false,
@@ -358,12 +377,30 @@ async fn damaged_summaries_are_ignored() {
     let changed = json.replace("walarch-segment-summary/1", "walarch-segment-summary/2");
     std::fs::write(&other_format, zstd(3, changed.as_bytes())).unwrap();
     // The summary of segment 4 swapped for that of segment 5: same format, wrong segment.
-    std::fs::copy(fx.summary_of(&fx.segments[5]), fx.summary_of(&fx.segments[4])).unwrap();
+    std::fs::copy(
+        fx.summary_of(&fx.segments[5]),
+        fx.summary_of(&fx.segments[4]),
+    )
+    .unwrap();
+    // The summary of segment 5, well formed, but decoded in another state than the one the
+    // scan arrives with (another back link).
+    let other_state = fx.summary_of(&fx.segments[5]);
+    let json = Codec::Zstd
+        .decode(&std::fs::read(&other_state).unwrap(), 64 << 20)
+        .unwrap();
+    let mut value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    let last_record = &mut value["entering"]["decoder"]["last_record"];
+    *last_record = (last_record.as_u64().unwrap() + 8).into();
+    std::fs::write(&other_state, zstd(3, &serde_json::to_vec(&value).unwrap())).unwrap();
 
     let second = fx.plan(&near_the_end()).await.unwrap();
     assert_eq!(outcome(&first), outcome(&second));
     let read = second.wal_read;
-    assert!(read.wal_segments_decoded >= 4, "{read:?}");
+    assert_eq!(
+        read.wal_segments_from_summaries, 1,
+        "only the first: {read:?}"
+    );
+    assert!(read.wal_segments_decoded >= 5, "{read:?}");
     assert!(read.wal_segments_from_summaries >= 1, "{read:?}");
     assert!(read.wal_bytes_downloaded > 0);
     // Damaged summaries stay as they are (never rewritten), so they are decoded around again.
@@ -381,7 +418,10 @@ async fn a_summary_of_a_replaced_segment_is_ignored() {
 
     // The same content stored anew (another compression level): another size and entity tag.
     let same = Codec::Zstd
-        .decode(&std::fs::read(fx.wal_path(&last)).unwrap(), SEGMENT as usize)
+        .decode(
+            &std::fs::read(fx.wal_path(&last)).unwrap(),
+            SEGMENT as usize,
+        )
         .unwrap();
     std::fs::write(fx.wal_path(&last), zstd(19, &same)).unwrap();
     let second = fx.plan(&target).await.unwrap();
@@ -391,9 +431,16 @@ async fn a_summary_of_a_replaced_segment_is_ignored() {
         serde_json::to_value(&second.stop).unwrap()
     );
     assert_ne!(first.wal_bytes, second.wal_bytes);
-    assert_eq!(second.wal_read.summaries_written, 1, "{:?}", second.wal_read);
+    assert_eq!(
+        second.wal_read.summaries_written, 1,
+        "{:?}",
+        second.wal_read
+    );
     assert!(second.wal_read.wal_segments_decoded >= 1);
-    assert!(old_summary.exists(), "summaries are never rewritten or removed by plan");
+    assert!(
+        old_summary.exists(),
+        "summaries are never rewritten or removed by plan"
+    );
 
     // Different content under the same name: the commit is not in it, whatever the summary
     // made from the previous object says.
@@ -446,7 +493,10 @@ async fn decoding_resumes_correctly_after_summarized_segments() {
     let resume = fx.segments[3];
     let decoded = {
         let bytes = Codec::Zstd
-            .decode(&std::fs::read(fx.wal_path(&resume)).unwrap(), SEGMENT as usize)
+            .decode(
+                &std::fs::read(fx.wal_path(&resume)).unwrap(),
+                SEGMENT as usize,
+            )
             .unwrap();
         let before = Codec::Zstd
             .decode(
@@ -456,7 +506,10 @@ async fn decoding_resumes_correctly_after_summarized_segments() {
             .unwrap();
         let mut decoder = crate::wal::WalDecoder::new();
         decoder.decode_segment(&before).unwrap();
-        assert!(decoder.state().carry.is_some(), "a record crosses the boundary");
+        assert!(
+            decoder.state().carry.is_some(),
+            "a record crosses the boundary"
+        );
         decoder.decode_segment(&bytes).unwrap()
     };
     let crossing = &decoded.records[0];
@@ -486,7 +539,143 @@ async fn decoding_resumes_correctly_after_summarized_segments() {
     for segment in &fx.segments[3..] {
         std::fs::remove_file(fx.summary_of(segment)).unwrap();
     }
-    let by_xid = fx.plan(&spec(RecoveryTarget::Xid(crossing_commit))).await.unwrap();
+    let by_xid = fx
+        .plan(&spec(RecoveryTarget::Xid(crossing_commit)))
+        .await
+        .unwrap();
     assert_eq!(by_xid.stop.segment, resume.to_string());
     assert_eq!(by_xid.wal_read.wal_segments_from_summaries, 3);
+}
+
+#[tokio::test]
+async fn a_summary_made_after_another_predecessor_is_ignored() {
+    let fx = fixture().await;
+    let target = spec(RecoveryTarget::Latest);
+    let first = fx.plan(&target).await.unwrap();
+    // The segment before the last stored anew: its own summary no longer matches, and the
+    // last segment's summary was made with a record carried in from the previous object.
+    let before_last = fx.segments[fx.segments.len() - 2];
+    let same = Codec::Zstd
+        .decode(
+            &std::fs::read(fx.wal_path(&before_last)).unwrap(),
+            SEGMENT as usize,
+        )
+        .unwrap();
+    std::fs::write(fx.wal_path(&before_last), zstd(19, &same)).unwrap();
+    let second = fx.plan(&target).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(&first.stop).unwrap(),
+        serde_json::to_value(&second.stop).unwrap()
+    );
+    let read = second.wal_read;
+    assert_eq!(read.summaries_written, 2, "{read:?}");
+    assert_eq!(read.wal_segments_from_summaries, first.wal_segments - 2);
+}
+
+/// Lays out `records` from segment 1, as [`fixture`] does, into a fresh repository.
+async fn fixture_with(records: &[SyntheticRecord], patch: impl FnOnce(&mut [Vec<u8>])) -> Fixture {
+    let fx = fixture().await;
+    for segment in &fx.segments {
+        std::fs::remove_file(fx.wal_path(segment)).unwrap();
+    }
+    let mut segments = segments_with_records(1, records);
+    patch(&mut segments);
+    let mut names = Vec::new();
+    for (i, bytes) in segments.iter().enumerate() {
+        let name = SegmentName::new(TimelineId::FIRST, SegmentNo::new(1 + i as u64), size());
+        put_segment(&fx.repo, &name, &zstd(3, bytes)).await;
+        names.push(name);
+    }
+    Fixture {
+        segments: names,
+        ..fx
+    }
+}
+
+#[tokio::test]
+async fn a_carried_record_keeps_its_back_link_checked_after_summaries() {
+    // Eighteen fillers: the last crosses from segment 1 into 2. Then a record of 1.5 MiB, the
+    // first to start in segment 2, crossing into 3; its back link is wrong. A plan that stops
+    // in segment 2 never finishes that record, so its summaries cannot know; the plan after
+    // it, which resumes decoding at segment 3 from summaries, must still refuse the record as
+    // a decoder reading from the start does.
+    let big = SyntheticRecord {
+        rmid: 10,
+        info: 0,
+        xid: 0,
+        body: SyntheticRecord::main_data(&vec![0xCD; 1_500_000]),
+    };
+    let mut records = vec![SyntheticRecord::filler(60_000); 18];
+    records.push(big.clone());
+    records.push(SyntheticRecord::commit(FIRST_XID, at(1)));
+    let fx = fixture_with(&records, |segments| {
+        let mut decoder = crate::wal::WalDecoder::new();
+        let one = decoder.decode_segment(&segments[0]).unwrap();
+        let two = decoder.decode_segment(&segments[1]).unwrap();
+        assert_eq!(
+            two.records.len(),
+            1,
+            "only the crossing filler completes in 2"
+        );
+        assert!(two.records[0].lsn < two.segment_start);
+        let carry = decoder
+            .state()
+            .carry
+            .expect("the big record is carried into 3");
+        let offset = (carry.lsn - two.segment_start.as_u64()) as usize;
+        assert!(offset % 8192 + 24 <= 8192, "the header lies on one page");
+        let header = &mut segments[1][offset..offset + 24];
+        let wrong_prev = one.records.last().unwrap().lsn.as_u64(); // not the crossing filler
+        header[8..16].copy_from_slice(&wrong_prev.to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&big.body), &header[..20]);
+        header[20..24].copy_from_slice(&crc.to_le_bytes());
+    })
+    .await;
+    assert_eq!(fx.segments.len(), 3);
+    // The crossing filler's own position: the first plan stops on it, in segment 2.
+    let filler_lsn = {
+        let mut decoder = crate::wal::WalDecoder::new();
+        let bytes = |s: &SegmentName| {
+            Codec::Zstd
+                .decode(&std::fs::read(fx.wal_path(s)).unwrap(), SEGMENT as usize)
+                .unwrap()
+        };
+        decoder.decode_segment(&bytes(&fx.segments[0])).unwrap();
+        decoder
+            .decode_segment(&bytes(&fx.segments[1]))
+            .unwrap()
+            .records[0]
+            .lsn
+    };
+    let stop_in_two = fx
+        .plan(&spec(RecoveryTarget::Lsn(filler_lsn)))
+        .await
+        .unwrap();
+    assert_eq!(stop_in_two.stop.segment, fx.segments[1].to_string());
+    assert_eq!(stop_in_two.wal_read.summaries_written, 2);
+
+    let latest = spec(RecoveryTarget::Latest);
+    let warm = fx.plan(&latest).await.unwrap();
+    assert_eq!(warm.wal_read.wal_segments_from_summaries, 2);
+    std::fs::remove_dir_all(fx.root.join("summaries")).unwrap();
+    let cold = fx.plan(&latest).await.unwrap();
+    assert_eq!(outcome(&warm), outcome(&cold));
+    // The big record was refused: the archived WAL ends with the filler before it.
+    assert!(
+        cold.stop.lsn < Lsn::new(carry_start(&fx).await),
+        "{:?}",
+        cold.stop
+    );
+}
+
+/// Where the record carried out of segment 2 starts.
+async fn carry_start(fx: &Fixture) -> u64 {
+    let mut decoder = crate::wal::WalDecoder::new();
+    for s in &fx.segments[..2] {
+        let bytes = Codec::Zstd
+            .decode(&std::fs::read(fx.wal_path(s)).unwrap(), SEGMENT as usize)
+            .unwrap();
+        decoder.decode_segment(&bytes).unwrap();
+    }
+    decoder.state().carry.unwrap().lsn
 }

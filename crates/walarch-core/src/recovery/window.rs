@@ -103,17 +103,26 @@ async fn last_commit_before(
         let from = SegmentNo::new(to.as_u64().saturating_sub(step - 1).max(start.as_u64()));
         let mut found = None;
         let mut segment_end = None;
-        let _ = scan_path::<()>(repo, &view.index, path, from, Some(to), counters, |_, segment| {
-            for record in &segment.records {
-                if let Some(RecordEvent::Commit { time, .. } | RecordEvent::Abort { time, .. }) =
-                    &record.event
-                {
-                    found = Some((record.lsn, *time));
+        let _ = scan_path::<()>(
+            repo,
+            &view.index,
+            path,
+            from,
+            Some(to),
+            counters,
+            |_, segment| {
+                for record in &segment.records {
+                    if let Some(
+                        RecordEvent::Commit { time, .. } | RecordEvent::Abort { time, .. },
+                    ) = &record.event
+                    {
+                        found = Some((record.lsn, *time));
+                    }
+                    segment_end = Some(record.end);
                 }
-                segment_end = Some(record.end);
-            }
-            Scan::Continue
-        })
+                Scan::Continue
+            },
+        )
         .await?;
         if end_lsn.is_none() {
             end_lsn = segment_end;
