@@ -60,6 +60,9 @@ pub(crate) struct ReadCounters {
     from_summaries: AtomicU64,
     bytes_downloaded: AtomicU64,
     summaries_written: AtomicU64,
+    /// Set once a summary write failed: a store that refuses one (read-only credentials)
+    /// refuses the rest, and each would cost a round trip and a warning.
+    writes_failed: AtomicBool,
 }
 
 impl ReadCounters {
@@ -84,7 +87,7 @@ enum Fetched {
     /// The store no longer has it (deleted since the listing).
     Gone,
     /// A summary that matches the listed object.
-    Summary(UsableSummary),
+    Summary(Box<UsableSummary>),
     /// The segment's content, decompressed.
     Wal(Vec<u8>),
     /// No usable summary, and not downloaded ahead: the decoder downloads it when it gets there.
@@ -130,7 +133,7 @@ pub async fn scan_path<T>(
             let object = ObjectIdentity::of(listed);
             let predecessor = predecessor_on_path(index, path, segno, i == 0);
             if let Some(usable) = summary::load(repo, &name, &object, predecessor.as_ref()).await {
-                return Ok((name, Some(listed), Fetched::Summary(usable)));
+                return Ok((name, Some(listed), Fetched::Summary(Box::new(usable))));
             }
             if !download_ahead.load(Ordering::Relaxed) {
                 return Ok((name, Some(listed), Fetched::Later));
@@ -162,7 +165,8 @@ pub async fn scan_path<T>(
                 ReadCounters::add(&counters.from_summaries, 1);
                 download_ahead.store(false, Ordering::Relaxed);
                 decoder = None;
-                (usable.summary, usable.exit)
+                let UsableSummary { summary, exit, .. } = *usable;
+                (summary, exit)
             }
             fetched => {
                 download_ahead.store(true, Ordering::Relaxed);
@@ -189,12 +193,20 @@ pub async fn scan_path<T>(
                 ReadCounters::add(&counters.decoded, 1);
                 let exit = context.after(&object, live.state(), decoded.segment_start);
                 let records = SegmentSummary::of(&decoded);
-                let encoded = summary::encode(&name, &object, &context, &exit, &records);
-                let predecessor = previous
-                    .as_ref()
-                    .filter(|_| context != ScanContext::default());
-                if summary::store(repo, &name, &object, predecessor, encoded).await {
-                    ReadCounters::add(&counters.summaries_written, 1);
+                if !counters.writes_failed.load(Ordering::Relaxed) {
+                    let encoded = summary::encode(&name, &object, &context, &exit, &records);
+                    let predecessor = previous
+                        .as_ref()
+                        .filter(|_| context != ScanContext::default());
+                    match summary::store(repo, &name, &object, predecessor, encoded).await {
+                        summary::Stored::Written => {
+                            ReadCounters::add(&counters.summaries_written, 1);
+                        }
+                        summary::Stored::AlreadyThere => {}
+                        summary::Stored::Failed => {
+                            counters.writes_failed.store(true, Ordering::Relaxed);
+                        }
+                    }
                 }
                 decoder = Some(live);
                 (records, exit)

@@ -305,7 +305,7 @@ pub(crate) fn decode(
             stored.object, object
         ));
     }
-    if stored.bounds.len() % 2 != 0 {
+    if !stored.bounds.len().is_multiple_of(2) {
         return Err("odd number of record bounds".into());
     }
     let overflow = || "record bounds overflow".to_string();
@@ -393,25 +393,35 @@ pub(crate) async fn load(
     }
 }
 
-/// Stores a summary create-only; whether it was written. A failure (a summary already there,
-/// a store error, a read-only store) is logged and otherwise ignored: planning goes on.
+/// How storing a summary went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stored {
+    Written,
+    /// A summary was already stored under the key; it is kept as it is.
+    AlreadyThere,
+    /// The store refused or failed (a read-only credential, an outage).
+    Failed,
+}
+
+/// Stores a summary create-only. A failure (a summary already there, a store error, a
+/// read-only store) is logged and otherwise ignored: planning goes on.
 pub(crate) async fn store(
     repo: &Repository,
     segment: &SegmentName,
     object: &ObjectIdentity,
     predecessor: Option<&ObjectIdentity>,
     data: Vec<u8>,
-) -> bool {
+) -> Stored {
     let key = key_for(segment, object, predecessor);
     match repo.put_new(&key, Bytes::from(data)).await {
-        Ok(PutOutcome::Created) => true,
+        Ok(PutOutcome::Created) => Stored::Written,
         Ok(PutOutcome::AlreadyExists) => {
             tracing::debug!(%key, "a segment summary is already stored; kept as it is");
-            false
+            Stored::AlreadyThere
         }
         Err(e) => {
-            tracing::warn!(%key, error = %e, "could not store a segment summary; planning goes on");
-            false
+            tracing::warn!(%key, error = %e, "could not store a segment summary; planning goes on without storing more");
+            Stored::Failed
         }
     }
 }

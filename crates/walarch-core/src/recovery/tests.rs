@@ -36,6 +36,7 @@ struct Counting {
     inner: Arc<dyn ObjectStore>,
     wal_reads: AtomicU64,
     summary_reads: AtomicU64,
+    summary_writes: AtomicU64,
     refuse_summary_writes: AtomicBool,
 }
 
@@ -53,6 +54,9 @@ impl ObjectStore for Counting {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        if location.as_ref().starts_with("summaries/") {
+            self.summary_writes.fetch_add(1, Ordering::SeqCst);
+        }
         if location.as_ref().starts_with("summaries/")
             && self.refuse_summary_writes.load(Ordering::SeqCst)
         {
@@ -146,6 +150,7 @@ async fn fixture() -> Fixture {
         inner: local,
         wal_reads: AtomicU64::new(0),
         summary_reads: AtomicU64::new(0),
+        summary_writes: AtomicU64::new(0),
         refuse_summary_writes: AtomicBool::new(false),
     });
     let repo = Repository::from_store(store.clone(), RepoLocation::Local(root.clone()));
@@ -478,6 +483,11 @@ async fn a_summary_that_cannot_be_written_does_not_fail_the_plan() {
     let first = fx.plan(&near_the_end()).await.unwrap();
     assert_eq!(first.wal_read.summaries_written, 0);
     assert!(fx.summary_files().is_empty());
+    assert_eq!(
+        fx.store.summary_writes.load(Ordering::SeqCst),
+        1,
+        "a refused write is not tried again for every segment"
+    );
     let second = fx.plan(&near_the_end()).await.unwrap();
     assert_eq!(outcome(&first), outcome(&second));
     assert_eq!(second.wal_read.wal_segments_decoded, first.wal_segments);
