@@ -71,7 +71,11 @@ fn a_second_plan_reads_summaries_instead_of_wal_and_restore_still_recovers_exact
     let cold = cold.json();
     let segments = cold["wal_segments"].as_u64().unwrap();
     assert!(segments >= 4, "the target lies segments away: {cold}");
-    assert_eq!(cold["wal_segments_decoded"].as_u64(), Some(segments), "{cold}");
+    assert_eq!(
+        cold["wal_segments_decoded"].as_u64(),
+        Some(segments),
+        "{cold}"
+    );
     assert_eq!(cold["wal_segments_from_summaries"], 0, "{cold}");
     assert_eq!(cold["summaries_written"].as_u64(), Some(segments), "{cold}");
     assert!(cold["wal_bytes_downloaded"].as_u64().unwrap() > 0, "{cold}");
@@ -99,9 +103,9 @@ fn a_second_plan_reads_summaries_instead_of_wal_and_restore_still_recovers_exact
     let human = walarch(&["plan", "--target-xid", &xid]);
     assert_eq!(human.code, 0, "{human:?}");
     assert!(
-        human
-            .stdout
-            .contains(&format!("read 0 B of WAL (0 segments decoded, {segments} from summaries)")),
+        human.stdout.contains(&format!(
+            "read 0 B of WAL (0 segments decoded, {segments} from summaries)"
+        )),
         "{human:?}"
     );
 

@@ -51,6 +51,8 @@ pub struct WalReading {
     pub wal_bytes_downloaded: u64,
     /// Segment summaries stored for the next plan.
     pub summaries_written: u64,
+    /// Bytes of segment summaries read (compressed), usable or not.
+    pub summary_bytes_read: u64,
 }
 
 /// Counts what scans read; shared by the scans of one plan.
@@ -60,6 +62,7 @@ pub(crate) struct ReadCounters {
     from_summaries: AtomicU64,
     bytes_downloaded: AtomicU64,
     summaries_written: AtomicU64,
+    summary_bytes_read: AtomicU64,
     /// Set once a summary write failed: a store that refuses one (read-only credentials)
     /// refuses the rest, and each would cost a round trip and a warning.
     writes_failed: AtomicBool,
@@ -72,6 +75,7 @@ impl ReadCounters {
             wal_segments_from_summaries: self.from_summaries.load(Ordering::Relaxed),
             wal_bytes_downloaded: self.bytes_downloaded.load(Ordering::Relaxed),
             summaries_written: self.summaries_written.load(Ordering::Relaxed),
+            summary_bytes_read: self.summary_bytes_read.load(Ordering::Relaxed),
         }
     }
 
@@ -132,7 +136,9 @@ pub async fn scan_path<T>(
             };
             let object = ObjectIdentity::of(listed);
             let predecessor = predecessor_on_path(index, path, segno, i == 0);
-            if let Some(usable) = summary::load(repo, &name, &object, predecessor.as_ref()).await {
+            let (usable, read) = summary::load(repo, &name, &object, predecessor.as_ref()).await;
+            ReadCounters::add(&counters.summary_bytes_read, read);
+            if let Some(usable) = usable {
                 return Ok((name, Some(listed), Fetched::Summary(Box::new(usable))));
             }
             if !download_ahead.load(Ordering::Relaxed) {

@@ -363,24 +363,26 @@ pub(crate) fn decode(
 
 /// Looks up the summary of `segment` (stored as `object`) for a scan starting at it
 /// (`predecessor` `None`) or arriving from the object `predecessor`; `None` when there is none
-/// or it cannot be used (the reason is logged). Never an error: a summary is only a shortcut.
+/// or it cannot be used (the reason is logged), and the bytes read. Never an error: a summary
+/// is only a shortcut.
 pub(crate) async fn load(
     repo: &Repository,
     segment: &SegmentName,
     object: &ObjectIdentity,
     predecessor: Option<&ObjectIdentity>,
-) -> Option<UsableSummary> {
+) -> (Option<UsableSummary>, u64) {
     let first = predecessor.is_none();
     let key = key_for(segment, object, predecessor);
     let stored = match repo.get_if_exists(&key).await {
         Ok(Some(stored)) => stored,
-        Ok(None) => return None,
+        Ok(None) => return (None, 0),
         Err(e) => {
             tracing::debug!(%key, error = %e, "segment summary not readable; decoding the segment");
-            return None;
+            return (None, 0);
         }
     };
-    match decode(&stored, segment, object) {
+    let read = stored.len() as u64;
+    let usable = match decode(&stored, segment, object) {
         Ok(usable) if usable.entering.is_first() == first => Some(usable),
         Ok(_) => {
             tracing::warn!(%key, "segment summary made in another context; ignored");
@@ -390,7 +392,8 @@ pub(crate) async fn load(
             tracing::warn!(%key, %reason, "segment summary ignored; decoding the segment");
             None
         }
-    }
+    };
+    (usable, read)
 }
 
 /// How storing a summary went.

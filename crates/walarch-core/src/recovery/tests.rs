@@ -266,6 +266,7 @@ fn outcome(plan: &RecoveryPlan) -> serde_json::Value {
         "wal_segments_from_summaries",
         "wal_bytes_downloaded",
         "summaries_written",
+        "summary_bytes_read",
     ] {
         assert!(object.remove(key).is_some(), "{key} is reported");
     }
