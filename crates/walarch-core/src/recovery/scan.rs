@@ -199,7 +199,7 @@ pub async fn scan_path<T>(
                 ReadCounters::add(&counters.decoded, 1);
                 let exit = context.after(&object, live.state(), decoded.segment_start);
                 let records = SegmentSummary::of(&decoded);
-                if !counters.writes_failed.load(Ordering::Relaxed) {
+                if repo.writes_summaries() && !counters.writes_failed.load(Ordering::Relaxed) {
                     let encoded = summary::encode(&name, &object, &context, &exit, &records);
                     let predecessor = previous
                         .as_ref()

@@ -690,3 +690,26 @@ async fn carry_start(fx: &Fixture) -> u64 {
     }
     decoder.state().carry.unwrap().lsn
 }
+
+#[tokio::test]
+async fn a_repository_only_read_gets_no_summaries_but_its_stored_ones_are_used() {
+    let fx = fixture().await;
+    let read_only = Repository::from_store(fx.store.clone(), RepoLocation::Local(fx.root.clone()))
+        .with_summary_writes(false);
+    let first = plan_with(&read_only).await;
+    assert_eq!(first.wal_read.summaries_written, 0);
+    assert_eq!(fx.store.summary_writes.load(Ordering::SeqCst), 0);
+    assert!(fx.summary_files().is_empty());
+    // Summaries another plan stored are read all the same.
+    fx.plan(&near_the_end()).await.unwrap();
+    let second = plan_with(&read_only).await;
+    assert_eq!(second.wal_read.wal_bytes_downloaded, 0);
+    assert_eq!(outcome(&first), outcome(&second));
+}
+
+async fn plan_with(repo: &Repository) -> RecoveryPlan {
+    let snapshot = Snapshot::load(repo).await.unwrap();
+    plan_recovery(repo, &snapshot, &near_the_end(), None)
+        .await
+        .unwrap()
+}
