@@ -8,7 +8,9 @@
 //! an encrypted repository, like manifests and history files.
 //!
 //! A summary is a cache, never a source of truth. It is used only when
-//! - its key (`store::keys::segment_summary`) is found for the segment the listing names,
+//! - it is found under the key of the segment as the listing reports it now
+//!   (`store::keys::segment_summary`: the object's size and entity tag, and for a segment
+//!   decoded after another, that one's too),
 //! - it parses, its zstd frame's content checksum holds, and its format is this one,
 //! - the WAL object it was made from (key, size, entity tag or modification time) is the one
 //!   the listing reports now, and
@@ -17,8 +19,9 @@
 //!
 //! Otherwise it is ignored and the segment is downloaded and decoded as if there were no
 //! summary. Whether a segment is present comes from the listing alone, never from a summary.
-//! Summaries are written create-only (`Repository::put_new`), never rewritten; a failed write
-//! never fails the plan.
+//! Summaries are written create-only (`Repository::put_new`), never rewritten (a damaged one
+//! stays, ignored, until retention deletes it with its segment); a failed write never fails
+//! the plan. Recovery itself never uses them: PostgreSQL reads the real segments.
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
