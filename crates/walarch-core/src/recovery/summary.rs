@@ -431,3 +431,156 @@ pub(crate) async fn store(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::{SegmentNo, TimelineId, WalSegmentSize};
+
+    fn segment() -> SegmentName {
+        SegmentName::new(
+            TimelineId::FIRST,
+            SegmentNo::new(3),
+            WalSegmentSize::DEFAULT,
+        )
+    }
+
+    fn object() -> ObjectIdentity {
+        ObjectIdentity {
+            key: "wal/0000000100000000/000000010000000000000003.zst".into(),
+            size: 100,
+            e_tag: Some("\"abc\"".into()),
+            last_modified: None,
+        }
+    }
+
+    fn summary() -> SegmentSummary {
+        let at = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 123_456_000).unwrap();
+        SegmentSummary {
+            records: vec![
+                SummaryRecord {
+                    lsn: Lsn::new(0x2FF_FFF0),
+                    end: Lsn::new(0x300_0050),
+                    event: None,
+                },
+                SummaryRecord {
+                    lsn: Lsn::new(0x300_0050),
+                    end: Lsn::new(0x300_0072),
+                    event: Some(RecordEvent::Commit {
+                        xid: 7,
+                        time: at(1),
+                    }),
+                },
+                SummaryRecord {
+                    lsn: Lsn::new(0x300_0078),
+                    end: Lsn::new(0x300_00D0),
+                    event: Some(RecordEvent::RestorePoint {
+                        name: "p".into(),
+                        time: at(2),
+                    }),
+                },
+                SummaryRecord {
+                    lsn: Lsn::new(0x300_00D0),
+                    end: Lsn::new(0x300_00F0),
+                    event: Some(RecordEvent::Abort {
+                        xid: 8,
+                        time: at(3),
+                    }),
+                },
+                SummaryRecord {
+                    lsn: Lsn::new(0x300_00F0),
+                    end: Lsn::new(0x300_0108),
+                    event: Some(RecordEvent::Switch),
+                },
+            ],
+            end: DecodeEnd::Switch,
+        }
+    }
+
+    /// The stored JSON of [`summary`], for tampering with.
+    fn stored_json() -> serde_json::Value {
+        let encoded = encode(
+            &segment(),
+            &object(),
+            &ScanContext::default(),
+            &ScanContext::default(),
+            &summary(),
+        );
+        serde_json::from_slice(&Codec::Zstd.decode(&encoded, 1 << 20).unwrap()).unwrap()
+    }
+
+    fn decode_json(value: &serde_json::Value) -> Result<UsableSummary, String> {
+        let bytes = Compression::new(Codec::Zstd, None)
+            .unwrap()
+            .encode(&serde_json::to_vec(value).unwrap())
+            .unwrap();
+        decode(&bytes, &segment(), &object())
+    }
+
+    #[test]
+    fn round_trips_every_event_and_bound_exactly() {
+        let back = decode_json(&stored_json()).unwrap();
+        assert_eq!(back.summary, summary());
+        assert_eq!(back.entering, ScanContext::default());
+    }
+
+    #[test]
+    fn hostile_summaries_are_refused_never_trusted_and_never_panic() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+            (
+                "odd bounds",
+                Box::new(|v| v["bounds"].as_array_mut().unwrap().push(1.into())),
+            ),
+            (
+                "event past the records",
+                Box::new(|v| v["events"][0][0] = 99.into()),
+            ),
+            (
+                "overflowing bounds",
+                Box::new(|v| v["bounds"][0] = u64::MAX.into()),
+            ),
+            (
+                "time out of range",
+                Box::new(|v| v["events"][0][1]["c"][1] = i64::MAX.into()),
+            ),
+            (
+                "another format",
+                Box::new(|v| v["format"] = "walarch-segment-summary/0".into()),
+            ),
+            (
+                "another segment",
+                Box::new(|v| v["segment"] = "000000010000000000000004".into()),
+            ),
+            (
+                "another object",
+                Box::new(|v| v["object"]["size"] = 101.into()),
+            ),
+            (
+                "not an object",
+                Box::new(|v| *v = serde_json::json!([1, 2, 3])),
+            ),
+        ];
+        for (what, tamper) in cases {
+            let mut value = stored_json();
+            tamper(&mut value);
+            assert!(decode_json(&value).is_err(), "{what}");
+        }
+        // Not zstd, zstd without its checksum, cut short.
+        assert!(decode(b"{}", &segment(), &object()).is_err());
+        let unchecked = zstd::bulk::compress(b"{}", 3).unwrap();
+        assert!(decode(&unchecked, &segment(), &object()).is_err());
+        let good = encode(
+            &segment(),
+            &object(),
+            &ScanContext::default(),
+            &ScanContext::default(),
+            &summary(),
+        );
+        for cut in [0, 4, good.len() / 2, good.len() - 1] {
+            assert!(
+                decode(&good[..cut], &segment(), &object()).is_err(),
+                "cut at {cut}"
+            );
+        }
+    }
+}
