@@ -526,7 +526,8 @@ mod tests {
 
     #[test]
     fn hostile_summaries_are_refused_never_trusted_and_never_panic() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+        type Tamper = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<(&str, Tamper)> = vec![
             (
                 "odd bounds",
                 Box::new(|v| v["bounds"].as_array_mut().unwrap().push(1.into())),
