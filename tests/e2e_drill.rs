@@ -238,9 +238,13 @@ fn drill_proves_a_recovery_and_fails_for_each_reason() {
     assert!(failed["restore_seconds"].is_null(), "{failed}");
     assert_cleaned_up(&drills);
 
-    // Nothing but the five reports was written into the repository.
+    // Nothing but the five reports was written into the repository, besides the segment
+    // summaries its plans leave for the next plan (a cache of the repository's own WAL).
     let after = files_below(&repo_dir);
-    let added: Vec<_> = after.iter().filter(|f| !before.contains(f)).collect();
+    let added: Vec<_> = after
+        .iter()
+        .filter(|f| !before.contains(f) && !f.starts_with("summaries"))
+        .collect();
     assert_eq!(added.len(), 5, "{added:?}");
     assert!(
         added.iter().all(|f| f.starts_with("drills")),

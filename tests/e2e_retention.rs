@@ -29,7 +29,10 @@ fn segment_of(lsn: &str) -> u64 {
 /// For a stored WAL segment, `.partial` or `.backup` file: its timeline and segment number.
 fn wal_position(path: &Path) -> Option<(u32, u64)> {
     let name = path.file_name()?.to_str()?;
-    if !path.starts_with("wal") || name.len() < 24 || name.contains(".history") {
+    if !(path.starts_with("wal") || path.starts_with("summaries"))
+        || name.len() < 24
+        || name.contains(".history")
+    {
         return None;
     }
     let hex = |range: std::ops::Range<usize>| u64::from_str_radix(&name[range], 16).ok();
@@ -121,10 +124,23 @@ fn keep_two_deletes_the_oldest_backup_and_the_wal_only_it_needed() {
     assert_eq!(backups.len(), 3, "{listed}");
     let second_start = segment_of(backups[1]["start_lsn"].as_str().unwrap());
     assert_eq!(backups[1]["timeline"], 1);
+    // A plan over all the WAL from the oldest backup leaves a summary of every segment.
+    let plan_all = walarch_as_postgres(
+        &bin,
+        &[],
+        &[
+            "--repo", &repo, "plan", "--target", "latest", "--backup", &ids[0],
+        ],
+    );
+    assert_eq!(plan_all.code, 0, "{plan_all:?}");
     let before: BTreeSet<PathBuf> = files_below(&repo_dir).into_iter().collect();
+    assert!(
+        before.iter().any(|p| p.starts_with("summaries")),
+        "{before:#?}"
+    );
 
     // What --keep 2 must delete: the oldest backup's folder, and every WAL file (segments
-    // and .backup files) before the second backup's start segment.
+    // and .backup files) before the second backup's start segment, with their summaries.
     let expected_gone: BTreeSet<PathBuf> = before
         .iter()
         .filter(|p| {
@@ -189,6 +205,12 @@ fn keep_two_deletes_the_oldest_backup_and_the_wal_only_it_needed() {
         serde_json::json!([ids[0]])
     );
     assert_eq!(result["deleted"]["wal_files_deleted"], wal_gone);
+    let summaries_gone = expected_gone
+        .iter()
+        .filter(|p| p.starts_with("summaries"))
+        .count();
+    assert!(summaries_gone >= 2, "{expected_gone:#?}");
+    assert_eq!(result["deleted"]["summaries_deleted"], summaries_gone);
     let after: BTreeSet<PathBuf> = files_below(&repo_dir).into_iter().collect();
     let gone: BTreeSet<PathBuf> = before.difference(&after).cloned().collect();
     assert_eq!(gone, expected_gone, "exactly the planned files are gone");
@@ -271,11 +293,14 @@ fn keep_two_deletes_the_oldest_backup_and_the_wal_only_it_needed() {
     );
     assert_eq!(again.code, 0, "{again:?}");
     assert_eq!(again.json()["deleted"]["wal_files_deleted"], 0);
-    assert_eq!(
-        files_below(&repo_dir).into_iter().collect::<BTreeSet<_>>(),
-        after,
-        "a second run has nothing to do"
-    );
+    // Plans since the first run stored summaries of the WAL they read; none of the rest went.
+    let now: BTreeSet<PathBuf> = files_below(&repo_dir).into_iter().collect();
+    assert!(after.is_subset(&now), "a second run has nothing to do");
+    for new in now.difference(&after) {
+        assert!(new.starts_with("summaries"), "{new:?}");
+        let (timeline, segment) = wal_position(new).unwrap();
+        assert!(timeline == 1 && segment >= second_start, "{new:?}");
+    }
 
     restore_and_check(&scratch, &bin, &repo, &ids[1], 2);
     restore_and_check(&scratch, &bin, &repo, &ids[2], 3);

@@ -77,6 +77,9 @@ pub struct ListedWal {
     pub size: u64,
     /// When the store last wrote the object.
     pub last_modified: DateTime<Utc>,
+    /// The store's entity tag for the object, when it gives one: with the size, what binds a
+    /// segment summary to the exact object it was made from.
+    pub e_tag: Option<String>,
 }
 
 /// The WAL one timeline holds in the repository (only timelines with at least one whole
@@ -141,6 +144,7 @@ pub async fn list_wal(repo: &Repository) -> Result<Vec<ListedWal>, RepoError> {
                 key: meta.location.clone(),
                 size: meta.size,
                 last_modified: meta.last_modified,
+                e_tag: meta.e_tag.clone(),
             })
         })
         .collect())
@@ -382,6 +386,7 @@ mod tests {
                 key: Path::from(format!("wal/{n}")),
                 size: 100,
                 last_modified: DateTime::from_timestamp(1_700_000_000 + i as i64, 0).unwrap(),
+                e_tag: None,
             })
             .collect()
     }

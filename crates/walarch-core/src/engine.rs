@@ -95,6 +95,10 @@ pub struct EngineConfig {
     /// Bandwidth limit of backups, restores and verification, in bytes per second (what is
     /// stored or fetched: compressed, sealed); `None` for none. WAL is never limited.
     pub transfer_limit: Option<u64>,
+    /// Whether planning stores the segment summaries it makes in the repository, so the next
+    /// plan over the same WAL reads them instead of downloading it (on by default). Off for a
+    /// repository that must only be read, such as a recovery's source.
+    pub segment_summaries: bool,
 }
 
 impl EngineConfig {
@@ -119,6 +123,7 @@ impl EngineConfig {
             parallelism: cores.min(8),
             encryption: None,
             transfer_limit: None,
+            segment_summaries: true,
         }
     }
 }
@@ -510,7 +515,8 @@ impl Engine {
         } else {
             Repository::open(self.config.repo.clone(), &self.config.store)?
         }
-        .with_keyring(self.config.encryption.clone());
+        .with_keyring(self.config.encryption.clone())
+        .with_summary_writes(self.config.segment_summaries);
         Ok(self.repo.get_or_init(|| repo))
     }
 

@@ -96,6 +96,8 @@ pub struct Repository {
     without_credentials: bool,
     /// The keys that seal and open WAL objects and backup parts, if encryption is on.
     keyring: Option<Arc<Keyring>>,
+    /// Whether planning stores the segment summaries it makes (it reads stored ones anyway).
+    summary_writes: bool,
 }
 
 impl Repository {
@@ -134,6 +136,7 @@ impl Repository {
             identity: std::sync::OnceLock::new(),
             without_credentials: false,
             keyring: None,
+            summary_writes: true,
         }
     }
 
@@ -142,6 +145,19 @@ impl Repository {
     pub fn with_keyring(mut self, keyring: Option<Arc<Keyring>>) -> Self {
         self.keyring = keyring;
         self
+    }
+
+    /// Whether planning stores segment summaries here (on by default). Off for a repository
+    /// that must only be read, such as the source of a recovery: stored summaries are still
+    /// read, none is written.
+    pub fn with_summary_writes(mut self, on: bool) -> Self {
+        self.summary_writes = on;
+        self
+    }
+
+    /// Whether planning stores segment summaries here.
+    pub(crate) fn writes_summaries(&self) -> bool {
+        self.summary_writes
     }
 
     /// The keys, if encryption is on.

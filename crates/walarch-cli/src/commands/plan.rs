@@ -66,12 +66,20 @@ pub fn human(plan: &RecoveryPlan) -> String {
         "  recovery   {}; LSN {} in {}",
         stop.description, stop.lsn, stop.segment
     );
-    let _ = write!(
+    let _ = writeln!(
         text,
         "  to fetch   {} (backup {} + WAL {})",
         human_bytes(plan.fetch_bytes),
         human_bytes(b.stored_bytes),
         human_bytes(plan.wal_bytes)
+    );
+    let read = &plan.wal_read;
+    let _ = write!(
+        text,
+        "  planning   read {} of WAL ({} segments decoded, {} from summaries)",
+        human_bytes(read.wal_bytes_downloaded),
+        read.wal_segments_decoded,
+        read.wal_segments_from_summaries
     );
     text
 }

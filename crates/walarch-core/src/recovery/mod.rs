@@ -4,10 +4,14 @@
 
 mod plan;
 mod scan;
+mod summary;
 mod target;
+#[cfg(test)]
+mod tests;
 mod window;
 
 pub use plan::{PlannedBackup, PlannedTimeline, RecoveryPlan, StopPoint, plan_recovery};
+pub use scan::WalReading;
 pub use target::{
     RecoveryTarget, TargetError, TargetSpec, TimelineChoice, check_name, parse_time,
     parse_timeline, parse_xid, postgres_time_text,

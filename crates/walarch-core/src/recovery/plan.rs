@@ -6,15 +6,14 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::scan::{Scan, ScanEnd, scan_path};
+use super::scan::{ReadCounters, Scan, ScanEnd, WalReading, scan_path};
+use super::summary::SummaryRecord;
 use super::target::{RecoveryTarget, TargetSpec, TimelineChoice};
 use super::{PlanError, RepositoryView};
 use crate::backup::{BackupSelector, Manifest};
 use crate::catalog::Snapshot;
 use crate::repo::Repository;
-use crate::wal::{
-    Lsn, RecordEvent, SegmentName, SegmentNo, TimelineId, TimelineSpan, WalRecord, path_passes,
-};
+use crate::wal::{Lsn, RecordEvent, SegmentName, SegmentNo, TimelineId, TimelineSpan, path_passes};
 
 /// The backup a recovery plan restores.
 #[derive(Debug, Clone, Serialize)]
@@ -100,6 +99,10 @@ pub struct RecoveryPlan {
     pub stop: StopPoint,
     /// The `recovery_target*` settings that carry out this plan.
     pub settings: Vec<(String, String)>,
+    /// What planning read to find the stop: segments decoded from downloaded WAL, segments read
+    /// from their summaries, bytes of WAL downloaded.
+    #[serde(flatten)]
+    pub wal_read: WalReading,
 }
 
 /// Plans recovery to `spec`, from `backup` when given, else from the backup the target
@@ -159,7 +162,8 @@ pub async fn plan_recovery(
         end_segment(manifest.stop_lsn, size),
         &manifest.id,
     )?;
-    let (stop, stop_segment) = walk_to_stop(repo, index, &path, spec, manifest).await?;
+    let counters = ReadCounters::default();
+    let (stop, stop_segment) = walk_to_stop(repo, index, &path, spec, manifest, &counters).await?;
     require_present(index, &path, start, stop_segment, &manifest.id)?;
 
     let mut timelines: Vec<PlannedTimeline> = Vec::new();
@@ -212,6 +216,7 @@ pub async fn plan_recovery(
         fetch_bytes: manifest.stored_bytes() + wal_bytes,
         stop,
         settings: spec.settings(resolved),
+        wal_read: counters.reading(),
     })
 }
 
@@ -314,7 +319,7 @@ fn require_present(
 
 /// Whether recovery stops at `record` for `spec` (PostgreSQL's `recoveryStopsBefore` /
 /// `recoveryStopsAfter`): what it does there, and whether it replays the record first.
-fn stops_at(record: &WalRecord, spec: &TargetSpec) -> Option<(String, bool)> {
+fn stops_at(record: &SummaryRecord, spec: &TargetSpec) -> Option<(String, bool)> {
     let event = record.event.as_ref();
     let xact = match event {
         Some(RecordEvent::Commit { xid, time }) => Some(("commit", *xid, *time)),
@@ -361,7 +366,7 @@ fn stops_at(record: &WalRecord, spec: &TargetSpec) -> Option<(String, bool)> {
 
 /// Where replay stands after `record`, as PostgreSQL's `EndRecPtr`: its end aligned to 8 bytes
 /// (`MAXALIGN`), and for a WAL switch the end of its segment (the rest is skipped).
-fn replay_end_of(record: &WalRecord, size: crate::wal::WalSegmentSize) -> Lsn {
+fn replay_end_of(record: &SummaryRecord, size: crate::wal::WalSegmentSize) -> Lsn {
     if matches!(record.event, Some(RecordEvent::Switch)) {
         let segment_bytes = size.bytes();
         Lsn::new((record.lsn.as_u64() / segment_bytes + 1) * segment_bytes)
@@ -385,6 +390,7 @@ async fn walk_to_stop(
     path: &[TimelineSpan],
     spec: &TargetSpec,
     manifest: &Manifest,
+    counters: &ReadCounters,
 ) -> Result<(StopPoint, SegmentNo), PlanError> {
     let size = index.segment_size();
     let start = manifest.start_lsn.segment(size);
@@ -393,7 +399,7 @@ async fn walk_to_stop(
     // The replay end of the record before the current one: where replay stands when recovery
     // stops before the current record.
     let mut previous_replay_end: Option<Lsn> = None;
-    let found = scan_path(repo, index, path, start, None, |name, segment| {
+    let found = scan_path(repo, index, path, start, None, counters, |name, segment| {
         for record in &segment.records {
             let record_replay_end = replay_end_of(record, size);
             if record.lsn < manifest.start_lsn {
@@ -533,13 +539,10 @@ async fn walk_to_stop(
 mod tests {
     use super::*;
 
-    fn record(lsn: u64, event: Option<RecordEvent>) -> WalRecord {
-        WalRecord {
+    fn record(lsn: u64, event: Option<RecordEvent>) -> SummaryRecord {
+        SummaryRecord {
             lsn: Lsn::new(lsn),
             end: Lsn::new(lsn + 40),
-            rmid: 1,
-            info: 0,
-            xid: 0,
             event,
         }
     }

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::scan::{Scan, scan_path};
+use super::scan::{ReadCounters, Scan, scan_path};
 use super::{PlanError, RepositoryView};
 use crate::catalog::Snapshot;
 use crate::repo::Repository;
@@ -45,6 +45,8 @@ pub async fn recoverable_windows(
     let index = &view.index;
     let size = index.segment_size();
     let mut windows = Vec::new();
+    // `info` reports no reading costs; the scans still use and write segment summaries.
+    let counters = ReadCounters::default();
     for timeline in index.timelines() {
         let Some(path) = view.timelines.spans(timeline) else {
             continue; // history file missing: recovery to this timeline is impossible
@@ -67,7 +69,7 @@ pub async fn recoverable_windows(
             }
             seen_ends.push(last);
             let (end_lsn, last_commit) =
-                last_commit_before(repo, &view, &path, start, last).await?;
+                last_commit_before(repo, &view, &path, start, last, &counters).await?;
             windows.push(RecoverableWindow {
                 timeline,
                 backup: manifest.id.to_string(),
@@ -92,6 +94,7 @@ async fn last_commit_before(
     path: &[crate::wal::TimelineSpan],
     start: SegmentNo,
     last: SegmentNo,
+    counters: &ReadCounters,
 ) -> Result<(Option<Lsn>, Option<(Lsn, DateTime<Utc>)>), PlanError> {
     let mut end_lsn = None;
     let mut step = 2u64;
@@ -100,17 +103,26 @@ async fn last_commit_before(
         let from = SegmentNo::new(to.as_u64().saturating_sub(step - 1).max(start.as_u64()));
         let mut found = None;
         let mut segment_end = None;
-        let _ = scan_path::<()>(repo, &view.index, path, from, Some(to), |_, segment| {
-            for record in &segment.records {
-                if let Some(RecordEvent::Commit { time, .. } | RecordEvent::Abort { time, .. }) =
-                    &record.event
-                {
-                    found = Some((record.lsn, *time));
+        let _ = scan_path::<()>(
+            repo,
+            &view.index,
+            path,
+            from,
+            Some(to),
+            counters,
+            |_, segment| {
+                for record in &segment.records {
+                    if let Some(
+                        RecordEvent::Commit { time, .. } | RecordEvent::Abort { time, .. },
+                    ) = &record.event
+                    {
+                        found = Some((record.lsn, *time));
+                    }
+                    segment_end = Some(record.end);
                 }
-                segment_end = Some(record.end);
-            }
-            Scan::Continue
-        })
+                Scan::Continue
+            },
+        )
         .await?;
         if end_lsn.is_none() {
             end_lsn = segment_end;

@@ -5,7 +5,10 @@
 //! 2. the rest of those backups' folders, and the folders of interrupted backups, whose
 //!    manifest path is deleted once more at the end of this step (a backup still running may
 //!    have written one after the folder was listed);
-//! 3. WAL, oldest segment first.
+//! 3. the segment summaries of the WAL to delete (a cache planning keeps beside the WAL,
+//!    `summaries/`): gone first, so that no run, finished or not, leaves a summary behind
+//!    for a segment it deleted;
+//! 4. WAL, oldest segment first.
 //!
 //! Each step finishes before the next begins, and backups go before WAL, so a run stopped at
 //! any point never leaves a listed backup without its files or the WAL it needs. Deletes go
@@ -43,6 +46,8 @@ pub struct RetentionReport {
     /// WAL objects deleted (segments, partial segments and backup history files; never history
     /// files).
     pub wal_files_deleted: u64,
+    /// Segment summaries of the deleted WAL that were deleted with it.
+    pub summaries_deleted: u64,
     /// Bytes of the deleted objects whose size was known (manifests are not counted).
     pub bytes_deleted: u64,
 }
@@ -122,6 +127,9 @@ pub async fn apply_retention(
     report.incomplete_deleted = interrupted;
     report.backup_objects_deleted = manifests_deleted + files_deleted;
 
+    let summaries = summaries_of(repo, plan.wal_to_delete()).await?;
+    let (summaries_deleted, _) = deleter.delete(summaries, "segment summaries").await?;
+    report.summaries_deleted = summaries_deleted;
     let (wal_deleted, wal_bytes) = deleter.delete(wal, "WAL files").await?;
     report.wal_files_deleted = wal_deleted;
     report.bytes_deleted = folder_bytes + wal_bytes;
@@ -151,6 +159,45 @@ async fn list_folders(
         .into_iter()
         .flatten()
         .map(|meta| (meta.location, meta.size))
+        .collect())
+}
+
+/// The stored summaries of the segments among `wal` (sizes not counted: progress and the
+/// report's bytes are about backups and WAL).
+async fn summaries_of(
+    repo: &Repository,
+    wal: &[crate::catalog::ListedWal],
+) -> Result<Vec<(Path, u64)>, RetentionError> {
+    let segments: std::collections::BTreeSet<crate::wal::SegmentName> = wal
+        .iter()
+        .filter_map(|w| match w.name {
+            crate::wal::WalFileName::Segment(segment) => Some(segment),
+            _ => None,
+        })
+        .collect();
+    let groups: std::collections::BTreeSet<String> = segments
+        .iter()
+        .map(|s| keys::summary_dir(s).to_string())
+        .collect();
+    let listings: Vec<Vec<ObjectMeta>> = futures::stream::iter(groups)
+        .map(|group| async move {
+            let group = Path::from(group);
+            repo.store()
+                .list(Some(&group))
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(|e| repo.store_error("list", &group, e))
+        })
+        .buffered(8)
+        .try_collect()
+        .await?;
+    Ok(listings
+        .into_iter()
+        .flatten()
+        .filter(|meta| {
+            keys::summarized_segment(&meta.location).is_some_and(|s| segments.contains(&s))
+        })
+        .map(|meta| (meta.location, 0))
         .collect())
 }
 
@@ -625,6 +672,52 @@ mod tests {
                     .any(|w| matches!(w.name, WalFileName::History(_))),
                 "{context}: history files are never deleted"
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_summaries_of_deleted_wal_go_with_it_and_no_listing_mistakes_them() {
+        let policy = RetentionPolicy::new(Some(2), None).unwrap();
+        let now = t0() + TimeDelta::days(10);
+        let memory: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let repo = Repository::from_store(memory.clone(), RepoLocation::Local("/mem".into()));
+        populate(&repo).await;
+        let wal_before = list_wal(&repo).await.unwrap();
+        let backups_before = list_backups(&repo).await.unwrap();
+        let plan_before = plan_retention(&load_inputs(&repo).await.unwrap(), &policy, now).unwrap();
+        // Two summaries (first in a scan, after the one before) of every segment.
+        let mut summaries = Vec::new();
+        for (timeline, range) in [(1, 1..=12), (2, 12..=14)] {
+            for n in range {
+                for context in ["first", "next"] {
+                    let key = keys::segment_summary(&segment(timeline, n), context, "00ff");
+                    put(&repo, key.clone(), b"summary").await;
+                    summaries.push(((timeline, n), key));
+                }
+            }
+        }
+        assert_eq!(list_wal(&repo).await.unwrap(), wal_before);
+        assert_eq!(
+            format!("{:?}", list_backups(&repo).await.unwrap()),
+            format!("{backups_before:?}")
+        );
+        let plan = plan_retention(&load_inputs(&repo).await.unwrap(), &policy, now).unwrap();
+        assert_eq!(format!("{plan:?}"), format!("{plan_before:?}"));
+
+        let report = apply_retention(
+            &repo,
+            &plan,
+            &Progress::default(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        // WAL 1..=7 of timeline 1 went (see the test above): so did their summaries.
+        assert_eq!(report.summaries_deleted, 7 * 2);
+        let left = all_keys(&memory).await;
+        for ((timeline, n), key) in summaries {
+            let deleted = timeline == 1 && n <= 7;
+            assert_eq!(!left.contains(&key), deleted, "{key}");
         }
     }
 

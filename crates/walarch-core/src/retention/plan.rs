@@ -697,6 +697,7 @@ mod tests {
             codec,
             size: 100,
             last_modified: t0(),
+            e_tag: None,
         }
     }
 

@@ -8,7 +8,15 @@
 //! backups/<backup-id>/backup_label, tablespace_map
 //! backups/<backup-id>/manifest.json              written last: a backup without it does not exist
 //! drills/<drill-id>.json                         restore drill reports (create-only)
+//! summaries/<TTTTTTTTXXXXXXXX>/<segment>.<first|next>.<hash>.json.zst
+//!                                                what planning read from one WAL segment (a cache)
 //! ```
+//!
+//! Segment summaries live outside `wal/` and `backups/`, so no listing of WAL or backups ever
+//! sees them. `<hash>` is taken over the WAL object's size and entity tag (or modification
+//! time), so a segment stored anew gets a new key and create-only writes never block the
+//! summary of the object actually stored; `first` and `next` say whether the segment was
+//! decoded as the first of a scan or after the one before it.
 
 use object_store::path::Path;
 
@@ -79,6 +87,49 @@ pub fn drill_report(id: &str) -> Path {
     Path::from(format!("drills/{id}.json"))
 }
 
+/// The prefix under which every segment summary lives.
+pub fn summaries() -> Path {
+    Path::from("summaries")
+}
+
+/// The folder of the summaries of segments in the same `TTTTTTTTXXXXXXXX` group as `segment`.
+pub fn summary_dir(segment: &crate::wal::SegmentName) -> Path {
+    Path::from(format!("summaries/{}", segment.timeline_and_log_id()))
+}
+
+/// The summary of WAL segment `segment` as decoded in `context` (`first` of a scan, or `next`
+/// after the segment before it), made from the object whose identity hashes to
+/// `object_hash` (hex, from the object's size and entity tag).
+pub fn segment_summary(
+    segment: &crate::wal::SegmentName,
+    context: &str,
+    object_hash: &str,
+) -> Path {
+    Path::from(format!(
+        "summaries/{}/{segment}.{context}.{object_hash}.json.zst",
+        segment.timeline_and_log_id()
+    ))
+}
+
+/// The segment a summary key describes, if `key` is one (for deleting the summaries of WAL
+/// that retention deleted).
+pub fn summarized_segment(key: &Path) -> Option<crate::wal::SegmentName> {
+    let mut parts = key.parts();
+    if parts.next()?.as_ref() != "summaries" {
+        return None;
+    }
+    let _group = parts.next()?;
+    let file = parts.next()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    let (segment, _) = file.as_ref().split_once('.')?;
+    match segment.parse().ok()? {
+        WalFileName::Segment(name) => Some(name),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +179,18 @@ mod tests {
             backup_file(id, "backup_label").as_ref(),
             "backups/20261121T142700Z/backup_label"
         );
+        let WalFileName::Segment(segment) = seg else {
+            unreachable!()
+        };
+        let summary = segment_summary(&segment, "next", "0123abcd");
+        assert_eq!(
+            summary.as_ref(),
+            "summaries/000000010000000A/000000010000000A0000002F.next.0123abcd.json.zst"
+        );
+        assert!(summary.as_ref().starts_with(summaries().as_ref()));
+        assert!(summary.as_ref().starts_with(summary_dir(&segment).as_ref()));
+        assert_eq!(summarized_segment(&summary), Some(segment));
+        assert_eq!(summarized_segment(&wal_file(&seg, Codec::Zstd)), None);
+        assert_eq!(summarized_segment(&Path::from("summaries/x/y/z")), None);
     }
 }

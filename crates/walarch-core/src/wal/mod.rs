@@ -18,6 +18,7 @@ pub use ids::{SegmentNo, SystemId, TimelineId, WalSegmentSize};
 pub use lsn::Lsn;
 pub use name::{SegmentName, WalFileName};
 pub use page::{LongPageHeader, PgMajor, XLOG_LONG_PAGE_HEADER_LEN};
+pub(crate) use record::DecoderState;
 pub use record::{DecodeEnd, RecordEvent, SegmentRecords, WalDecoder, WalRecord, postgres_micros};
 
 /// Everything that can be wrong with a WAL name, a history file or a page header.

@@ -182,6 +182,61 @@ impl WalDecoder {
     }
 }
 
+/// What a [`WalDecoder`] carries from one segment into the next, without the bytes of a record
+/// still in progress: enough to tell whether two decoders would read the next segment the same
+/// way (given the same bytes), and to resume one where no record is in progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct DecoderState {
+    /// Where the next segment must begin for the state to carry over.
+    pub next_segment: Option<u64>,
+    /// Start of the last accepted record (the next record's `xl_prev`).
+    pub last_record: Option<u64>,
+    /// A record begun but not finished: its start, total length and the bytes read so far.
+    pub carry: Option<CarriedRecord>,
+}
+
+/// A record in progress across a segment boundary, by position and length only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct CarriedRecord {
+    /// Where the record starts.
+    pub lsn: u64,
+    /// Its total length (`xl_tot_len`).
+    pub total: u64,
+    /// How many of its bytes were read.
+    pub have: u64,
+}
+
+impl WalDecoder {
+    /// The state this decoder carries into the next segment.
+    pub(crate) fn state(&self) -> DecoderState {
+        DecoderState {
+            next_segment: self.next_segment.map(Lsn::as_u64),
+            last_record: self.last_record.map(Lsn::as_u64),
+            carry: self.partial.as_ref().map(|p| CarriedRecord {
+                lsn: p.lsn.as_u64(),
+                total: p.total as u64,
+                have: p.bytes.len() as u64,
+            }),
+        }
+    }
+
+    /// A decoder in `state`, which must carry no record in progress (its bytes are not in
+    /// the state): exactly the decoder that produced `state`.
+    pub(crate) fn resume(state: &DecoderState) -> Self {
+        debug_assert!(state.carry.is_none(), "a carried record needs its bytes");
+        WalDecoder {
+            partial: None,
+            last_record: state.last_record.map(Lsn::new),
+            next_segment: state.next_segment.map(Lsn::new),
+        }
+    }
+
+    /// Sets the start of the last accepted record, which the next record must point back to.
+    pub(crate) fn set_last_record(&mut self, last_record: Option<u64>) {
+        self.last_record = last_record.map(Lsn::new);
+    }
+}
+
 /// Decoding of one segment.
 struct SegmentRun<'a> {
     decoder: &'a mut WalDecoder,

@@ -869,7 +869,10 @@ impl<C: Coordination> Manager<C> {
     /// target fails here, before anything is written), restored beside the data directory and
     /// moved into place whole, marked until the recovered server is promoted.
     async fn restore_for_bootstrap(&mut self, recovery: &RecoveryBootstrap) -> anyhow::Result<()> {
-        let source = Engine::open(self.config.engine_config(recovery.source.clone()))?;
+        // The source is only read: no segment summaries are stored in it.
+        let mut source_config = self.config.engine_config(recovery.source.clone());
+        source_config.segment_summaries = false;
+        let source = Engine::open(source_config)?;
         let plan = source
             .plan(&recovery.target, recovery.backup.as_ref(), &self.cancel)
             .await

@@ -137,6 +137,9 @@ pub fn open(repo: &RepositorySpec, secret_vars: Vec<(String, String)>) -> Result
     if let Some(parallelism) = repo.parallelism {
         config.parallelism = parallelism as usize;
     }
+    // The operator only reads repositories (plans of a recovery's source): it stores no
+    // segment summaries in them.
+    config.segment_summaries = false;
     Engine::open(config).map_err(|e| e.to_string())
 }
 
