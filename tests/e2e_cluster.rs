@@ -18,9 +18,11 @@ use walarch_tests::{Cluster, Scratch, wait_for, walarch_as_postgres, walarch_bin
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 struct Setup {
-    scratch: Scratch,
-    etcd: Etcd,
+    // Fields drop in order: the members (managers and servers) stop first, then etcd, and
+    // only then is the scratch directory removed (a running member would write into it again).
     members: Vec<Member>,
+    etcd: Etcd,
+    scratch: Scratch,
     repo: std::path::PathBuf,
     walarch: std::path::PathBuf,
     k8s: std::path::PathBuf,
