@@ -300,6 +300,28 @@ fn codecs(c: &mut Criterion) {
             })
         });
     }
+    // walarch's default (zstd-1 with its WAL min-match) fed two ways: a whole buffer, and a
+    // reader copied in small chunks (how wal-push fed the encoder from the file).
+    let default = Compression::default();
+    encode.bench_function(BenchmarkId::new("default_whole_buffer", 1), |b| {
+        b.iter(|| {
+            for segment in &segments {
+                std::hint::black_box(default.encode(&segment.bytes).unwrap());
+            }
+        })
+    });
+    encode.bench_function(BenchmarkId::new("default_reader", 1), |b| {
+        b.iter(|| {
+            for segment in &segments {
+                let reader = std::io::Cursor::new(&segment.bytes[..]);
+                std::hint::black_box(
+                    default
+                        .encode_reader(reader, Some(segment.bytes.len() as u64))
+                        .unwrap(),
+                );
+            }
+        })
+    });
     // Client-side encryption on top of zstd-1 (what wal-push does with a key file): the
     // difference to zstd-1 alone is the encryption's cost; `seal` alone on the compressed bytes.
     let keyring = Keyring::parse(&Keyring::generate()).unwrap();

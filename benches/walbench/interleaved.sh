@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Issue 17's comparison in one invocation, interleaved so that drift on the machine (10-20 %
+# over a few minutes on these VMs) hits every tool alike (run as root):
+#
+#   benches/walbench/interleaved.sh [ROUNDS]        # default 5 rounds
+#   WALARCH=/path/to/walarch benches/walbench/interleaved.sh 5   # a given build (before/after)
+#
+# Each round runs, one after the other:
+#   A2 backlog drain (~1 GiB of pgbench WAL queued, then drained; only the drain is timed) for
+#      walarch and pgBackRest async (zst, process-max 2), into a local repository and into S3
+#      (s3s-fs on 127.0.0.1),
+#   B  recovery replaying an archive of the same workload with walarch's and cp's
+#      restore_command (each archived by its own tool in the same round),
+# and writes results/interleaved-<time>/{archive_backlog,archive,restore}.tsv and summary.md:
+# medians with min-max, and the ratios the issue's goals are stated in (per round and median).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+ROUNDS=${1:-5}
+export RESULTS=${RESULTS:-$HERE/results/interleaved-$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$RESULTS"
+
+if [ -z "${WALARCH:-}" ]; then
+  (cd "$ROOT" && cargo build --release --locked -p walarch-cli)
+  WALARCH=$ROOT/target/release/walarch
+fi
+install -D -m 0755 "$WALARCH" /var/tmp/walbench-bin/walarch
+"$WALARCH" --version > "$RESULTS/walarch-version.txt" 2>&1 || true
+export WALARCH_BIN=/var/tmp/walbench-bin/walarch
+
+"$HERE/setup.sh"
+"$HERE/s3.sh" start s3s
+trap '"$HERE/s3.sh" stop' EXIT
+
+DRAIN_TOOLS=${DRAIN_TOOLS:-"walarch pgbr-async-zst walarch-s3 pgbr-s3-async-zst"}
+RECOVERY_TOOLS=${RECOVERY_TOOLS:-"walarch cp"}
+for round in $(seq 1 "$ROUNDS"); do
+  echo "== round $round of $ROUNDS" >&2
+  for tool in $DRAIN_TOOLS; do "$HERE/run_backlog.sh" "$tool" 1; done
+  for tool in $RECOVERY_TOOLS; do
+    KEEP=1 "$HERE/run_archive.sh" "$tool" 1
+    "$HERE/run_restore.sh" "$tool" 1
+  done
+done
+"$HERE/interleaved_summary.py" "$RESULTS" | tee "$RESULTS/summary.md"
