@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
+use walarch_core::Engine;
 use walarch_core::backup::{BackupSelector, Progress};
 use walarch_core::check::CheckStatus;
 use walarch_core::drill::{DrillOutcome, DrillRequest};
-use walarch_core::{Engine, RestoreCommand};
 
 use crate::Failure;
 use crate::args::{DrillArgs, GlobalArgs};
@@ -45,15 +45,7 @@ pub async fn run(
         scratch: std::path::absolute(&args.scratch)?,
         pg_bin: settings.pg_bin.as_deref().map(Into::into),
         binary_candidates: super::restore::path_dirs(),
-        restore_command: RestoreCommand::Walarch {
-            program: std::env::current_exe()?,
-            config_file: global
-                .config
-                .as_deref()
-                .map(std::path::absolute)
-                .transpose()?,
-            encryption_key_file: settings.encryption_key_file.clone(),
-        },
+        restore_command: super::restore::this_walarch(settings, global)?,
         user: args.user.clone().unwrap_or_else(crate::pg_env::os_user),
         dbname: args.dbname.clone(),
         checks: args.checks.clone(),

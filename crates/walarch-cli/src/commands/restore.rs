@@ -48,15 +48,7 @@ pub async fn run(
     let engine = Engine::open(config)?;
     let restore_command = match &args.restore_command {
         Some(command) => RestoreCommand::Custom(command.clone()),
-        None => RestoreCommand::Walarch {
-            program: std::env::current_exe()?,
-            config_file: global
-                .config
-                .as_deref()
-                .map(std::path::absolute)
-                .transpose()?,
-            encryption_key_file: settings.encryption_key_file.clone(),
-        },
+        None => this_walarch(settings, global)?,
     };
     // The same check as `walarch plan`, before anything is downloaded: a restore that
     // cannot reach its target must fail now, not after hours.
@@ -202,6 +194,23 @@ pub async fn run(
     }
     out.result(&result, Some(human));
     Ok(())
+}
+
+/// The restore_command of a copy this walarch restores: this executable, with the caller's
+/// configuration file and key file (absolute: the server runs it from its data directory).
+pub(super) fn this_walarch(
+    settings: &Settings,
+    global: &GlobalArgs,
+) -> std::io::Result<RestoreCommand> {
+    Ok(RestoreCommand::Walarch {
+        program: std::env::current_exe()?,
+        config_file: global
+            .config
+            .as_deref()
+            .map(std::path::absolute)
+            .transpose()?,
+        encryption_key_file: settings.encryption_key_file.clone(),
+    })
 }
 
 /// The directories on `PATH`, where the server binaries are looked for first.
