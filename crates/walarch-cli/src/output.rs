@@ -3,17 +3,27 @@
 
 use serde::Serialize;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::FmtSpan;
 use walarch_core::store::redact_secrets;
 
+/// Logs at `filter` (`WALARCH_LOG`, default `warn`). Each phase span that closes prints its
+/// time (`time.busy`, `time.idle`): at `debug` that is the per-phase profile of a call, for
+/// PostgreSQL's log or a benchmark (the phases are debug spans, silent at the default level).
 pub fn init_logging(filter: Option<&str>) {
     let filter =
         EnvFilter::try_new(filter.unwrap_or("warn")).unwrap_or_else(|_| EnvFilter::new("warn"));
+    // No timestamps on lines (PostgreSQL's log has its own), but span timings stay: the
+    // builder's `without_time` would turn those off too.
+    let format = tracing_subscriber::fmt::format()
+        .without_time()
+        .with_target(false)
+        .with_ansi(false);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_span_events(FmtSpan::CLOSE)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
         .with_ansi(false)
+        .event_format(format)
         .init();
 }
 

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::archive::{
     FetchOutcome, FetchSpool, FetchSpoolStatus, PrefetchOptions, PrefetchReport, PushAheadOptions,
@@ -616,22 +617,28 @@ impl Engine {
         let spool =
             FetchSpool::for_destination(dest).filter(|_| self.config.fetch_ahead.parallelism > 0);
         if let Some(spool) = &spool {
-            if spool.is_known_missing(name) {
+            let phase = |name: &'static str| tracing::debug_span!("fetch phase", phase = name);
+            if phase("known missing").in_scope(|| spool.is_known_missing(name)) {
                 return Ok(FetchOutcome::NotFound);
             }
             // Take first, then move the position: the worker prunes what lies behind it. A
             // history file stops the window (recovery starts or ends); the worker then goes
             // idle, and removes the spool once recovery is over.
-            let taken = spool.take(&self.config.repo, name, dest);
-            spool.set_position(name);
-            if !spool.worker_running() {
-                workers.start(WorkerKind::Fetch, spool.pg_wal());
-            }
+            let taken = phase("spool take").in_scope(|| spool.take(&self.config.repo, name, dest));
+            phase("position").in_scope(|| spool.set_position(name));
+            phase("worker check").in_scope(|| {
+                if !spool.worker_running() {
+                    workers.start(WorkerKind::Fetch, spool.pg_wal());
+                }
+            });
             if taken {
                 return Ok(FetchOutcome::FromSpool);
             }
         }
-        let outcome = self.fetch(name, dest).await;
+        let outcome = self
+            .fetch(name, dest)
+            .instrument(tracing::debug_span!("fetch phase", phase = "store fetch"))
+            .await;
         if let Some(spool) = &spool {
             match &outcome {
                 Ok(FetchOutcome::NotFound) => spool.remember_missing(name),

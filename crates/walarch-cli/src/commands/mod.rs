@@ -29,11 +29,12 @@ pub fn run(cli: &Cli, out: &Output) -> Result<(), Failure> {
     if let Command::Key(command) = &cli.command {
         return key::run(command, out);
     }
-    let settings = Settings::resolve(&cli.global)?;
+    let settings = tracing::debug_span!("settings").in_scope(|| Settings::resolve(&cli.global))?;
     // One thread for the per-file commands: a single wal-push or wal-fetch gains nothing from
     // more, and start-up is the hot path (PostgreSQL runs these once per WAL file). Backups
     // and restores move whole data directories: their network I/O gets threads of its own,
     // beside the blocking threads that read, compress and write files.
+    let runtime_span = tracing::debug_span!("runtime start").entered();
     let runtime = match cli.command {
         Command::Backup(_)
         | Command::Restore(_)
@@ -47,6 +48,7 @@ pub fn run(cli: &Cli, out: &Output) -> Result<(), Failure> {
             .enable_all()
             .build()?,
     };
+    drop(runtime_span);
     runtime.block_on(async {
         match &cli.command {
             Command::WalPush(args) => wal_push::run(&settings, &cli.global, args, out).await,

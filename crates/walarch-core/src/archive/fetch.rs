@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tracing::Instrument;
 
 use super::stored::{ChecksumError, check_checksummed, open_history};
 use super::validate::{ContentError, validate_segment, validate_wal_content};
@@ -68,7 +69,10 @@ pub async fn fetch_wal_file(
     let preferred_key = keys::wal_file(name, preferred);
     // The identity comes along in the same round trip: it names the system whose WAL this
     // repository holds, and tells a miss in a real repository from a wrong location.
-    let (object, identity) = futures::join!(repo.get_if_exists(&preferred_key), repo.identity());
+    let (object, identity) =
+        async { futures::join!(repo.get_if_exists(&preferred_key), repo.identity()) }
+            .instrument(tracing::debug_span!("fetch phase", phase = "get"))
+            .await;
     let identity = identity?;
     let (key, codec, stored) = match object? {
         Some(bytes) => (preferred_key, preferred, bytes),
@@ -89,7 +93,9 @@ pub async fn fetch_wal_file(
         // Decoding 16 MiB and more is CPU work: keep it off the async executor.
         let (name, dest) = (*name, dest.to_owned());
         let stored = stored.clone();
+        let span = tracing::debug_span!("fetch phase", phase = "decode and write");
         tokio::task::spawn_blocking(move || {
+            let _span = span.entered();
             restore_segment(
                 &name,
                 codec,
