@@ -2,10 +2,19 @@
 //! into a spool beside the WAL (`pg_wal/walarch/fetch/`), so that PostgreSQL's next
 //! restore_command call only renames a file into place.
 //!
-//! - A spooled file arrives complete and durable (temporary name, fsync, rename) and comes
-//!   with a sidecar `<name>.crc` holding its length and CRC-32, written after it. PostgreSQL's
-//!   call checks both again before renaming the file to `%p`: a truncated or damaged spool
-//!   file is dropped and the segment fetched from the store instead.
+//! - A spooled file is verified as it is downloaded (the stored object's checksum, the
+//!   segment header against the name, the length), arrives complete and durable (temporary
+//!   name, fsync, rename), and is then stamped: its modification time is set to a fixed
+//!   instant long past ([`verified_mtime`]) and a sidecar `<name>.check` records its inode,
+//!   length and repository. PostgreSQL's call hands the file over only while all of that
+//!   still holds: any write to or truncation of the file since would have set its time to
+//!   now, and a replaced file has another inode. Anything else is dropped and the segment
+//!   fetched from the store instead. (Reading the 16 MiB again to recompute a CRC took ~3 ms
+//!   of every call, on replay's path: benches/README.md, issue 17.)
+//! - Why fsync a cache: PostgreSQL fsyncs every segment it restores (`durable_rename` on
+//!   replay's path); a file the worker already flushed makes that fsync cheap. Without the
+//!   worker's fsync recovery measured slower, not faster. A crash only empties the spool's
+//!   use: a stamp the crash lost, or a file it truncated, fails the check.
 //! - `position` holds the last file PostgreSQL asked for; the worker keeps the window after
 //!   it filled, bounded in bytes, and removes spooled segments behind it.
 //! - `misses/<name>` remembers that the store said a segment does not exist, for the rest of
@@ -16,7 +25,7 @@
 //!   PostgreSQL probes them to pick its new timeline id, precisely to see servers that
 //!   promoted meanwhile, and an answer from memory could make two copies pick the same id.
 
-use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -44,13 +53,30 @@ pub struct FetchSpool {
     spool: Spool,
 }
 
-/// The sidecar of a spooled file.
+/// The modification time a spooled file gets once verified. The kernel sets a file's time to
+/// the current time on every write and truncation, so a file still carrying this instant has
+/// not been modified since (short of someone setting the time back on purpose).
+fn verified_mtime() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(86_400)
+}
+
+/// The sidecar of a spooled file: which file the worker verified.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct SpooledCheck {
     len: u64,
-    crc32: u32,
+    inode: u64,
     /// The repository the copy came from: a spool left from other settings is not used.
     repository: String,
+}
+
+impl SpooledCheck {
+    /// Whether `meta` is still the file this check was written for, unmodified.
+    fn vouches_for(&self, meta: &std::fs::Metadata) -> bool {
+        meta.is_file()
+            && meta.len() == self.len
+            && meta.ino() == self.inode
+            && meta.modified().is_ok_and(|t| t == verified_mtime())
+    }
 }
 
 impl FetchSpool {
@@ -81,7 +107,7 @@ impl FetchSpool {
     }
 
     fn check_path(&self, name: &WalFileName) -> PathBuf {
-        self.spool.file(&format!("{name}.crc"))
+        self.spool.file(&format!("{name}.check"))
     }
 
     fn miss_path(&self, name: &WalFileName) -> PathBuf {
@@ -92,8 +118,9 @@ impl FetchSpool {
         self.check_path(name).exists()
     }
 
-    /// Moves a spooled copy of `name` to `dest` after checking its origin, length and CRC-32
-    /// again. `false` when there is none, or it did not check out (it is then removed).
+    /// Moves a spooled copy of `name` to `dest` if it is still the file the worker verified
+    /// and stamped, from `repository`. `false` when there is none, or it did not check out
+    /// (it is then removed).
     pub fn take(&self, repository: &RepoLocation, name: &WalFileName, dest: &Path) -> bool {
         let (data, check) = (self.data_path(name), self.check_path(name));
         let Some(expected) = std::fs::read(&check)
@@ -104,8 +131,7 @@ impl FetchSpool {
         };
         let same_repository = expected.repository == repository.to_string();
         let intact = same_repository
-            && crc_of_file(&data)
-                .is_ok_and(|(len, crc32)| len == expected.len && crc32 == expected.crc32);
+            && std::fs::metadata(&data).is_ok_and(|meta| expected.vouches_for(&meta));
         let taken = intact && std::fs::rename(&data, dest).is_ok();
         if !taken {
             tracing::warn!(file = %name, same_repository, "spooled copy not used; fetching from the store");
@@ -306,7 +332,7 @@ impl FetchSpool {
         };
         for entry in entries.filter_map(|e| e.ok()) {
             let file = entry.file_name().to_string_lossy().into_owned();
-            let base = file.strip_suffix(".crc").unwrap_or(&file);
+            let base = file.strip_suffix(".check").unwrap_or(&file);
             if let Ok(WalFileName::Segment(segment)) = base.parse::<WalFileName>()
                 && segment.segment_no(size).is_ok_and(|n| n < current)
             {
@@ -473,17 +499,25 @@ pub async fn run_prefetch_worker(
         };
         match result {
             Ok(FetchOutcome::Fetched(fetched)) => {
-                let check = SpooledCheck {
-                    len: fetched.restored_bytes,
-                    crc32: fetched.crc32,
-                    repository: repo.location().to_string(),
-                };
-                let written = std::fs::write(
-                    spool.check_path(&name),
-                    serde_json::to_vec(&check).expect("serialises"),
-                );
-                if written.is_ok() {
-                    report.fetched += 1;
+                // Without its stamp and sidecar the file is never handed over (PostgreSQL's
+                // call fetches the segment itself).
+                let stamped = stamp_verified(&spool.data_path(&name), fetched.restored_bytes)
+                    .and_then(|inode| {
+                        let check = SpooledCheck {
+                            len: fetched.restored_bytes,
+                            inode,
+                            repository: repo.location().to_string(),
+                        };
+                        std::fs::write(
+                            spool.check_path(&name),
+                            serde_json::to_vec(&check).expect("serialises"),
+                        )
+                    });
+                match stamped {
+                    Ok(()) => report.fetched += 1,
+                    Err(e) => {
+                        tracing::warn!(file = %name, error = %e, "could not stamp a spooled file")
+                    }
                 }
                 if missing.is_some_and(|(m, _)| segment >= m) {
                     missing = None;
@@ -507,20 +541,16 @@ pub async fn run_prefetch_worker(
     }
 }
 
-fn crc_of_file(path: &Path) -> std::io::Result<(u64, u32)> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        len += n as u64;
+/// Sets a freshly verified spooled file's time to [`verified_mtime`]; returns its inode. The
+/// length is checked once more: the file must be the `len` bytes just written.
+fn stamp_verified(path: &Path, len: u64) -> std::io::Result<u64> {
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    file.set_modified(verified_mtime())?;
+    let meta = file.metadata()?;
+    if meta.len() != len {
+        return Err(std::io::Error::other("spooled file changed while stamped"));
     }
-    Ok((len, hasher.finalize()))
+    Ok(meta.ino())
 }
 
 #[cfg(test)]
@@ -671,6 +701,41 @@ mod tests {
         let bytes = std::fs::read(&truncated).unwrap();
         std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
         assert!(!spool.take(fx.repo.location(), &fx.segments[2].0, &dest));
+        assert!(!dest.exists());
+    }
+
+    #[tokio::test]
+    async fn a_spooled_file_is_handed_over_only_as_the_worker_left_it() {
+        let fx = fixture(4).await;
+        let spool = FetchSpool::for_pg_wal(&fx.pg_wal);
+        spool.set_position(&fx.segments[0].0);
+        run_prefetch_worker(&fx.repo, &spool, options(), &CancellationToken::new()).await;
+        let dest = fx.pg_wal.join("RECOVERYXLOG");
+
+        // The same bytes in another file, even carrying the stamp: not the verified file.
+        let replaced = spool.data_path(&fx.segments[1].0);
+        let bytes = std::fs::read(&replaced).unwrap();
+        // Moved aside, not removed: a removed file's inode number can be reused at once.
+        std::fs::rename(&replaced, fx.pg_wal.join("aside")).unwrap();
+        std::fs::write(&replaced, &bytes).unwrap();
+        stamp_verified(&replaced, bytes.len() as u64).unwrap();
+        assert!(!spool.take(fx.repo.location(), &fx.segments[1].0, &dest));
+        assert!(!dest.exists() && !replaced.exists());
+
+        // The stamp gone (a crash lost it, or the file was touched): not handed over.
+        let touched = spool.data_path(&fx.segments[2].0);
+        std::fs::File::options()
+            .write(true)
+            .open(&touched)
+            .unwrap()
+            .set_modified(SystemTime::now())
+            .unwrap();
+        assert!(!spool.take(fx.repo.location(), &fx.segments[2].0, &dest));
+        assert!(!dest.exists());
+
+        // Spooled from another repository: not used with this one.
+        let other = RepoLocation::Local(fx.pg_wal.join("elsewhere"));
+        assert!(!spool.take(&other, &fx.segments[3].0, &dest));
         assert!(!dest.exists());
     }
 
