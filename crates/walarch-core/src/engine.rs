@@ -28,8 +28,8 @@ use tracing::Instrument;
 
 use crate::archive::{
     FetchOutcome, FetchSpool, FetchSpoolStatus, PrefetchOptions, PrefetchReport, PushAheadOptions,
-    PushAheadReport, PushOutcome, PushReport, PushSpool, PushSpoolStatus, fetch_wal_file,
-    push_wal_file, run_prefetch_worker, run_push_worker,
+    PushAheadReport, PushOutcome, PushReport, PushSpool, PushSpoolStatus, decoders_for_cores,
+    fetch_wal_file, push_wal_file, run_prefetch_worker, run_push_worker,
 };
 use crate::backup::{
     BackupList, BackupOptions, BackupSelector, Manifest, Progress, RecoverySettings,
@@ -553,16 +553,27 @@ impl Engine {
         if let (true, Some(spool), Some(name)) =
             (self.config.push_ahead.parallelism > 0, spool, name)
         {
-            spool.note_call(self.repository()?);
-            self.remove_finished_fetch_spool(data_dir);
-            let spawned = (!spool.worker_running()
-                && spool.ready_files().map(|r| r.len()).unwrap_or(0) >= 2
-                && workers.start(WorkerKind::Push, spool.pg_wal()))
-            .then(Instant::now);
-            let done = spool.is_confirmed(self.repository()?, file, &name).await
+            let phase = |name: &'static str| tracing::debug_span!("push phase", phase = name);
+            let repo = phase("open repository").in_scope(|| self.repository())?;
+            phase("note call").in_scope(|| {
+                spool.note_call(repo);
+                self.remove_finished_fetch_spool(data_dir);
+            });
+            let spawned = phase("worker check")
+                .in_scope(|| {
+                    !spool.worker_running()
+                        && spool.ready_files().map(|r| r.len()).unwrap_or(0) >= 2
+                        && workers.start(WorkerKind::Push, spool.pg_wal())
+                })
+                .then(Instant::now);
+            let done = spool
+                .is_confirmed(repo, file, &name)
+                .instrument(phase("confirm"))
+                .await
                 || ((spawned.is_some() || spool.worker_running())
                     && spool
-                        .wait_for_worker(self.repository()?, file, &name, spawned, WORKER_WAIT)
+                        .wait_for_worker(repo, file, &name, spawned, WORKER_WAIT)
+                        .instrument(phase("wait for worker"))
                         .await);
             if done {
                 return Ok(PushReport {
@@ -575,7 +586,9 @@ impl Engine {
                 });
             }
         }
-        self.push(file, Some(data_dir)).await
+        self.push(file, Some(data_dir))
+            .instrument(tracing::debug_span!("push phase", phase = "push"))
+            .await
     }
 
     /// After recovery the server archives again: a fetch spool left behind goes. Not while
@@ -685,6 +698,7 @@ impl Engine {
         let options = PrefetchOptions {
             preferred: self.config.compression.codec(),
             parallelism: fetch_ahead.parallelism.max(1),
+            decoders: decoders_for_cores(),
             max_bytes: fetch_ahead.max_bytes,
             reserve_bytes: fetch_ahead.reserve_bytes,
             idle_exit: fetch_ahead.idle_exit,

@@ -291,18 +291,39 @@ impl Repository {
     /// compression setting changed between two pushes of the same file). The lookups for
     /// the possible codecs run concurrently, so this costs one round trip.
     pub async fn find_wal(&self, name: &WalFileName) -> Result<Vec<StoredWal>, RepoError> {
-        let lookups = keys::possible_codecs(name).iter().map(|&codec| async move {
-            let key = keys::wal_file(name, codec);
-            match self.store.head(&key).await {
-                Ok(meta) => Ok(Some(StoredWal {
-                    key,
-                    codec,
-                    size: meta.size,
-                })),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(source) => Err(self.store_error("look up", &key, source)),
-            }
-        });
+        self.find_wal_among(name, |_| true).await
+    }
+
+    /// [`Repository::find_wal`] without the key of `known`: for a caller whose own request
+    /// already answered for that key (a create-only put, a get that missed).
+    pub async fn find_wal_except(
+        &self,
+        name: &WalFileName,
+        known: Codec,
+    ) -> Result<Vec<StoredWal>, RepoError> {
+        self.find_wal_among(name, |codec| codec != known).await
+    }
+
+    async fn find_wal_among(
+        &self,
+        name: &WalFileName,
+        wanted: impl Fn(Codec) -> bool,
+    ) -> Result<Vec<StoredWal>, RepoError> {
+        let codecs = keys::possible_codecs(name).iter().copied();
+        let lookups = codecs
+            .filter(|&codec| wanted(codec))
+            .map(|codec| async move {
+                let key = keys::wal_file(name, codec);
+                match self.store.head(&key).await {
+                    Ok(meta) => Ok(Some(StoredWal {
+                        key,
+                        codec,
+                        size: meta.size,
+                    })),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(source) => Err(self.store_error("look up", &key, source)),
+                }
+            });
         let found = futures::future::try_join_all(lookups).await?;
         Ok(found.into_iter().flatten().collect())
     }

@@ -60,6 +60,20 @@ pub async fn fetch_wal_file(
     preferred: Codec,
     durable: bool,
 ) -> Result<FetchOutcome, FetchError> {
+    fetch_wal_file_sharing(repo, name, dest, preferred, durable, None).await
+}
+
+/// [`fetch_wal_file`], decoding a segment only with a permit of `decoders` when given: the
+/// fetch-ahead worker keeps its downloads overlapping but its decompression off the cores
+/// replay needs.
+pub(crate) async fn fetch_wal_file_sharing(
+    repo: &Repository,
+    name: &WalFileName,
+    dest: &Path,
+    preferred: Codec,
+    durable: bool,
+    decoders: Option<&tokio::sync::Semaphore>,
+) -> Result<FetchOutcome, FetchError> {
     let started = Instant::now();
     let preferred = if keys::possible_codecs(name).contains(&preferred) {
         preferred
@@ -76,7 +90,7 @@ pub async fn fetch_wal_file(
     let identity = identity?;
     let (key, codec, stored) = match object? {
         Some(bytes) => (preferred_key, preferred, bytes),
-        None => match find_other_copy(repo, name, identity.is_some()).await? {
+        None => match find_other_copy(repo, name, preferred, identity.is_some()).await? {
             Some((copy, bytes)) => (copy.key, copy.codec, bytes),
             None => return Ok(FetchOutcome::NotFound),
         },
@@ -93,6 +107,18 @@ pub async fn fetch_wal_file(
         // Decoding 16 MiB and more is CPU work: keep it off the async executor.
         let (name, dest) = (*name, dest.to_owned());
         let stored = stored.clone();
+        // A closed semaphore (never, here) only means no limit.
+        let _permit = match decoders {
+            Some(decoders) => decoders
+                .acquire()
+                .instrument(tracing::debug_span!(
+                    "fetch phase",
+                    phase = "wait to decode"
+                ))
+                .await
+                .ok(),
+            None => None,
+        };
         let span = tracing::debug_span!("fetch phase", phase = "decode and write");
         tokio::task::spawn_blocking(move || {
             let _span = span.entered();
@@ -150,16 +176,18 @@ pub async fn fetch_wal_file(
     }))
 }
 
-/// On a miss for the preferred codec: looks for the file under the other codecs. A miss
+/// On a miss for the preferred codec (`missed`): looks for the file under the other codecs. A miss
 /// counts as "not found" only in a repository that exists (has its identity, or holds WAL),
 /// so that a wrong bucket, prefix or unmounted directory is an error and not an "end of WAL"
 /// that would end recovery early.
 async fn find_other_copy(
     repo: &Repository,
     name: &WalFileName,
+    missed: Codec,
     repository_exists: bool,
 ) -> Result<Option<(StoredWal, Bytes)>, FetchError> {
-    let copies = repo.find_wal(name).await?;
+    // The get that missed answered for the preferred codec's key.
+    let copies = repo.find_wal_except(name, missed).await?;
     if !repository_exists && copies.is_empty() {
         return Err(FetchError::NotARepository {
             location: repo.location().to_string(),
