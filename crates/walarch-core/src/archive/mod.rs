@@ -13,7 +13,8 @@ mod validate;
 
 pub use fetch::{FetchError, FetchOutcome, FetchReport, fetch_wal_file};
 pub use prefetch::{
-    FetchSpool, FetchSpoolStatus, PrefetchOptions, PrefetchReport, run_prefetch_worker,
+    FetchSpool, FetchSpoolStatus, PrefetchOptions, PrefetchReport, decoders_for_cores,
+    run_prefetch_worker,
 };
 pub use push::{PushError, PushOutcome, PushReport, push_wal_file};
 pub use push_ahead::{

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use tokio_util::sync::CancellationToken;
 
-use super::fetch::{FetchOutcome, fetch_wal_file};
+use super::fetch::{FetchOutcome, fetch_wal_file_sharing};
 use super::in_flight::InFlight;
 use super::spool::Spool;
 use crate::codec::Codec;
@@ -359,6 +359,14 @@ pub struct FetchSpoolStatus {
     pub failures: Vec<(String, String)>,
 }
 
+/// How many segments the fetch-ahead worker decompresses at once on this machine: one core
+/// fewer than it has (at least one). PostgreSQL replays on a single core; with as many
+/// decompressing downloads as cores, recovery on 2 cores measured slower than with one
+/// (benches/README.md, issue 17).
+pub fn decoders_for_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
+
 /// Room for one more download: free space, less what the downloads under way will take,
 /// still holds the download and the reserve.
 fn room_for_download(free: u64, reserve: u64, segment: u64, in_flight: usize) -> bool {
@@ -372,6 +380,9 @@ pub struct PrefetchOptions {
     pub preferred: Codec,
     /// Downloads run at once; 0 counts as 1.
     pub parallelism: usize,
+    /// Segments decompressed and written at once; 0 counts as 1. Fewer than the cores, so
+    /// that replay, which runs on one, always has it ([`decoders_for_cores`]).
+    pub decoders: usize,
     /// Bytes of WAL kept downloaded ahead of replay.
     pub max_bytes: u64,
     /// Free space left on pg_wal's file system: downloading ahead pauses below it.
@@ -415,6 +426,7 @@ pub async fn run_prefetch_worker(
     let mut last_progress = Instant::now();
     // Segments the store did not have, and when we asked.
     let mut missing: Option<(SegmentName, Instant)> = None;
+    let decoders = tokio::sync::Semaphore::new(options.decoders.max(1));
     let mut in_flight = InFlight::new(parallelism);
     loop {
         let position = spool.position();
@@ -464,13 +476,15 @@ pub async fn run_prefetch_worker(
                     report.paused_for_space += 1;
                     break;
                 }
+                let decoders = &decoders;
                 in_flight.start(text, async move {
-                    let result = fetch_wal_file(
+                    let result = fetch_wal_file_sharing(
                         repo,
                         &name,
                         &spool.data_path(&name),
                         options.preferred,
                         true,
+                        Some(decoders),
                     )
                     .await;
                     (name, (segment, result))
@@ -620,6 +634,7 @@ mod tests {
         PrefetchOptions {
             preferred: Codec::Zstd,
             parallelism: 2,
+            decoders: 1,
             max_bytes: 3 << 20,
             reserve_bytes: 0,
             idle_exit: Duration::from_millis(300),
