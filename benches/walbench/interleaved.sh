@@ -3,7 +3,10 @@
 # over a few minutes on these VMs) hits every tool alike (run as root):
 #
 #   benches/walbench/interleaved.sh [ROUNDS]        # default 5 rounds
-#   WALARCH=/path/to/walarch benches/walbench/interleaved.sh 5   # a given build (before/after)
+#   WALARCH=/path/to/walarch benches/walbench/interleaved.sh 5   # a given build
+#   WALARCH_BEFORE=/path/to/old/walarch benches/walbench/interleaved.sh 5
+#       # also runs that earlier build in every round (tools walarch-before, walarch-s3-before),
+#       # so that a change is measured before and after under the same drift
 #
 # Each round runs, one after the other:
 #   A2 backlog drain (~1 GiB of pgbench WAL queued, then drained; only the drain is timed) for
@@ -27,13 +30,19 @@ fi
 install -D -m 0755 "$WALARCH" /var/tmp/walbench-bin/walarch
 "$WALARCH" --version > "$RESULTS/walarch-version.txt" 2>&1 || true
 export WALARCH_BIN=/var/tmp/walbench-bin/walarch
+BEFORE_DRAIN="" BEFORE_RECOVERY=""
+if [ -n "${WALARCH_BEFORE:-}" ]; then
+  install -D -m 0755 "$WALARCH_BEFORE" /var/tmp/walbench-bin/walarch-before
+  export WALARCH_BEFORE_BIN=/var/tmp/walbench-bin/walarch-before
+  BEFORE_DRAIN=" walarch-before walarch-s3-before" BEFORE_RECOVERY=" walarch-before"
+fi
 
 "$HERE/setup.sh"
 "$HERE/s3.sh" start s3s
 trap '"$HERE/s3.sh" stop' EXIT
 
-DRAIN_TOOLS=${DRAIN_TOOLS:-"walarch pgbr-async-zst walarch-s3 pgbr-s3-async-zst"}
-RECOVERY_TOOLS=${RECOVERY_TOOLS:-"walarch cp"}
+DRAIN_TOOLS=${DRAIN_TOOLS-"walarch pgbr-async-zst walarch-s3 pgbr-s3-async-zst$BEFORE_DRAIN"}
+RECOVERY_TOOLS=${RECOVERY_TOOLS-"walarch cp$BEFORE_RECOVERY"}
 for round in $(seq 1 "$ROUNDS"); do
   echo "== round $round of $ROUNDS" >&2
   for tool in $DRAIN_TOOLS; do "$HERE/run_backlog.sh" "$tool" 1; done

@@ -40,23 +40,41 @@ drain = by_tool(rows("archive_backlog.tsv"), "drain_s")
 recovery = by_tool(rows("restore.tsv"), "recovery_s")
 out.append("| measure | walarch | anchor | ratio (median of rounds; per round) | goal |")
 out.append("|---|---|---|---|---|")
-for label, ours, theirs, goal in [
-    ("backlog drain, local", "walarch", "pgbr-async-zst", ">= 2.5x pgBackRest async"),
-    ("backlog drain, S3", "walarch-s3", "pgbr-s3-async-zst", ">= 2.5x pgBackRest async"),
+DRAIN_GOAL = ">= 2.5x pgBackRest async"
+for label, ours, theirs in [
+    ("backlog drain, local", "walarch", "pgbr-async-zst"),
+    ("backlog drain, local (before)", "walarch-before", "pgbr-async-zst"),
+    ("backlog drain, S3", "walarch-s3", "pgbr-s3-async-zst"),
+    ("backlog drain, S3 (before)", "walarch-s3-before", "pgbr-s3-async-zst"),
 ]:
     if ours in drain and theirs in drain:
         rs = ratios(drain[theirs], drain[ours])
         out.append(
             f"| {label} | {fmt(drain[ours])} | {theirs} {fmt(drain[theirs])} | "
-            f"{st.median(rs):.2f}x faster; {', '.join(f'{r:.2f}' for r in rs)} | {goal} |"
+            f"{st.median(rs):.2f}x faster; {', '.join(f'{r:.2f}' for r in rs)} | {DRAIN_GOAL} |"
         )
-if "walarch" in recovery and "cp" in recovery:
-    rs = ratios(recovery["walarch"], recovery["cp"])
-    out.append(
-        f"| recovery from the archive | {fmt(recovery['walarch'])} | cp {fmt(recovery['cp'])} | "
-        f"{st.median(rs):.2f}x cp; {', '.join(f'{r:.2f}' for r in rs)} (max {max(rs):.2f}) | "
-        "<= 0.80x cp median, no round above 0.90x |"
-    )
+for label, ours in [("recovery from the archive", "walarch"),
+                    ("recovery from the archive (before)", "walarch-before")]:
+    if ours in recovery and "cp" in recovery:
+        rs = ratios(recovery[ours], recovery["cp"])
+        out.append(
+            f"| {label} | {fmt(recovery[ours])} | cp {fmt(recovery['cp'])} | "
+            f"{st.median(rs):.2f}x cp; {', '.join(f'{r:.2f}' for r in rs)} (max {max(rs):.2f}) | "
+            "<= 0.80x cp median, no round above 0.90x |"
+        )
+# After against before, round by round (only when the run had an earlier build beside).
+changes = []
+for label, after, before, values in [
+    ("drain, local", "walarch", "walarch-before", drain),
+    ("drain, S3", "walarch-s3", "walarch-s3-before", drain),
+    ("recovery", "walarch", "walarch-before", recovery),
+]:
+    if after in values and before in values:
+        rs = ratios(values[after], values[before])
+        changes.append(f"{label} {st.median(rs):.2f}x ({', '.join(f'{r:.2f}' for r in rs)})")
+if changes:
+    out.append("")
+    out.append("this build's time / the earlier build's, median of rounds (per round): " + "; ".join(changes))
 cpu = by_tool(rows("archive_backlog.tsv"), "tool_cpu_s")
 if cpu:
     out.append("")
