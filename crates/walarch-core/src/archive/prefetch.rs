@@ -13,8 +13,8 @@
 //!   of every call, on replay's path: benches/README.md, issue 17.)
 //! - Why fsync a cache: PostgreSQL fsyncs every segment it restores (`durable_rename` on
 //!   replay's path); a file the worker already flushed makes that fsync cheap. Without the
-//!   worker's fsync recovery measured slower, not faster. A crash only empties the spool's
-//!   use: a stamp the crash lost, or a file it truncated, fails the check.
+//!   worker's fsync recovery measured slower, not faster. After a crash, a file whose stamp
+//!   was lost or that was cut short fails the check and is fetched again.
 //! - `position` holds the last file PostgreSQL asked for; the worker keeps the window after
 //!   it filled, bounded in bytes, and removes spooled segments behind it.
 //! - `misses/<name>` remembers that the store said a segment does not exist, for the rest of
