@@ -4,11 +4,16 @@
 usage: percall.py WALARCH_BIN SEGMENT_DIR [ROUNDS]
 Each round pushes every segment into a fresh repository (so every call does real work), then
 fetches every segment back to a file. `cp` to the same file system is measured as the floor.
+Before each `cp` and `wal-fetch` the destination is removed, as PostgreSQL removes `%p` before it
+runs restore_command (xlogarchive.c, RestoreArchivedFile): writing over an existing 16 MiB file
+makes ext4 flush it on the rename or close (auto_da_alloc), which no real call pays.
 Prints median, min and max per operation in milliseconds, and the stored/original ratio.
 """
 import os, shutil, statistics, subprocess, sys, tempfile, time
 
-def timed(cmd):
+def timed(cmd, fresh=None):
+    if fresh and os.path.exists(fresh):
+        os.unlink(fresh)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return (time.perf_counter() - t0) * 1000
@@ -24,10 +29,11 @@ def main():
         repo, out = os.path.join(work, "repo"), os.path.join(work, "out")
         os.mkdir(out)
         for seg in segments:
-            samples["cp"].append(timed(["cp", seg, os.path.join(out, "cp.tmp")]))
+            samples["cp"].append(timed(["cp", seg, os.path.join(out, "cp.tmp")], os.path.join(out, "cp.tmp")))
             samples["wal-push"].append(timed([walarch, "--repo", repo, "wal-push", seg]))
         for seg in segments:
-            samples["wal-fetch"].append(timed([walarch, "--repo", repo, "wal-fetch", os.path.basename(seg), os.path.join(out, "RECOVERYXLOG")]))
+            dest = os.path.join(out, "RECOVERYXLOG")
+            samples["wal-fetch"].append(timed([walarch, "--repo", repo, "wal-fetch", os.path.basename(seg), dest], dest))
         stored = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(os.path.join(repo, "wal")) for f in fs)
         original = sum(os.path.getsize(s) for s in segments)
         shutil.rmtree(work)
