@@ -617,8 +617,8 @@ impl Engine {
         .await?)
     }
 
-    /// PostgreSQL's restore_command for `name` into `dest` (its `%p`, in pg_wal): a spooled,
-    /// re-verified copy is renamed into place; a segment the store said is missing earlier
+    /// PostgreSQL's restore_command for `name` into `dest` (its `%p`, in pg_wal): a spooled
+    /// copy still as the worker verified and stamped it is renamed into place; a segment the store said is missing earlier
     /// in this recovery is answered from memory (never a history file); the fetch-ahead
     /// worker is started through `workers` to download what follows.
     pub async fn fetch_for_server(

@@ -5,12 +5,16 @@
 //! - A spooled file is verified as it is downloaded (the stored object's checksum, the
 //!   segment header against the name, the length), arrives complete and durable (temporary
 //!   name, fsync, rename), and is then stamped: its modification time is set to a fixed
-//!   instant long past ([`verified_mtime`]) and a sidecar `<name>.check` records its inode,
-//!   length and repository. PostgreSQL's call hands the file over only while all of that
-//!   still holds: any write to or truncation of the file since would have set its time to
-//!   now, and a replaced file has another inode. Anything else is dropped and the segment
-//!   fetched from the store instead. (Reading the 16 MiB again to recompute a CRC took ~3 ms
-//!   of every call, on replay's path: benches/README.md, issue 17.)
+//!   instant long past ([`verified_mtime`]) and a sidecar `<name>.check` records its CRC-32,
+//!   length, device, inode, change time and repository. PostgreSQL's call hands the file over
+//!   only while all of that still holds: any write to or truncation of the file through the
+//!   file system since would have set its time to now (and its change time, which no program
+//!   sets), a replaced file has another inode. A file that waited in the spool longer than
+//!   30 s (a delayed or paused recovery) has its CRC-32 computed again as well: the stamp says
+//!   nothing wrote to it, not that the disk kept its bytes. Anything else is dropped and the
+//!   segment fetched from the store instead. (Reading the 16 MiB again on every call cost
+//!   ~3 ms of it, on replay's path: benches/README.md, issue 17.) The file reaches `%p` with
+//!   a current modification time.
 //! - Why fsync a cache: PostgreSQL fsyncs every segment it restores (`durable_rename` on
 //!   replay's path); a file the worker already flushed makes that fsync cheap. Without the
 //!   worker's fsync recovery measured slower, not faster. After a crash, a file whose stamp
@@ -25,6 +29,7 @@
 //!   PostgreSQL probes them to pick its new timeline id, precisely to see servers that
 //!   promoted meanwhile, and an answer from memory could make two copies pick the same id.
 
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -54,28 +59,51 @@ pub struct FetchSpool {
 }
 
 /// The modification time a spooled file gets once verified. The kernel sets a file's time to
-/// the current time on every write and truncation, so a file still carrying this instant has
-/// not been modified since (short of someone setting the time back on purpose).
+/// the current time on every write and truncation through the file system, so a file still
+/// carrying this instant has not been written since; the change time recorded beside it
+/// (which no program can set) covers someone setting the time back.
 fn verified_mtime() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(86_400)
 }
 
-/// The sidecar of a spooled file: which file the worker verified.
+/// How long a spooled file is handed over on its stamp alone. One that waited longer (a
+/// delayed or paused recovery) has its CRC-32 computed again first: the stamp proves that
+/// nothing wrote to the file, not that the disk kept its bytes.
+const STAMP_TRUSTED_FOR: Duration = Duration::from_secs(30);
+
+/// The sidecar of a spooled file: what the worker verified, and which file it stamped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct SpooledCheck {
     len: u64,
+    crc32: u32,
+    dev: u64,
     inode: u64,
+    /// The change time after stamping (seconds, nanoseconds).
+    ctime: (i64, i64),
     /// The repository the copy came from: a spool left from other settings is not used.
     repository: String,
 }
 
 impl SpooledCheck {
-    /// Whether `meta` is still the file this check was written for, unmodified.
-    fn vouches_for(&self, meta: &std::fs::Metadata) -> bool {
+    /// Whether `meta` is still the file this check was written for, as stamped.
+    fn is_stamped(&self, meta: &std::fs::Metadata) -> bool {
         meta.is_file()
             && meta.len() == self.len
-            && meta.ino() == self.inode
+            && (meta.dev(), meta.ino()) == (self.dev, self.inode)
+            && (meta.ctime(), meta.ctime_nsec()) == self.ctime
             && meta.modified().is_ok_and(|t| t == verified_mtime())
+    }
+
+    /// How long ago the file was stamped.
+    fn age(&self) -> Duration {
+        let (secs, nanos) = self.ctime;
+        let stamped = u64::try_from(secs)
+            .ok()
+            .zip(u32::try_from(nanos).ok())
+            .map(|(s, n)| SystemTime::UNIX_EPOCH + Duration::new(s, n));
+        stamped
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .unwrap_or(Duration::MAX)
     }
 }
 
@@ -119,9 +147,20 @@ impl FetchSpool {
     }
 
     /// Moves a spooled copy of `name` to `dest` if it is still the file the worker verified
-    /// and stamped, from `repository`. `false` when there is none, or it did not check out
-    /// (it is then removed).
+    /// and stamped, from `repository` (and, if it waited in the spool longer than 30 s, still
+    /// has the CRC-32 it was verified with). `false` when there is none, or it did not check
+    /// out (it is then removed).
     pub fn take(&self, repository: &RepoLocation, name: &WalFileName, dest: &Path) -> bool {
+        self.take_trusting_stamps_for(repository, name, dest, STAMP_TRUSTED_FOR)
+    }
+
+    fn take_trusting_stamps_for(
+        &self,
+        repository: &RepoLocation,
+        name: &WalFileName,
+        dest: &Path,
+        trusted_for: Duration,
+    ) -> bool {
         let (data, check) = (self.data_path(name), self.check_path(name));
         let Some(expected) = std::fs::read(&check)
             .ok()
@@ -130,9 +169,21 @@ impl FetchSpool {
             return false;
         };
         let same_repository = expected.repository == repository.to_string();
-        let intact = same_repository
-            && std::fs::metadata(&data).is_ok_and(|meta| expected.vouches_for(&meta));
-        let taken = intact && std::fs::rename(&data, dest).is_ok();
+        let stamped =
+            same_repository && std::fs::metadata(&data).is_ok_and(|m| expected.is_stamped(&m));
+        let intact = stamped
+            && (expected.age() <= trusted_for
+                || crc_of_file(&data)
+                    .is_ok_and(|(len, crc32)| len == expected.len && crc32 == expected.crc32));
+        // Handed over with a current modification time: the fixed instant marks the spool's
+        // copy, not the segment PostgreSQL keeps.
+        let taken = intact
+            && std::fs::OpenOptions::new()
+                .write(true)
+                .open(&data)
+                .and_then(|f| f.set_modified(SystemTime::now()))
+                .is_ok()
+            && std::fs::rename(&data, dest).is_ok();
         if !taken {
             tracing::warn!(file = %name, same_repository, "spooled copy not used; fetching from the store");
             let _ = std::fs::remove_file(&data);
@@ -332,7 +383,11 @@ impl FetchSpool {
         };
         for entry in entries.filter_map(|e| e.ok()) {
             let file = entry.file_name().to_string_lossy().into_owned();
-            let base = file.strip_suffix(".check").unwrap_or(&file);
+            // `.crc`: the sidecar of earlier versions.
+            let base = [".check", ".crc"]
+                .iter()
+                .find_map(|suffix| file.strip_suffix(suffix))
+                .unwrap_or(&file);
             if let Ok(WalFileName::Segment(segment)) = base.parse::<WalFileName>()
                 && segment.segment_no(size).is_ok_and(|n| n < current)
             {
@@ -380,8 +435,9 @@ pub struct PrefetchOptions {
     pub preferred: Codec,
     /// Downloads run at once; 0 counts as 1.
     pub parallelism: usize,
-    /// Segments decompressed and written at once; 0 counts as 1. Fewer than the cores, so
-    /// that replay, which runs on one, always has it ([`decoders_for_cores`]).
+    /// Segments decompressed and written (with their fsync and rename) at once, at least one:
+    /// fewer than the cores, so that replay, which runs on one, always has it
+    /// ([`decoders_for_cores`]).
     pub decoders: usize,
     /// Bytes of WAL kept downloaded ahead of replay.
     pub max_bytes: u64,
@@ -515,18 +571,18 @@ pub async fn run_prefetch_worker(
             Ok(FetchOutcome::Fetched(fetched)) => {
                 // Without its stamp and sidecar the file is never handed over (PostgreSQL's
                 // call fetches the segment itself).
-                let stamped = stamp_verified(&spool.data_path(&name), fetched.restored_bytes)
-                    .and_then(|inode| {
-                        let check = SpooledCheck {
-                            len: fetched.restored_bytes,
-                            inode,
-                            repository: repo.location().to_string(),
-                        };
-                        std::fs::write(
-                            spool.check_path(&name),
-                            serde_json::to_vec(&check).expect("serialises"),
-                        )
-                    });
+                let stamped = stamp_verified(
+                    &spool.data_path(&name),
+                    fetched.restored_bytes,
+                    fetched.crc32,
+                    repo.location().to_string(),
+                )
+                .and_then(|check| {
+                    std::fs::write(
+                        spool.check_path(&name),
+                        serde_json::to_vec(&check).expect("serialises"),
+                    )
+                });
                 match stamped {
                     Ok(()) => report.fetched += 1,
                     Err(e) => {
@@ -555,16 +611,44 @@ pub async fn run_prefetch_worker(
     }
 }
 
-/// Sets a freshly verified spooled file's time to [`verified_mtime`]; returns its inode. The
-/// length is checked once more: the file must be the `len` bytes just written.
-fn stamp_verified(path: &Path, len: u64) -> std::io::Result<u64> {
+/// Stamps a freshly verified spooled file: its time set to [`verified_mtime`], and the
+/// sidecar's description of it (`crc32` of the `len` bytes just written) returned.
+fn stamp_verified(
+    path: &Path,
+    len: u64,
+    crc32: u32,
+    repository: String,
+) -> std::io::Result<SpooledCheck> {
     let file = std::fs::OpenOptions::new().write(true).open(path)?;
     file.set_modified(verified_mtime())?;
     let meta = file.metadata()?;
     if meta.len() != len {
         return Err(std::io::Error::other("spooled file changed while stamped"));
     }
-    Ok(meta.ino())
+    Ok(SpooledCheck {
+        len,
+        crc32,
+        dev: meta.dev(),
+        inode: meta.ino(),
+        ctime: (meta.ctime(), meta.ctime_nsec()),
+        repository,
+    })
+}
+
+fn crc_of_file(path: &Path) -> std::io::Result<(u64, u32)> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((len, hasher.finalize()))
 }
 
 #[cfg(test)]
@@ -733,7 +817,7 @@ mod tests {
         // Moved aside, not removed: a removed file's inode number can be reused at once.
         std::fs::rename(&replaced, fx.pg_wal.join("aside")).unwrap();
         std::fs::write(&replaced, &bytes).unwrap();
-        stamp_verified(&replaced, bytes.len() as u64).unwrap();
+        stamp_verified(&replaced, bytes.len() as u64, 0, String::new()).unwrap();
         assert!(!spool.take(fx.repo.location(), &fx.segments[1].0, &dest));
         assert!(!dest.exists() && !replaced.exists());
 
@@ -752,6 +836,49 @@ mod tests {
         let other = RepoLocation::Local(fx.pg_wal.join("elsewhere"));
         assert!(!spool.take(&other, &fx.segments[3].0, &dest));
         assert!(!dest.exists());
+    }
+
+    #[tokio::test]
+    async fn a_file_long_in_the_spool_is_checked_again_and_a_time_set_back_is_seen() {
+        let fx = fixture(4).await;
+        let spool = FetchSpool::for_pg_wal(&fx.pg_wal);
+        spool.set_position(&fx.segments[0].0);
+        run_prefetch_worker(&fx.repo, &spool, options(), &CancellationToken::new()).await;
+        let location = fx.repo.location();
+
+        // Stamped longer ago than trusted: the CRC-32 decides. Intact, it is handed over, and
+        // with a current modification time.
+        let dest = fx.pg_wal.join("RECOVERYXLOG");
+        let (name, content) = &fx.segments[1];
+        assert!(spool.take_trusting_stamps_for(location, name, &dest, Duration::ZERO));
+        assert_eq!(&std::fs::read(&dest).unwrap(), content);
+        let mtime = std::fs::metadata(&dest).unwrap().modified().unwrap();
+        assert!(
+            mtime.elapsed().unwrap() < Duration::from_secs(60),
+            "{mtime:?}"
+        );
+
+        // Bytes that no longer match the CRC-32 they were verified with: refused.
+        let other_dest = fx.pg_wal.join("RECOVERYXLOG.2");
+        let name = &fx.segments[2].0;
+        let check_path = spool.check_path(name);
+        let mut check: SpooledCheck =
+            serde_json::from_slice(&std::fs::read(&check_path).unwrap()).unwrap();
+        check.crc32 ^= 1;
+        std::fs::write(&check_path, serde_json::to_vec(&check).unwrap()).unwrap();
+        assert!(!spool.take_trusting_stamps_for(location, name, &other_dest, Duration::ZERO));
+        assert!(!other_dest.exists());
+
+        // Written to, then its time set back to the stamp's: its change time moved on.
+        std::thread::sleep(Duration::from_millis(50));
+        let name = &fx.segments[3].0;
+        let data = spool.data_path(name);
+        let file = std::fs::File::options().write(true).open(&data).unwrap();
+        std::os::unix::fs::FileExt::write_at(&file, &[0x42], 100).unwrap();
+        file.set_modified(verified_mtime()).unwrap();
+        drop(file);
+        assert!(!spool.take(location, name, &other_dest));
+        assert!(!other_dest.exists());
     }
 
     #[tokio::test]
