@@ -55,17 +55,20 @@ impl Codec {
         // Decoded bytes reach `out` in 1 MiB writes: with `io::copy`'s own 8 KiB buffer a
         // 16 MiB segment took 2048 write calls, and a one-shot wal-fetch 15 % longer. (`io::copy`
         // decodes straight into a `BufWriter`'s buffer.)
-        let mut out = std::io::BufWriter::with_capacity(DECODE_WRITE_SIZE, out);
-        let written = match self {
-            Codec::Zstd => {
-                let mut decoder = zstd::stream::read::Decoder::with_buffer(data)?;
-                std::io::copy(&mut decoder, &mut out)
-            }
+        let mut out = std::io::BufWriter::with_capacity(DECODE_BUFFER_SIZE, out);
+        let decoded = match self {
+            Codec::Zstd => zstd::stream::read::Decoder::with_buffer(data)
+                .and_then(|mut decoder| std::io::copy(&mut decoder, &mut out)),
             Codec::Gzip => std::io::copy(&mut flate2::bufread::GzDecoder::new(data), &mut out),
             Codec::None => out.write_all(data).map(|()| data.len() as u64),
-        }?;
-        out.flush()?;
-        Ok(written)
+        }
+        .and_then(|written| out.flush().map(|()| written));
+        if decoded.is_err() {
+            // Dropped unwritten: a BufWriter's drop would hand `out` the buffer again, after
+            // it (or the data) already failed.
+            let _ = out.into_parts();
+        }
+        decoded
     }
 
     /// Decodes a whole object of at most `max_len` decoded bytes (a corrupt or hostile object
@@ -97,8 +100,8 @@ impl Codec {
     }
 }
 
-/// The size of the writes [`Codec::decode_into`] makes.
-const DECODE_WRITE_SIZE: usize = 1 << 20;
+/// The buffer [`Codec::decode_into`] collects decoded bytes in before each write.
+const DECODE_BUFFER_SIZE: usize = 1 << 20;
 
 impl From<Codec> for String {
     fn from(codec: Codec) -> String {

@@ -295,7 +295,7 @@ impl Repository {
     }
 
     /// [`Repository::find_wal`] without the key of `known`: for a caller whose own request
-    /// already answered for that key (a create-only put, a get that missed).
+    /// already answered for that key (a fetch whose get of it missed).
     pub async fn find_wal_except(
         &self,
         name: &WalFileName,

@@ -63,9 +63,9 @@ pub async fn fetch_wal_file(
     fetch_wal_file_sharing(repo, name, dest, preferred, durable, None).await
 }
 
-/// [`fetch_wal_file`], decoding a segment only with a permit of `decoders` when given: the
-/// fetch-ahead worker keeps its downloads overlapping but its decompression off the cores
-/// replay needs.
+/// [`fetch_wal_file`], decoding and writing a segment (its fsync and rename included) only
+/// with a permit of `decoders` when given: the fetch-ahead worker keeps its downloads
+/// overlapping but its decompression off the cores replay needs.
 pub(crate) async fn fetch_wal_file_sharing(
     repo: &Repository,
     name: &WalFileName,
