@@ -54,7 +54,9 @@ for label, ours, theirs in [
             f"{st.median(rs):.2f}x faster; {', '.join(f'{r:.2f}' for r in rs)} | {DRAIN_GOAL} |"
         )
 for label, ours in [("recovery from the archive", "walarch"),
-                    ("recovery from the archive (before)", "walarch-before")]:
+                    ("recovery from the archive (before)", "walarch-before"),
+                    ("recovery, segments pre-staged and renamed in (floor of a restore_command)",
+                     "mv-staged")]:
     if ours in recovery and "cp" in recovery:
         rs = ratios(recovery[ours], recovery["cp"])
         out.append(
