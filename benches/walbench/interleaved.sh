@@ -44,10 +44,18 @@ trap '"$HERE/s3.sh" stop' EXIT
 
 DRAIN_TOOLS=${DRAIN_TOOLS-"walarch pgbr-async-zst walarch-s3 pgbr-s3-async-zst$BEFORE_DRAIN"}
 RECOVERY_TOOLS=${RECOVERY_TOOLS-"walarch cp$BEFORE_RECOVERY"}
+# Each round starts one tool further along its list, so that drift within a round (the machine
+# speeding up or slowing down over a few minutes) does not always fall on the same tool.
+rotate() { local n=$1; shift; local tools=("$@"); local k=$(( n % ${#tools[@]} ));
+  echo "${tools[@]:k}" "${tools[@]:0:k}"; }
 for round in $(seq 1 "$ROUNDS"); do
   echo "== round $round of $ROUNDS" >&2
-  for tool in $DRAIN_TOOLS; do "$HERE/run_backlog.sh" "$tool" 1; done
-  for tool in $RECOVERY_TOOLS; do
+  # shellcheck disable=SC2086
+  for tool in $( [ -n "$DRAIN_TOOLS" ] && rotate $((round - 1)) $DRAIN_TOOLS ); do
+    "$HERE/run_backlog.sh" "$tool" 1
+  done
+  # shellcheck disable=SC2086
+  for tool in $( [ -n "$RECOVERY_TOOLS" ] && rotate $((round - 1)) $RECOVERY_TOOLS ); do
     KEEP=1 "$HERE/run_archive.sh" "$tool" 1
     "$HERE/run_restore.sh" "$tool" 1
     # RESTORE_FLOOR=1: also recover from cp's archive with every segment staged beforehand and
