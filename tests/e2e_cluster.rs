@@ -12,7 +12,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use walarch_tests::ha::{Accepted, Checker, Etcd, Member, walarch_k8s_binary};
-use walarch_tests::{Cluster, Scratch, wait_for, walarch_as_postgres, walarch_binary};
+use walarch_tests::{
+    Cluster, Scratch, wait_for, wait_for_or_explain, walarch_as_postgres, walarch_binary,
+};
 
 /// Three clusters at once would not fit two cores: the tests take turns.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -860,31 +862,31 @@ fn a_replica_backs_up_on_request_and_a_clone_bootstraps_from_the_repository_at_a
     psql(&clone, "INSERT INTO t VALUES (-1)");
     let segment = psql(&clone, "SELECT pg_walfile_name(pg_current_wal_lsn())");
     psql(&clone, "SELECT pg_switch_wal()");
-    // Waited for by hand so that a timeout says why: the archiver's view and the member's log.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let archived = psql(
-            &clone,
-            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
-        );
-        if archived.as_str() >= segment.as_str() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after 60s waiting for the clone's segment {segment} archived; \
-             pg_stat_archiver: {}\npush worker log: {}\n{}",
-            psql(
+    // A timeout says why: the archiver's view and the member's log.
+    wait_for_or_explain(
+        "the clone's segment archived",
+        Duration::from_secs(60),
+        || {
+            let archived = psql(
                 &clone,
-                "SELECT archived_count, last_archived_wal, failed_count, last_failed_wal, \
-                 last_failed_time FROM pg_stat_archiver"
-            ),
-            std::fs::read_to_string(clone.pgdata.join("pg_wal/walarch/push/worker.log"))
-                .unwrap_or_default(),
-            clone.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+                "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+            );
+            (archived.as_str() >= segment.as_str()).then_some(())
+        },
+        || {
+            format!(
+                "pg_stat_archiver: {}\npush worker log: {}\n{}",
+                psql(
+                    &clone,
+                    "SELECT archived_count, last_archived_wal, failed_count, last_failed_wal, \
+                     last_failed_time FROM pg_stat_archiver"
+                ),
+                std::fs::read_to_string(clone.pgdata.join("pg_wal/walarch/push/worker.log"))
+                    .unwrap_or_default(),
+                clone.log_tail()
+            )
+        },
+    );
     let clone_files = walarch_tests::files_below(&clone_repo);
     assert!(
         clone_files

@@ -123,16 +123,28 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` with `what`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+    wait_for_or_explain(what, timeout, check, String::new)
+}
+
+/// [`wait_for`], adding what `explain` says at the moment of a timeout to the panic.
+pub fn wait_for_or_explain<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+    explain: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = check() {
             return value;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\n{}",
+                explain()
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }

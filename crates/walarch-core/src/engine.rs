@@ -618,9 +618,9 @@ impl Engine {
     }
 
     /// PostgreSQL's restore_command for `name` into `dest` (its `%p`, in pg_wal): a spooled
-    /// copy still as the worker verified and stamped it is renamed into place; a segment the store said is missing earlier
-    /// in this recovery is answered from memory (never a history file); the fetch-ahead
-    /// worker is started through `workers` to download what follows.
+    /// copy still as the worker verified and stamped it is renamed into place; a segment the
+    /// store said is missing earlier in this recovery is answered from memory (never a history
+    /// file); the fetch-ahead worker is started through `workers` to download what follows.
     pub async fn fetch_for_server(
         &self,
         name: &WalFileName,

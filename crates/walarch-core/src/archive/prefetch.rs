@@ -178,11 +178,7 @@ impl FetchSpool {
         // Handed over with a current modification time: the fixed instant marks the spool's
         // copy, not the segment PostgreSQL keeps.
         let taken = intact
-            && std::fs::OpenOptions::new()
-                .write(true)
-                .open(&data)
-                .and_then(|f| f.set_modified(SystemTime::now()))
-                .is_ok()
+            && set_modified(&data, SystemTime::now()).is_ok()
             && std::fs::rename(&data, dest).is_ok();
         if !taken {
             tracing::warn!(file = %name, same_repository, "spooled copy not used; fetching from the store");
@@ -619,9 +615,7 @@ fn stamp_verified(
     crc32: u32,
     repository: String,
 ) -> std::io::Result<SpooledCheck> {
-    let file = std::fs::OpenOptions::new().write(true).open(path)?;
-    file.set_modified(verified_mtime())?;
-    let meta = file.metadata()?;
+    let meta = set_modified(path, verified_mtime())?.metadata()?;
     if meta.len() != len {
         return Err(std::io::Error::other("spooled file changed while stamped"));
     }
@@ -633,6 +627,13 @@ fn stamp_verified(
         ctime: (meta.ctime(), meta.ctime_nsec()),
         repository,
     })
+}
+
+/// Sets the modification time of the file at `path`; returns it, open.
+fn set_modified(path: &Path, time: SystemTime) -> std::io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    file.set_modified(time)?;
+    Ok(file)
 }
 
 fn crc_of_file(path: &Path) -> std::io::Result<(u64, u32)> {
