@@ -8,7 +8,7 @@
 #       # also runs that earlier build in every round (tools walarch-before, walarch-s3-before),
 #       # so that a change is measured before and after under the same drift
 #   RESTORE_FLOOR=1 ...   # recovery also with every segment pre-staged and renamed in (mv-staged),
-#                         # and the same with 1 GiB written beside it meanwhile (mv-staged-io)
+#                         # and the same with 1 GiB written evenly beside it (mv-staged-io)
 #
 # Each round runs, one after the other:
 #   A2 backlog drain (~1 GiB of pgbench WAL queued, then drained; only the drain is timed) for
@@ -61,8 +61,8 @@ for round in $(seq 1 "$ROUNDS"); do
     "$HERE/run_restore.sh" "$tool" 1
     # RESTORE_FLOOR=1: also recover from cp's archive with every segment staged beforehand and
     # only renamed into place (tool mv-staged): the floor of any restore_command; and the same
-    # with 1 GiB written through pg_wal's file system meanwhile, as a fetch-ahead spool does
-    # (tool mv-staged-io): the floor of a restore_command that has to write what it fetches.
+    # with 1 GiB written evenly through pg_wal's file system meanwhile (tool mv-staged-io): what
+    # writing the WAL beside replay costs.
     if [ "$tool" = cp ] && [ -n "${RESTORE_FLOOR:-}" ]; then
       RESTORE_AS=mv-staged "$HERE/run_restore.sh" cp 1
       RESTORE_AS=mv-staged-io "$HERE/run_restore.sh" cp 1

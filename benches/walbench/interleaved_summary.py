@@ -57,8 +57,8 @@ for label, ours in [("recovery from the archive", "walarch"),
                     ("recovery from the archive (before)", "walarch-before"),
                     ("recovery, segments pre-staged and renamed in (floor of a restore_command)",
                      "mv-staged"),
-                    ("recovery, pre-staged, 1 GiB written beside at replay's pace (floor of a "
-                     "restore_command that writes the WAL it fetches)", "mv-staged-io")]:
+                    ("recovery, pre-staged, with 1 GiB written evenly beside it at replay's pace",
+                     "mv-staged-io")]:
     if ours in recovery and "cp" in recovery:
         rs = ratios(recovery[ours], recovery["cp"])
         out.append(
