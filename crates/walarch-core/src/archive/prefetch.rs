@@ -929,14 +929,17 @@ mod tests {
         spool.set_position(&later);
         assert_eq!(spool.position(), Some(later));
 
-        // Half of one record over the other, as a read racing a write can see them.
+        // A read racing a write can see the new name with the old CRC-32 behind it: a valid
+        // name, and still no position.
+        let next: WalFileName = "00000001000000000000000A".parse().unwrap();
         let (old, new) = (
             PositionRecord::encode(&first),
-            PositionRecord::encode(&later),
+            PositionRecord::encode(&next),
         );
-        let mut torn = new;
-        torn[..12].copy_from_slice(&old[..12]);
+        let mut torn = old;
+        torn[..24].copy_from_slice(&new[..24]);
         assert_eq!(PositionRecord::decode(&torn), None);
+        assert_eq!(PositionRecord::decode(&new), Some(next));
         // A bare name (earlier versions) or a short read: no position, not a wrong one.
         assert_eq!(PositionRecord::decode(b"000000010000000000000009"), None);
         assert_eq!(PositionRecord::decode(&new[..20]), None);
