@@ -748,6 +748,16 @@ mod tests {
         }
     }
 
+    /// [`fixture`] of `n` segments, with the worker run once from the first: the window after
+    /// it spooled.
+    async fn spooled_after_first(n: u64) -> (Fixture, FetchSpool) {
+        let fx = fixture(n).await;
+        let spool = FetchSpool::for_pg_wal(&fx.pg_wal);
+        spool.set_position(&fx.segments[0].0);
+        run_prefetch_worker(&fx.repo, &spool, options(), &CancellationToken::new()).await;
+        (fx, spool)
+    }
+
     fn options() -> PrefetchOptions {
         PrefetchOptions {
             preferred: Codec::Zstd,
@@ -817,10 +827,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_damaged_or_truncated_spool_file_is_never_handed_over() {
-        let fx = fixture(4).await;
-        let spool = FetchSpool::for_pg_wal(&fx.pg_wal);
-        spool.set_position(&fx.segments[0].0);
-        run_prefetch_worker(&fx.repo, &spool, options(), &CancellationToken::new()).await;
+        let (fx, spool) = spooled_after_first(4).await;
         let dest = fx.pg_wal.join("RECOVERYXLOG");
 
         let flipped = spool.data_path(&fx.segments[1].0);
@@ -839,10 +846,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_spooled_file_is_handed_over_only_as_the_worker_left_it() {
-        let fx = fixture(4).await;
-        let spool = FetchSpool::for_pg_wal(&fx.pg_wal);
-        spool.set_position(&fx.segments[0].0);
-        run_prefetch_worker(&fx.repo, &spool, options(), &CancellationToken::new()).await;
+        let (fx, spool) = spooled_after_first(4).await;
         let dest = fx.pg_wal.join("RECOVERYXLOG");
 
         // The same bytes in another file, even carrying the stamp: not the verified file.
@@ -874,10 +878,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_file_long_in_the_spool_is_checked_again_and_a_time_set_back_is_seen() {
-        let fx = fixture(4).await;
-        let spool = FetchSpool::for_pg_wal(&fx.pg_wal);
-        spool.set_position(&fx.segments[0].0);
-        run_prefetch_worker(&fx.repo, &spool, options(), &CancellationToken::new()).await;
+        let (fx, spool) = spooled_after_first(4).await;
         let location = fx.repo.location();
 
         // Stamped longer ago than trusted: the CRC-32 decides. Intact, it is handed over, and
